@@ -1,0 +1,85 @@
+"""yoton_core: the transport-agnostic core of yoton.
+
+Users import :mod:`yoton`, which re-exports the public names below. Transport
+plugins import :class:`StreamConnection` (or :class:`Connection`) and
+:data:`hookimpl` from here.
+"""
+
+from __future__ import annotations
+
+from ._channels import BaseChannel
+from ._connection import Connection, ConnectionStatistics
+from ._context import ConnectionCollection, Context
+from ._errors import (
+    BrokenConnectionError,
+    CancelledError,
+    ConnectionClosedError,
+    HandshakeError,
+    MessageDecodeError,
+    PluginLoadError,
+    ProtocolError,
+    TimeoutError,
+    TransportNotFoundError,
+    YotonError,
+)
+from ._events import (
+    Signal,
+    Timer,
+    app,
+    call_later,
+    embed_event_loop,
+    process_events,
+    start_event_loop,
+    stop_event_loop,
+)
+from ._hashing import port_hash, slot_hash
+from ._hookspecs import hookimpl, hookspec
+from ._message_types import BINARY, OBJECT, TEXT, MessageType
+from ._plugins import plugin_manager, transports
+from ._pubsub import PubChannel, SubChannel, select_sub_channel
+from ._stream import StreamConnection
+from ._wire import Package
+
+__version__ = "3.0.0.dev0"
+
+__all__ = [
+    "BINARY",
+    "OBJECT",
+    "TEXT",
+    "BaseChannel",
+    "BrokenConnectionError",
+    "CancelledError",
+    "Connection",
+    "ConnectionClosedError",
+    "ConnectionCollection",
+    "ConnectionStatistics",
+    "Context",
+    "HandshakeError",
+    "MessageDecodeError",
+    "MessageType",
+    "Package",
+    "PluginLoadError",
+    "ProtocolError",
+    "PubChannel",
+    "Signal",
+    "StreamConnection",
+    "SubChannel",
+    "TimeoutError",
+    "Timer",
+    "TransportNotFoundError",
+    "YotonError",
+    "__version__",
+    "app",
+    "call_later",
+    "embed_event_loop",
+    "hookimpl",
+    "hookspec",
+    "plugin_manager",
+    "port_hash",
+    "process_events",
+    "select_sub_channel",
+    "slot_hash",
+    "start_event_loop",
+    "stop_event_loop",
+    "transports",
+]

@@ -1,0 +1,244 @@
+"""BaseChannel: what every channel shares (slots, inbox, closing, signals).
+
+A channel has an outgoing and an incoming slot, both derived from the user's
+``slot_base``, the message type's name and the channel pattern, then hashed
+case-insensitively (PROTOCOL.md section 3). The inbox is a plain deque: the IO
+engine appends without taking a lock, and wakes a reader only when one is
+actually waiting, so delivering a batch of messages costs one notification.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ._errors import ConnectionClosedError
+from ._events import Signal, post_event
+from ._hashing import normalize_slot, slot_hash
+from ._message_types import TEXT, MessageType
+from ._wire import Package
+
+if TYPE_CHECKING:
+    from ._connection import Connection
+    from ._context import Context
+
+__all__ = ["BaseChannel", "normalize_block"]
+
+
+def normalize_block(block: Any) -> float | None:
+    """Turn a ``block`` argument into a wait time: 0 (don't), None (forever) or seconds.
+
+    ``True`` waits forever; ``False``, ``None`` and ``0`` don't wait; a positive
+    number (int or float) waits that many seconds.
+    """
+    if block is True:
+        return None
+    if block is False or block is None:
+        return 0.0
+    if isinstance(block, (int, float)):
+        if block != block or block < 0:  # NaN or negative
+            raise ValueError(f"block must be True, False or a number of seconds >= 0, got {block!r}")
+        return float(block)
+    raise TypeError(f"block must be True, False or a number of seconds, got {block!r}")
+
+
+class BaseChannel:
+    """Base class of all channels.
+
+    Args:
+        context: The :class:`Context` this channel lives in.
+        slot_base: The name that channels meet on (case-insensitive).
+        message_type: :data:`TEXT` (default), :data:`BINARY`, :data:`OBJECT`,
+            or a :class:`MessageType` instance or subclass.
+
+    Attributes:
+        received: Signal emitted as ``received(channel)`` (through the event
+            loop) when messages arrive; coalesced, so one emit may stand for
+            many messages.
+    """
+
+    #: Pattern of the outgoing / incoming slot, e.g. "pub-sub" / "sub-pub".
+    _pattern_out: ClassVar[str | None] = None
+    _pattern_in: ClassVar[str | None] = None
+
+    def __init__(
+        self, context: Context, slot_base: str, message_type: Any = TEXT
+    ) -> None:
+        from ._context import Context
+
+        if not isinstance(context, Context):
+            raise TypeError(f"Context not valid: expected a yoton.Context, got {context!r}")
+        if not isinstance(slot_base, str):
+            raise TypeError(f"slot_base must be a string, got {type(slot_base).__name__}")
+        if isinstance(message_type, type) and issubclass(message_type, MessageType):
+            message_type = message_type()
+        if not isinstance(message_type, MessageType):
+            raise TypeError(
+                "message_type must be TEXT, BINARY, OBJECT or a MessageType instance/subclass, "
+                f"got {message_type!r}"
+            )
+        self._context = context
+        self._message_type = message_type
+        self._slot_base = slot_base
+        type_name = message_type.message_type_name()
+        self._slot_out_name = (
+            f"{slot_base}.{type_name}.{self._pattern_out}" if self._pattern_out else ""
+        )
+        self._slot_in_name = (
+            f"{slot_base}.{type_name}.{self._pattern_in}" if self._pattern_in else ""
+        )
+        self._slot_out = slot_hash(normalize_slot(self._slot_out_name)) if self._pattern_out else None
+        self._slot_in = slot_hash(normalize_slot(self._slot_in_name)) if self._pattern_in else None
+        self._queue: collections.deque[Package] = collections.deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._waiters = 0
+        self._closed = False
+        self._n_dropped = 0
+        self._received_posted = False
+        self.received = Signal()
+        context._register_channel(self, self._slot_out, self._slot_in)
+
+    # -- properties -----------------------------------------------------------
+
+    @property
+    def context(self) -> Context:
+        return self._context
+
+    @property
+    def message_type(self) -> MessageType:
+        return self._message_type
+
+    @property
+    def slot_outgoing(self) -> str:
+        """The outgoing slot name, before normalisation."""
+        return self._slot_out_name
+
+    @property
+    def slot_incoming(self) -> str:
+        """The incoming slot name, before normalisation."""
+        return self._slot_in_name
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def pending(self) -> int:
+        """How many received messages wait to be read."""
+        return len(self._queue)
+
+    @property
+    def dropped(self) -> int:
+        """How many received messages were discarded because the inbox was full."""
+        return self._n_dropped
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self._queue)} pending"
+        return f"<{type(self).__name__} {self._slot_base!r} {state}>"
+
+    # -- closing ----------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the channel: queued messages stay readable, nothing new arrives."""
+        if self._closed:
+            return
+        self._closed = True
+        self._context._unregister_channel(self)
+        with self._cond:
+            self._cond.notify_all()
+        self._on_close()
+
+    def _on_close(self) -> None:
+        """Hook for subclasses (e.g. to wake async readers)."""
+
+    # -- sending ------------------------------------------------------------------
+
+    def _send(self, data: bytes, dest_id: int = 0, dest_seq: int = 0) -> Package | None:
+        if self._closed:
+            raise ConnectionClosedError(f"Cannot send from closed {type(self).__name__} {id(self)}.")
+        if not data:
+            return None  # an empty payload is a control package on the wire
+        ctx = self._context
+        max_size = ctx._max_message_size
+        if len(data) > max_size:
+            raise ValueError(
+                f"message of {len(data)} bytes exceeds the maximum message size of "
+                f"{max_size} bytes (Context(max_message_size=...))"
+            )
+        pkg = Package(data, self._slot_out, ctx._id, 0, dest_id, dest_seq)  # type: ignore[arg-type]
+        ctx._send_package(pkg, self)
+        return pkg
+
+    # -- receiving (engine side) ------------------------------------------------
+
+    def _deposit(self, pkg: Package) -> None:
+        """Append a package to the inbox (called under the context lock)."""
+        q = self._queue
+        if len(q) >= self._context._queue_n:
+            self._n_dropped += 1
+            if not self._context._queue_discard_old:
+                return
+            q.popleft()
+        q.append(pkg)
+
+    def _notify(self) -> None:
+        """Wake readers and emit ``received`` after a batch of deposits."""
+        if self._waiters:
+            with self._cond:
+                self._cond.notify_all()
+        if not self._received_posted and self.received.has_handlers:
+            self._received_posted = True
+            post_event(self._emit_received)
+        self._on_deposit()
+
+    def _on_deposit(self) -> None:
+        """Hook for subclasses, called in the IO thread after deposits."""
+
+    def _emit_received(self) -> None:
+        self._received_posted = False
+        self.received.emit_now(self)
+
+    def _on_new_connection(self, conn: Connection) -> None:
+        """Hook: a connection of our context just got a peer."""
+
+    def _on_new_peer(self, source_id: int) -> None:
+        """Hook: a context somewhere announced NEW_CONNECTION."""
+
+    # -- receiving (user side) ------------------------------------------------------
+
+    def _recv(self, block: Any) -> Package | None:
+        """Pop the next package, waiting as ``block`` says; None when there is none."""
+        q = self._queue
+        if q:
+            try:
+                return q.popleft()
+            except IndexError:
+                pass
+        wait = normalize_block(block)
+        if wait == 0.0:
+            return None
+        deadline = None if wait is None else time.monotonic() + wait
+        with self._cond:
+            self._waiters += 1
+            try:
+                while not q:
+                    if self._closed:
+                        return None
+                    if deadline is None:
+                        self._cond.wait()
+                    else:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            return None
+                        self._cond.wait(remaining)
+            finally:
+                self._waiters -= 1
+        try:
+            return q.popleft()
+        except IndexError:  # another reader took it; try again within the time left
+            if deadline is None:
+                return self._recv(True)
+            left = deadline - time.monotonic()
+            return self._recv(left) if left > 0 else None

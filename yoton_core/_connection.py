@@ -1,0 +1,277 @@
+"""The transport-agnostic :class:`Connection` base class.
+
+A Connection is one link between two contexts. The core only relies on the
+small contract below; a transport plugin implements ``_bind``, ``_connect``,
+``_push`` and ``_request_close``. Stream transports should subclass
+:class:`yoton_core.StreamConnection` instead, which implements all of that on top
+of a byte stream.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ._events import Signal
+
+if TYPE_CHECKING:
+    from ._context import Context
+    from ._wire import Package
+
+__all__ = ["Connection", "ConnectionStatistics", "STATUS_NAMES"]
+
+STATUS_CLOSED = 0
+STATUS_CLOSING = 1
+STATUS_WAITING = 2
+STATUS_HOSTING = 3
+STATUS_CONNECTED = 4
+
+STATUS_NAMES = {
+    STATUS_CLOSED: "closed",
+    STATUS_CLOSING: "closing",
+    STATUS_WAITING: "waiting",
+    STATUS_HOSTING: "hosting",
+    STATUS_CONNECTED: "connected",
+}
+
+MIN_TIMEOUT = 0.5
+
+
+@dataclass(frozen=True)
+class ConnectionStatistics:
+    """A snapshot of a connection's counters (see :attr:`Connection.stats`)."""
+
+    packages_sent: int
+    bytes_sent: int
+    packages_received: int
+    bytes_received: int
+    packages_dropped: int
+    queued: int
+
+
+class Connection:
+    """One link between two contexts.
+
+    Attributes:
+        closed: Signal emitted once, as ``closed(connection, reason)``, when the
+            connection ends for whatever reason.
+        timedout: Signal emitted as ``timedout(connection, True)`` when nothing
+            was received for :attr:`timeout` seconds, and ``timedout(connection,
+            False)`` when data flows again.
+    """
+
+    #: The address scheme this class serves, e.g. ``"tcp"``.
+    scheme: ClassVar[str] = ""
+
+    def __init__(self, context: Context, name: str = "") -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"Connection name must be a str, got {type(name).__name__}")
+        self._context = context
+        self._name = name
+        self._status = STATUS_CLOSED
+        self._timeout = MIN_TIMEOUT
+        self._hostname1 = ""
+        self._port1 = 0
+        self._hostname2 = ""
+        self._port2 = 0
+        self._id2 = 0
+        self._pid2 = 0
+        self._close_reason: str | None = None
+        self._closed_event = threading.Event()
+        self.closed = Signal()
+        self.timedout = Signal()
+        # Counters; written by the IO side, read without locks (ints are atomic).
+        self._n_sent = 0
+        self._b_sent = 0
+        self._n_recv = 0
+        self._b_recv = 0
+        self._n_dropped = 0
+
+    # -- documented properties ---------------------------------------------
+
+    @property
+    def hostname1(self) -> str:
+        """The host name or address of this end."""
+        return self._hostname1
+
+    @property
+    def port1(self) -> int:
+        """The port (or equivalent) of this end; the real one when bound to port 0."""
+        return self._port1
+
+    @property
+    def hostname2(self) -> str:
+        """The host name or address of the other end ("" until connected)."""
+        return self._hostname2
+
+    @property
+    def port2(self) -> int:
+        """The port of the other end (0 until connected)."""
+        return self._port2
+
+    @property
+    def id1(self) -> int:
+        """The id of our context."""
+        return self._context.id
+
+    @property
+    def id2(self) -> int:
+        """The id of the context at the other end (0 until connected)."""
+        return self._id2
+
+    @property
+    def pid1(self) -> int:
+        """Our process id."""
+        return os.getpid()
+
+    @property
+    def pid2(self) -> int:
+        """The process id at the other end (0 until connected)."""
+        return self._pid2
+
+    @property
+    def is_alive(self) -> bool:
+        """True while waiting, hosting or connected."""
+        return self._status >= STATUS_WAITING
+
+    @property
+    def is_connected(self) -> bool:
+        """True while connected to a peer (hosting or connected)."""
+        return self._status >= STATUS_HOSTING
+
+    @property
+    def is_waiting(self) -> bool:
+        """True while bound and waiting for a peer."""
+        return self._status == STATUS_WAITING
+
+    @property
+    def status(self) -> str:
+        """The status as a word: closed, closing, waiting, hosting or connected."""
+        return STATUS_NAMES[self._status]
+
+    @property
+    def close_reason(self) -> str | None:
+        """Why the connection closed, or None while it is alive."""
+        return self._close_reason
+
+    @property
+    def name(self) -> str:
+        """A name to find this connection in :attr:`Context.connections`."""
+        return self._name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError(f"Connection name must be a str, got {type(value).__name__}")
+        self._name = value
+
+    @property
+    def timeout(self) -> float:
+        """Seconds of silence after which ``timedout(conn, True)`` fires (>= 0.5)."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"timeout must be a number of seconds, got {value!r}")
+        if value < MIN_TIMEOUT:
+            raise ValueError(f"timeout must be at least {MIN_TIMEOUT} s, got {value!r}")
+        self._timeout = float(value)
+
+    @property
+    def stats(self) -> ConnectionStatistics:
+        """A snapshot of the traffic counters."""
+        return ConnectionStatistics(
+            packages_sent=self._n_sent,
+            bytes_sent=self._b_sent,
+            packages_received=self._n_recv,
+            bytes_received=self._b_recv,
+            packages_dropped=self._n_dropped,
+            queued=self._queued_count(),
+        )
+
+    def statistics(self) -> ConnectionStatistics:
+        """Same as :attr:`stats` (trio-style spelling)."""
+        return self.stats
+
+    @property
+    def context(self) -> Context:
+        return self._context
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} {self._name!r} {self.status} "
+            f"{self._hostname1}:{self._port1} -> {self._hostname2}:{self._port2}>"
+        )
+
+    # -- closing -------------------------------------------------------------
+
+    def close(self, reason: str | None = None) -> None:
+        """Close the connection, telling the other end, and emit ``closed``.
+
+        Blocks briefly (at most about a second) until the link is really shut,
+        so that binding the same address again right after works.
+        """
+        if reason is None:
+            reason = "Closed on command."
+        self._close(reason, notify_peer=True)
+
+    def close_on_problem(self, reason: str | None = None) -> None:
+        """Close the connection because something went wrong."""
+        if reason is None:
+            reason = "Unspecified problem"
+        self._close(reason, notify_peer=True)
+
+    def _close(self, reason: str, notify_peer: bool) -> None:
+        if not isinstance(reason, str):
+            reason = "Invalid stop reason specified (must be string)."
+        if self._status <= STATUS_CLOSING:
+            return
+        self._status = STATUS_CLOSING
+        self._request_close(reason, notify_peer)
+
+    def _set_closed(self, reason: str) -> None:
+        """Called by the transport exactly once when the link is gone."""
+        if self._closed_event.is_set():
+            return
+        self._close_reason = reason
+        self._status = STATUS_CLOSED
+        self._context._connection_closed(self)
+        self._closed_event.set()
+        self.closed.emit(self, reason)
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Block until the connection is closed; return False on timeout."""
+        return self._closed_event.wait(timeout)
+
+    # -- what a transport implements ----------------------------------------
+
+    def _bind(self, address: str, max_tries: int) -> None:
+        """Start listening on ``address`` (scheme removed); return at once."""
+        raise NotImplementedError
+
+    def _connect(self, address: str, timeout: float) -> None:
+        """Connect and handshake, blocking; raise OSError on failure."""
+        raise NotImplementedError
+
+    def _push(self, package: Package) -> None:
+        """Queue one package for the peer; thread-safe and never blocking."""
+        raise NotImplementedError
+
+    def _wait_writable(self) -> None:
+        """Block a user thread briefly while the outgoing queue is congested."""
+
+    def _queued_count(self) -> int:
+        return 0
+
+    def _request_close(self, reason: str, notify_peer: bool) -> None:
+        raise NotImplementedError
+
+    def flush(self, timeout: float = 3.0) -> None:
+        """Block until every queued package was handed to the OS."""
+        raise NotImplementedError
+
+    def _describe(self) -> dict[str, Any]:
+        return {"scheme": self.scheme, "status": self.status}

@@ -1,0 +1,387 @@
+"""The Context: a node of the yoton network, and where routing lives.
+
+Routing is transport-agnostic: connections hand batches of received packages to
+:meth:`Context._recv_packages`, which drops duplicates (per-source sequence
+numbers), forwards broadcasts to the other connections, and deposits what is for
+us into the channel registered on the package's slot. Because every send takes
+its sequence number and enters every connection's queue under one lock, packages
+of one source leave in sequence order on every link, even with many sending
+threads (the 2.x defect that lost messages with concurrent senders).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import random
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from ._address import split_scheme
+from ._connection import Connection
+from ._plugins import resolve_transport
+from ._wire import SLOT_CONTEXT, Package
+
+if TYPE_CHECKING:
+    from ._channels import BaseChannel
+
+__all__ = ["Context", "ConnectionCollection", "new_uid"]
+
+logger = logging.getLogger("yoton")
+
+DEFAULT_QUEUE_PARAMS = (10000, "old")
+DEFAULT_MAX_MESSAGE_SIZE = 2**30
+
+_uid_lock = threading.Lock()
+_uid_last_ms = 0
+
+
+def new_uid() -> int:
+    """A 64-bit id: 32 bits of strictly increasing milliseconds, 32 random bits."""
+    global _uid_last_ms
+    with _uid_lock:
+        ms = int(time.time() * 1000) & 0xFFFFFFFF
+        if ms <= _uid_last_ms:
+            ms = (_uid_last_ms + 1) & 0xFFFFFFFF
+        ms = ms or 1
+        _uid_last_ms = ms
+    return (ms << 32) | random.getrandbits(32)
+
+
+class ConnectionCollection(list):  # type: ignore[type-arg]
+    """A list of connections that can also be indexed by connection name."""
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            if not key:
+                raise KeyError("An empty string is not a valid connection name.")
+            for conn in self:
+                if conn.name == key:
+                    return conn
+            names = ", ".join(repr(c.name) for c in self if c.name) or "none"
+            raise KeyError(f"No connection named {key!r} (named connections: {names}).")
+        return super().__getitem__(key)
+
+
+class Context:
+    """A node in the yoton network.
+
+    Channels are created on a context; connections join contexts into a
+    network. Each context has a unique 64-bit :attr:`id`.
+
+    Args:
+        verbose: Log connection events at INFO level when true.
+        queue_params: ``(N, discard_mode)``: the size of every queue that
+            belongs to this context (channel inboxes, connection outboxes, the
+            start-up queue) and what to drop when one is full: ``"old"`` (the
+            oldest item) or ``"new"`` (the incoming one). Drops are counted.
+        transport: The scheme to use for addresses without one (``"tcp"``,
+            ``"unix"``, ``"inproc"``, or any installed plugin). Defaults to the
+            ``YOTON_TRANSPORT`` environment variable, then ``"tcp"``.
+        max_message_size: Largest payload accepted from or sent to the network;
+            a peer announcing a larger one is disconnected.
+    """
+
+    def __init__(
+        self,
+        verbose: int = 0,
+        queue_params: tuple[int, str] | None = None,
+        transport: str | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    ) -> None:
+        self._id = new_uid()
+        self._verbose = verbose
+        self._lock = threading.RLock()
+        self._send_seq = 0
+        self._recv_seq = 0
+        self._source_map: dict[int, int] = {}
+        self._connections: list[Connection] = []  # alive: waiting or connected
+        self._connected: tuple[Connection, ...] = ()
+        self._startup_queue: collections.deque[Package] = collections.deque()
+        self._send_channels: dict[int, BaseChannel] = {}
+        self._recv_channels: dict[int, BaseChannel] = {}
+        self._n_duplicates = 0
+        self._n_startup_dropped = 0
+        self._n_unroutable = 0
+        self.queue_params = queue_params if queue_params is not None else DEFAULT_QUEUE_PARAMS
+        if transport is not None:
+            if not isinstance(transport, str):
+                raise TypeError(f"transport must be a scheme name such as 'tcp', got {transport!r}")
+            resolve_transport(transport)  # fail early with the list of known schemes
+        self._transport = transport
+        if not isinstance(max_message_size, int) or max_message_size < 1:
+            raise ValueError(f"max_message_size must be a positive int, got {max_message_size!r}")
+        self._max_message_size = max_message_size
+
+    # -- properties ------------------------------------------------------------
+
+    @property
+    def id(self) -> int:
+        """The 64-bit id of this context."""
+        return self._id
+
+    @property
+    def queue_params(self) -> tuple[int, str]:
+        """``(N, discard_mode)`` for the queues of this context."""
+        return (self._queue_n, "old" if self._queue_discard_old else "new")
+
+    @queue_params.setter
+    def queue_params(self, value: tuple[int, str]) -> None:
+        if not isinstance(value, tuple) or len(value) != 2:
+            raise ValueError(f"queue_params must be a 2-tuple (N, 'old'|'new'), got {value!r}")
+        n, mode = value
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"queue_params[0] must be a positive int, got {n!r}")
+        if not isinstance(mode, str) or mode.lower() not in ("old", "new"):
+            raise ValueError(f"queue_params[1] must be 'old' or 'new', got {mode!r}")
+        self._queue_n = n
+        self._queue_discard_old = mode.lower() == "old"
+
+    @property
+    def transport(self) -> str:
+        """The scheme used for addresses that do not name one."""
+        return self._transport or os.environ.get("YOTON_TRANSPORT") or "tcp"
+
+    @property
+    def connections(self) -> ConnectionCollection:
+        """The connected connections (indexable by name)."""
+        return ConnectionCollection(self._connected)
+
+    @property
+    def connections_all(self) -> ConnectionCollection:
+        """All alive connections, including those waiting for a peer."""
+        with self._lock:
+            return ConnectionCollection(c for c in self._connections if c.is_alive)
+
+    @property
+    def connection_count(self) -> int:
+        """The number of connected connections."""
+        return len(self._connected)
+
+    def statistics(self) -> dict[str, int]:
+        """Counters of the routing layer."""
+        return {
+            "connections": len(self._connected),
+            "sent": self._send_seq,
+            "deposited": self._recv_seq,
+            "duplicates_dropped": self._n_duplicates,
+            "startup_queue": len(self._startup_queue),
+            "startup_dropped": self._n_startup_dropped,
+        }
+
+    def __repr__(self) -> str:
+        return f"<Context {self._id:016x} with {len(self._connected)} connections>"
+
+    # -- connecting -------------------------------------------------------------
+
+    def _new_connection(self, address: str, name: str) -> tuple[Connection, str]:
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
+        scheme, rest = split_scheme(address)
+        cls = resolve_transport(scheme or self.transport)
+        return cls(self, name), rest
+
+    def bind(self, address: str, max_tries: int = 1, name: str = "") -> Connection:
+        """Listen at ``address`` for one peer; return the (waiting) Connection at once.
+
+        Args:
+            address: ``[scheme://]host:port``; the port may be a name (hashed to
+                a number), ``name+offset``, or 0 for any free port (read it back
+                from ``connection.port1``).
+            max_tries: How many ports to try, counting up from the given one.
+            name: A name for the connection.
+        """
+        conn, rest = self._new_connection(address, name)
+        conn._bind(rest, max_tries)
+        with self._lock:
+            self._connections.append(conn)
+        if self._verbose:
+            logger.info("Yoton: waiting at %s:%s.", conn.hostname1, conn.port1)
+        return conn
+
+    def connect(self, address: str, timeout: float = 1.0, name: str = "") -> Connection:
+        """Connect to a context bound at ``address``; block until connected.
+
+        Raises:
+            OSError: when nobody accepts within ``timeout`` seconds or the
+                handshake fails; the message says which.
+        """
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
+        conn, rest = self._new_connection(address, name)
+        with self._lock:
+            self._connections.append(conn)
+        try:
+            conn._connect(rest, timeout)
+        except BaseException:
+            with self._lock:
+                if conn in self._connections:
+                    self._connections.remove(conn)
+            raise
+        if self._verbose:
+            logger.info("Yoton: connected to %s:%s.", conn.hostname2, conn.port2)
+        self._send_context_message("NEW_CONNECTION")
+        return conn
+
+    def _connection_established(self, conn: Connection) -> None:
+        """A connection got its peer: start routing to it (called by transports)."""
+        with self._lock:
+            if conn not in self._connections:
+                self._connections.append(conn)
+            self._connected = (*self._connected, conn)
+            startup, self._startup_queue = self._startup_queue, collections.deque()
+            for pkg in startup:
+                conn._push(pkg)
+        for ch in list(self._send_channels.values()):
+            ch._on_new_connection(conn)
+
+    def _connection_closed(self, conn: Connection) -> None:
+        with self._lock:
+            if conn in self._connections:
+                self._connections.remove(conn)
+            if conn in self._connected:
+                self._connected = tuple(c for c in self._connected if c is not conn)
+        if self._verbose:
+            logger.info("Yoton: connection closed: %s", conn.close_reason)
+
+    def close(self) -> None:
+        """Close every connection and every channel; the context stays usable."""
+        for conn in list(self._connections):
+            conn.close("Closed by the context.")
+        self.close_channels()
+
+    def close_channels(self) -> None:
+        """Close every channel of this context."""
+        channels = set(self._send_channels.values()) | set(self._recv_channels.values())
+        for ch in channels:
+            ch.close()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Block until every connected connection has handed its queue to the OS."""
+        for conn in self._connected:
+            conn.flush(timeout)
+        return True
+
+    # -- channels -------------------------------------------------------------
+
+    def _register_channel(
+        self, channel: BaseChannel, slot_out: int | None, slot_in: int | None
+    ) -> None:
+        with self._lock:
+            if slot_out is not None and slot_out in self._send_channels:
+                raise ValueError(f"Slot not free: {channel.slot_outgoing}")
+            if slot_in is not None and slot_in in self._recv_channels:
+                raise ValueError(f"Slot not free: {channel.slot_incoming}")
+            if slot_out is not None:
+                self._send_channels[slot_out] = channel
+            if slot_in is not None:
+                self._recv_channels[slot_in] = channel
+
+    def _unregister_channel(self, channel: BaseChannel) -> None:
+        with self._lock:
+            for table in (self._send_channels, self._recv_channels):
+                for key in [k for k, v in table.items() if v is channel]:
+                    del table[key]
+
+    # -- sending -------------------------------------------------------------
+
+    def _send_package(self, pkg: Package, origin: Any = None) -> None:
+        """Stamp the next sequence number on ``pkg`` and send it everywhere.
+
+        Called from user threads. Local channels get it too (a Pub and a Sub in
+        one context talk to each other), except the channel that sent it.
+        """
+        for conn in self._connected:
+            conn._wait_writable()
+        local = None
+        with self._lock:
+            self._send_seq += 1
+            pkg.source_seq = self._send_seq
+            conns = self._connected
+            if conns:
+                for conn in conns:
+                    conn._push(pkg)
+            else:
+                q = self._startup_queue
+                if len(q) >= self._queue_n:
+                    self._n_startup_dropped += 1
+                    if not self._queue_discard_old:
+                        q = None  # type: ignore[assignment]
+                    else:
+                        q.popleft()
+                if q is not None:
+                    q.append(pkg)
+            dest = pkg.dest_id
+            if dest == 0 or dest == self._id:
+                ch = self._recv_channels.get(pkg.slot)
+                if ch is not None and ch is not origin:
+                    self._recv_seq += 1
+                    pkg.recv_seq = self._recv_seq
+                    ch._deposit(pkg)
+                    local = ch
+        if local is not None:
+            local._notify()
+
+    def _send_context_message(self, text: str, dest_id: int = 0) -> None:
+        self._send_package(Package(text.encode("utf-8"), SLOT_CONTEXT, self._id, 0, dest_id, 0))
+
+    # -- receiving (engine thread) -------------------------------------------
+
+    def _recv_packages(self, conn: Connection, pkgs: list[Package]) -> None:
+        """Route a batch of packages that arrived on ``conn``."""
+        touched: set[BaseChannel] = set()
+        context_msgs: list[Package] = []
+        my_id = self._id
+        with self._lock:
+            smap = self._source_map
+            channels = self._recv_channels
+            others = [c for c in self._connected if c is not conn]
+            for pkg in pkgs:
+                sid = pkg.source_id
+                seq = pkg.source_seq
+                if seq <= smap.get(sid, 0):
+                    self._n_duplicates += 1
+                    continue
+                smap[sid] = seq
+                if sid == my_id:  # our own broadcast came back through a cycle
+                    continue
+                dest = pkg.dest_id
+                if dest != my_id:
+                    for c in others:
+                        c._push(pkg)
+                    if dest != 0:
+                        continue
+                self._recv_seq += 1
+                pkg.recv_seq = self._recv_seq
+                slot = pkg.slot
+                if slot == SLOT_CONTEXT:
+                    context_msgs.append(pkg)
+                    continue
+                ch = channels.get(slot)
+                if ch is not None:
+                    ch._deposit(pkg)
+                    touched.add(ch)
+                else:
+                    self._n_unroutable += 1
+        for ch in touched:
+            ch._notify()
+        for pkg in context_msgs:
+            self._on_context_message(pkg)
+
+    def _on_context_message(self, pkg: Package) -> None:
+        try:
+            text = pkg.data.decode("utf-8")
+        except UnicodeDecodeError:
+            logger.warning("Yoton: ignored a context message that is not UTF-8: %r", pkg.data[:40])
+            return
+        if text == "NEW_CONNECTION":
+            for ch in list(self._send_channels.values()):
+                ch._on_new_peer(pkg.source_id)
+        elif text == "CLOSE_CONNECTION":
+            for conn in self._connected:
+                if conn.id2 == pkg.source_id:
+                    conn.close("Closed from other end.")
+        else:
+            logger.warning("Yoton: Received unknown context message: %r", text[:80])

@@ -1,0 +1,175 @@
+"""The IO engine: one trio event loop in one daemon thread, shared by every context.
+
+Why one loop and not threads per connection: a context with a thousand peers
+should not need two thousand threads, and a single loop lets the receive path
+route a whole batch of packages without any lock hand-offs between IO threads.
+
+The synchronous API (``send``, ``recv``, ``Future.result``) is a thin bridge:
+user threads append to plain deques and wake the loop with
+:meth:`Engine.run_sync_soon` at most once per batch; the loop notifies user
+threads through ``threading.Condition`` objects only when someone waits.
+
+Import starts nothing: the thread is created by the first :func:`get_engine`
+call that needs it. A child created by ``os.fork`` gets a fresh engine, because
+the parent's loop thread does not exist in the child.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+__all__ = ["Engine", "get_engine"]
+
+logger = logging.getLogger("yoton")
+
+#: How often the keep-alive ticker runs (heartbeats, timed-out detection).
+TICK_INTERVAL = 0.05
+
+
+class Engine:
+    """A trio loop running in a daemon thread, plus a thread-safe bridge to it."""
+
+    def __init__(self) -> None:
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._nursery: trio.Nursery | None = None
+        self._thread: threading.Thread | None = None
+        self._ident: int | None = None
+        self._started = threading.Event()
+        self._lock = threading.Lock()
+        # Objects with a ``_tick(now)`` method, called every TICK_INTERVAL.
+        self._tickers: set[Any] = set()
+
+    # -- life cycle ---------------------------------------------------------
+
+    def _ensure_started(self) -> None:
+        if self._token is not None:
+            return
+        with self._lock:
+            if self._token is not None:
+                return
+            self._thread = threading.Thread(
+                target=self._thread_main, name="yoton-engine", daemon=True
+            )
+            self._thread.start()
+            self._started.wait()
+
+    def _thread_main(self) -> None:
+        self._ident = threading.get_ident()
+        try:
+            trio.run(self._main)
+        except BaseException:  # pragma: no cover - the engine must never die silently
+            logger.exception("yoton engine stopped unexpectedly")
+            raise
+
+    async def _main(self) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self._token = trio.lowlevel.current_trio_token()
+            nursery.start_soon(self._ticker)
+            self._started.set()
+            await trio.sleep_forever()
+
+    async def _ticker(self) -> None:
+        while True:
+            await trio.sleep(TICK_INTERVAL)
+            now = trio.current_time()
+            for obj in list(self._tickers):
+                try:
+                    obj._tick(now)
+                except Exception:  # pragma: no cover - defensive
+                    logger.exception("error in keep-alive tick of %r", obj)
+
+    # -- bridge -------------------------------------------------------------
+
+    @property
+    def token(self) -> trio.lowlevel.TrioToken:
+        self._ensure_started()
+        assert self._token is not None
+        return self._token
+
+    def in_engine_thread(self) -> bool:
+        """True when called from the engine's own thread."""
+        return threading.get_ident() == self._ident
+
+    def run_sync_soon(self, fn: Callable[..., object], *args: object) -> None:
+        """Schedule ``fn(*args)`` in the engine thread; thread-safe, never blocks."""
+        self.token.run_sync_soon(fn, *args)
+
+    def spawn(self, async_fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        """Start ``async_fn(*args)`` as a task of the engine; thread-safe.
+
+        Exceptions escaping the task are logged, never propagated: one broken
+        connection must not take the engine (and every other connection) down.
+        """
+        if self.in_engine_thread():
+            assert self._nursery is not None
+            self._nursery.start_soon(_guarded, async_fn, *args)
+        else:
+            nursery = self._nursery_or_start()
+            self.run_sync_soon(nursery.start_soon, _guarded, async_fn, *args)
+
+    def _nursery_or_start(self) -> trio.Nursery:
+        self._ensure_started()
+        assert self._nursery is not None
+        return self._nursery
+
+    def run(self, async_fn: Callable[..., Awaitable[Any]], *args: object) -> Any:
+        """Run ``async_fn(*args)`` in the engine and block until it returns."""
+        if self.in_engine_thread():
+            raise RuntimeError(
+                "this yoton call blocks and cannot be made from the engine thread "
+                "(e.g. from a handler running inside the IO loop)"
+            )
+        return trio.from_thread.run(async_fn, *args, trio_token=self.token)
+
+    def add_ticker(self, obj: Any) -> None:
+        """Call ``obj._tick(now)`` every :data:`TICK_INTERVAL` seconds (thread-safe)."""
+        self._ensure_started()
+        self._tickers.add(obj)
+
+    def remove_ticker(self, obj: Any) -> None:
+        self._tickers.discard(obj)
+
+    def statistics(self) -> dict[str, int]:
+        return {"tickers": len(self._tickers), "running": int(self._token is not None)}
+
+
+async def _guarded(async_fn: Callable[..., Awaitable[object]], *args: object) -> None:
+    try:
+        await async_fn(*args)
+    except trio.Cancelled:
+        raise
+    except Exception:
+        logger.exception("unhandled error in yoton engine task %r", async_fn)
+
+
+_engine: Engine | None = None
+_engine_lock = threading.Lock()
+
+
+def get_engine() -> Engine:
+    """Return the process-wide engine (created lazily; its thread starts on first use)."""
+    global _engine
+    eng = _engine
+    if eng is None:
+        with _engine_lock:
+            if _engine is None:
+                _engine = Engine()
+            eng = _engine
+    return eng
+
+
+def _after_fork_in_child() -> None:
+    global _engine, _engine_lock
+    _engine = None
+    _engine_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,34 @@
+"""Hook specifications: the whole contract between yoton and its plugins.
+
+A plugin is any module or object with ``@yoton.hookimpl`` functions named after
+the specs below. Built-in transports (``yoton_tcp``, ``yoton_unix``,
+``yoton_inproc``) are registered through the ``yoton`` entry-point group exactly
+like third-party ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from ._connection import Connection
+
+__all__ = ["hookspec", "hookimpl", "PROJECT_NAME"]
+
+PROJECT_NAME = "yoton"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def yoton_connection_types() -> Iterable[type[Connection]]:  # type: ignore[empty-body]
+    """Return the Connection subclasses this plugin provides.
+
+    Each class must have a class attribute ``scheme`` (e.g. ``"tcp"``): the
+    address prefix (``tcp://``) and the name used in ``Context(transport=...)``
+    and ``YOTON_TRANSPORT``.
+    """

@@ -1,0 +1,570 @@
+"""The stream-connection base: everything a byte-stream transport needs.
+
+A transport that moves bytes (TCP, Unix sockets, TLS, ...) subclasses
+:class:`StreamConnection` and says only how to parse an address, listen and
+connect. This class does the rest, identically for every such transport:
+the handshake, framing, batching, heartbeats, timed-out detection, flush,
+back-pressure and a clean close that tells the peer.
+
+Threading model: the connection's IO runs as tasks in the process-wide trio
+engine. User threads only append to ``_outq`` (a deque) and wake the sender
+task at most once per batch; the receive task decodes whole chunks and hands
+batches of packages to the context.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import socket
+import threading
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ._connection import (
+    STATUS_CLOSED,
+    STATUS_CONNECTED,
+    STATUS_HOSTING,
+    STATUS_WAITING,
+    Connection,
+)
+from ._engine import get_engine
+from ._errors import BrokenConnectionError, ConnectionClosedError, HandshakeError, ProtocolError
+from ._errors import TimeoutError as YotonTimeoutError
+from ._handshake import Handshake
+from ._wire import CLOSE_BYTES, CONTROL, HEADER, HEARTBEAT_BYTES, FrameDecoder, Package
+
+if TYPE_CHECKING:
+    from ._context import Context
+
+__all__ = ["StreamConnection"]
+
+logger = logging.getLogger("yoton")
+
+#: Send a heartbeat when nothing was sent for this long (2.x peers time out at 0.5 s).
+HEARTBEAT_INTERVAL = 0.2
+#: Bytes gathered into one write before it is handed to the OS.
+BATCH_BYTES = 256 * 1024
+#: Payloads at least this large are written on their own, without a join copy.
+LARGE_PAYLOAD = 256 * 1024
+#: Outgoing-queue levels for user-thread back-pressure.
+HIGH_WATER_PACKAGES = 4096
+HIGH_WATER_BYTES = 16 * 1024 * 1024
+#: How long a user thread waits for a congested peer before it stops waiting.
+BACKPRESSURE_TIMEOUT = 1.0
+#: How long a graceful close may take to send what is queued plus CLOSE.
+CLOSE_GRACE = 1.0
+
+
+class StreamConnection(Connection):
+    """Base class of connections that carry yoton's framed byte stream.
+
+    Subclasses implement :meth:`_parse_address`, :meth:`_open_listener` and
+    :meth:`_connect_once`; optionally :meth:`_wrap_server_stream`,
+    :meth:`_stream_peer` and :meth:`_target_names`.
+    """
+
+    #: Seconds a peer may take to complete the handshake.
+    handshake_timeout: float = 3.0
+    #: Handshakes that may be in progress at once on one bind; when more peers
+    #: arrive the oldest pending one is dropped, so silent clients cannot keep a
+    #: real peer out.
+    max_pending_handshakes: int = 16
+
+    def __init__(self, context: Context, name: str = "") -> None:
+        super().__init__(context, name)
+        self._engine = get_engine()
+        self._outq: collections.deque[Package] = collections.deque()
+        self._outq_bytes = 0
+        self._wake_pending = False
+        self._send_event: trio.Event | None = None
+        self._scope: trio.CancelScope | None = None
+        self._graceful = False
+        self._end_reason: str | None = None
+        self._last_rx = 0.0
+        self._last_tx = 0.0
+        self._timed_out = False
+        self._hb_due = False
+        self._pushed = 0
+        self._retired = 0
+        self._flush_cond = threading.Condition(threading.Lock())
+        self._flush_waiters = 0
+        self._drain_waiters = 0
+        self._congested = False
+
+    # -- what a stream transport implements ---------------------------------
+
+    def _parse_address(self, address: str) -> Any:
+        """Turn the address (scheme removed) into a transport target; ValueError if bad."""
+        raise NotImplementedError
+
+    def _open_listener(self, target: Any, max_tries: int) -> socket.socket:
+        """Return a bound, listening stdlib socket for ``target`` (blocking call)."""
+        raise NotImplementedError
+
+    async def _connect_once(self, target: Any) -> trio.abc.Stream:
+        """Make one attempt to open a stream to ``target``; raise OSError on failure."""
+        raise NotImplementedError
+
+    async def _wrap_server_stream(self, stream: trio.abc.Stream) -> trio.abc.Stream:
+        """Hook to wrap an accepted stream (e.g. in TLS) before the handshake."""
+        return stream
+
+    def _target_names(self, target: Any) -> tuple[str, int]:
+        """(hostname, port) to report for a connect target."""
+        if isinstance(target, tuple) and len(target) == 2:
+            return str(target[0]), int(target[1])
+        return str(target), 0
+
+    def _stream_peer(self, stream: trio.abc.Stream) -> tuple[str, int]:
+        """(hostname2, port2) of an accepted stream."""
+        sock = getattr(stream, "socket", None)
+        if sock is None:
+            inner = getattr(stream, "transport_stream", None)
+            sock = getattr(inner, "socket", None)
+        try:
+            peer = sock.getpeername() if sock is not None else ""
+        except OSError:
+            peer = ""
+        if isinstance(peer, tuple):
+            return str(peer[0]), int(peer[1])
+        return str(peer or ""), 0
+
+    # -- bind ----------------------------------------------------------------
+
+    def _bind(self, address: str, max_tries: int) -> None:
+        target = self._parse_address(address)
+        sock = self._open_listener(target, max_tries)
+        name = sock.getsockname()
+        if isinstance(name, tuple):
+            self._hostname1, self._port1 = str(name[0]), int(name[1])
+        else:
+            self._hostname1, self._port1 = str(name), 0
+        self._status = STATUS_WAITING
+        self._engine.spawn(self._host, sock)
+
+    async def _host(self, sock: socket.socket) -> None:
+        listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+        winner: list[tuple[trio.abc.Stream, int, int, bytes]] = []
+        try:
+            with trio.CancelScope() as scope:
+                self._scope = scope
+                if self._end_reason is not None:  # closed before we started
+                    return
+                async with trio.open_nursery() as nursery:
+                    pending: collections.OrderedDict[int, trio.CancelScope] = (
+                        collections.OrderedDict()
+                    )
+                    while True:
+                        try:
+                            stream = await listener.accept()
+                        except OSError as exc:  # e.g. EMFILE: back off, keep serving
+                            logger.warning("yoton: accept failed on %s: %s", self._port1, exc)
+                            await trio.sleep(0.1)
+                            continue
+                        if len(pending) >= self.max_pending_handshakes:
+                            _key, oldest = pending.popitem(last=False)
+                            oldest.cancel()
+                        hs_scope = trio.CancelScope()
+                        pending[id(hs_scope)] = hs_scope
+                        nursery.start_soon(
+                            self._host_handshake, stream, hs_scope, pending, winner, scope
+                        )
+        finally:
+            with trio.CancelScope(shield=True):
+                await listener.aclose()
+        if not winner:
+            self._set_closed(self._end_reason or "Closed on command.")
+            return
+        stream, peer_id, peer_pid, leftover = winner[0]
+        self._id2, self._pid2 = peer_id, peer_pid
+        self._hostname2, self._port2 = self._stream_peer(stream)
+        self._establish(STATUS_HOSTING)
+        await self._serve(stream, leftover)
+
+    async def _host_handshake(
+        self,
+        stream: trio.abc.Stream,
+        hs_scope: trio.CancelScope,
+        pending: dict[int, trio.CancelScope],
+        winner: list[Any],
+        host_scope: trio.CancelScope,
+    ) -> None:
+        won = False
+        reason = "Handshake cancelled: a newer peer arrived while too many were pending."
+        try:
+            with hs_scope:
+                with trio.move_on_after(self.handshake_timeout) as timer:
+                    stream = await self._wrap_server_stream(stream)
+                    peer_id, peer_pid, leftover = await self._handshake(stream, "bind")
+                    if not winner:
+                        winner.append((stream, peer_id, peer_pid, leftover))
+                        won = True
+                        host_scope.cancel()
+                if timer.cancelled_caught:
+                    reason = "Handshake timed out."
+        except HandshakeError as exc:
+            reason = exc.reason
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            reason = f"Handshake failed: {exc!r}"
+        finally:
+            pending.pop(id(hs_scope), None)
+            if not won:
+                with trio.CancelScope(shield=True):
+                    await trio.aclose_forcefully(stream)
+        if not won and self._status == STATUS_WAITING:
+            logger.warning("Yoton: Handshake failed on port %s: %s", self._port1, reason)
+
+    # -- connect -------------------------------------------------------------
+
+    def _connect(self, address: str, timeout: float) -> None:
+        target = self._parse_address(address)
+        self._hostname2, self._port2 = self._target_names(target)
+        self._engine.run(self._connect_async, target, max(float(timeout), 0.01))
+
+    async def _connect_async(self, target: Any, timeout: float) -> None:
+        deadline = trio.current_time() + timeout
+        retry = max(timeout / 100, 0.01)
+        last_exc: BaseException | None = None
+        stream: trio.abc.Stream | None = None
+        while stream is None:
+            with trio.move_on_at(deadline):
+                try:
+                    stream = await self._connect_once(target)
+                except OSError as exc:
+                    last_exc = exc
+            if stream is None:
+                if trio.current_time() + retry >= deadline:
+                    where = "%s:%s" % self._target_names(target)
+                    raise ConnectionRefusedError(
+                        f"Cannot connect to {where}: {last_exc or 'timed out'}"
+                    )
+                await trio.sleep(retry)
+        try:
+            with trio.fail_after(self.handshake_timeout):
+                peer_id, peer_pid, leftover = await self._handshake(stream, "connect")
+        except trio.TooSlowError:
+            await trio.aclose_forcefully(stream)
+            raise YotonTimeoutError("Could not connect: Handshake timed out.") from None
+        except (HandshakeError, OSError, trio.BrokenResourceError) as exc:
+            await trio.aclose_forcefully(stream)
+            text = exc.reason if isinstance(exc, HandshakeError) else repr(exc)
+            raise ConnectionRefusedError(f"Could not connect: {text}") from None
+        self._id2, self._pid2 = peer_id, peer_pid
+        sock = getattr(stream, "socket", None)
+        try:
+            name = sock.getsockname() if sock is not None else ""
+        except OSError:
+            name = ""
+        if isinstance(name, tuple):
+            self._hostname1, self._port1 = str(name[0]), int(name[1])
+        else:
+            self._hostname1 = str(name)
+        self._establish(STATUS_CONNECTED)
+        self._engine.spawn(self._serve, stream, leftover)
+
+    async def _handshake(self, stream: trio.abc.Stream, role: str) -> tuple[int, int, bytes]:
+        hs = Handshake(role, self._context.id, os.getpid())  # type: ignore[arg-type]
+        out = hs.initiate()
+        if out:
+            await stream.send_all(out)
+        while hs.state == Handshake.AWAITING:
+            data = await stream.receive_some(4096)
+            if not data:
+                raise HandshakeError(
+                    "Handshake failed: the peer closed the connection during the handshake."
+                )
+            out = hs.receive_data(data)
+            if out:
+                await stream.send_all(out)
+        if hs.state != Handshake.DONE:
+            raise HandshakeError(hs.error or "Handshake failed.")
+        assert hs.peer_id is not None and hs.peer_pid is not None
+        return hs.peer_id, hs.peer_pid, hs.leftover
+
+    # -- established phase ----------------------------------------------------
+
+    def _establish(self, status: int) -> None:
+        """Become connected: register with the context (engine thread)."""
+        now = trio.current_time()
+        self._last_rx = self._last_tx = now
+        self._send_event = trio.Event()
+        if self._end_reason is None:
+            self._status = status
+            self._context._connection_established(self)
+
+    async def _serve(self, stream: trio.abc.Stream, leftover: bytes) -> None:
+        try:
+            with trio.CancelScope() as scope:
+                self._scope = scope
+                if self._end_reason is not None:  # closed while establishing
+                    return
+                self._engine.add_ticker(self)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._receiver_loop, stream, leftover, nursery.cancel_scope)
+                    await self._sender_loop(stream)
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._engine.remove_ticker(self)
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(CLOSE_GRACE):
+                    await stream.aclose()
+            self._drop_queue()
+            self._set_closed(self._end_reason or "Connection ended.")
+
+    def _end(self, reason: str) -> None:
+        """First reason wins."""
+        if self._end_reason is None:
+            self._end_reason = reason
+
+    async def _sender_loop(self, stream: trio.abc.Stream) -> None:
+        q = self._outq
+        pack = HEADER.pack
+        control = CONTROL
+        try:
+            while True:
+                assert self._send_event is not None
+                await self._send_event.wait()
+                self._send_event = trio.Event()
+                self._wake_pending = False
+                if not q and self._hb_due and not self._graceful:
+                    self._hb_due = False
+                    await stream.send_all(HEARTBEAT_BYTES)
+                    self._last_tx = trio.current_time()
+                while q:
+                    parts: list[bytes] = []
+                    size = 0
+                    count = 0
+                    big: bytes | None = None
+                    while q and size < BATCH_BYTES:
+                        p = q.popleft()
+                        d = p.data
+                        n = len(d)
+                        parts.append(
+                            pack(control, p.slot, p.source_id, p.source_seq, p.dest_id,
+                                 p.dest_seq, n)
+                        )
+                        count += 1
+                        size += n + 56
+                        if n >= LARGE_PAYLOAD:
+                            big = d
+                            break
+                        parts.append(d)
+                    self._outq_bytes -= size - 56 * count
+                    await stream.send_all(b"".join(parts) if len(parts) > 1 else parts[0])
+                    if big is not None:
+                        await stream.send_all(big)
+                    self._n_sent += count
+                    self._b_sent += size
+                    self._retired += count
+                    self._last_tx = trio.current_time()
+                    self._after_drain()
+                if self._graceful:
+                    await stream.send_all(CLOSE_BYTES)
+                    self._end(self._end_reason or "Closed on command.")
+                    return
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self._end(f"Other end dropped the connection ({_exc_text(exc)}).")
+
+    def _after_drain(self) -> None:
+        q = self._outq
+        if len(q) <= HIGH_WATER_PACKAGES // 2:
+            self._congested = False
+            if self._drain_waiters:
+                with self._flush_cond:
+                    self._flush_cond.notify_all()
+        if self._flush_waiters:
+            with self._flush_cond:
+                self._flush_cond.notify_all()
+
+    async def _receiver_loop(
+        self, stream: trio.abc.Stream, leftover: bytes, scope: trio.CancelScope
+    ) -> None:
+        decoder = FrameDecoder(self._context._max_message_size)
+        recv = self._context._recv_packages
+        size = 65536
+        try:
+            data = leftover
+            while True:
+                if data:
+                    self._last_rx = trio.current_time()
+                    if self._timed_out:
+                        self._timed_out = False
+                        self.timedout.emit(self, False)
+                    self._b_recv += len(data)
+                    items = decoder.feed(data)
+                    if items:
+                        pkgs = [it for it in items if it.__class__ is Package]
+                        if len(pkgs) != len(items) and self._control(items, pkgs):
+                            if pkgs:
+                                recv(self, pkgs)
+                            self._end("Closed from other end.")
+                            return
+                        if pkgs:
+                            self._n_recv += len(pkgs)
+                            recv(self, pkgs)
+                    size = 1 << 20 if decoder.buffered > 65536 else 65536
+                data = await stream.receive_some(size)
+                if not data:
+                    decoder.eof()
+                    self._end("Other end dropped the connection.")
+                    return
+        except ProtocolError as exc:
+            self._end(exc.reason)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self._end(f"Other end dropped the connection ({_exc_text(exc)}).")
+        finally:
+            scope.cancel()
+
+    def _control(self, items: list[Any], pkgs: list[Package]) -> bool:
+        """Handle connection-level items; True when the peer asked to close.
+
+        Packages after a close request are ignored, and so they are removed.
+        """
+        from ._wire import CloseRequest, ConnectionMessage
+
+        for i, it in enumerate(items):
+            if isinstance(it, CloseRequest):
+                keep = sum(1 for x in items[:i] if x.__class__ is Package)
+                del pkgs[keep:]
+                return True
+            if isinstance(it, ConnectionMessage):
+                self._on_connection_message(it.payload)
+        return False
+
+    def _on_connection_message(self, payload: bytes) -> None:
+        """A connection-level message from a new-style peer; ignored by default."""
+
+    def _tick(self, now: float) -> None:
+        if self._status < STATUS_HOSTING or self._send_event is None:
+            return
+        if now - self._last_tx >= HEARTBEAT_INTERVAL and not self._outq:
+            self._hb_due = True
+            self._send_event.set()
+        if not self._timed_out and now - self._last_rx >= self._timeout:
+            self._timed_out = True
+            self.timedout.emit(self, True)
+
+    # -- queue (user threads and engine) --------------------------------------
+
+    def _push(self, package: Package) -> None:
+        q = self._outq
+        if len(q) >= self._context._queue_n:
+            if self._context._queue_discard_old:
+                old = q.popleft()
+                self._outq_bytes -= len(old.data)
+            else:
+                self._n_dropped += 1
+                return
+            self._n_dropped += 1
+            self._retired += 1
+        q.append(package)
+        self._outq_bytes += len(package.data)
+        self._pushed += 1
+        if not self._wake_pending and self._send_event is not None:
+            self._wake_pending = True
+            if self._engine.in_engine_thread():
+                self._send_event.set()
+            else:
+                self._engine.run_sync_soon(self._wake)
+
+    def _wake(self) -> None:
+        if self._send_event is not None:
+            self._send_event.set()
+
+    def _queued_count(self) -> int:
+        return len(self._outq)
+
+    def _wait_writable(self) -> None:
+        q = self._outq
+        if len(q) < HIGH_WATER_PACKAGES and self._outq_bytes < HIGH_WATER_BYTES:
+            return
+        if self._congested or self._status < STATUS_HOSTING or self._engine.in_engine_thread():
+            return
+        low = HIGH_WATER_PACKAGES // 2
+        with self._flush_cond:
+            self._drain_waiters += 1
+            try:
+                ok = self._flush_cond.wait_for(
+                    lambda: len(q) <= low or self._status < STATUS_HOSTING,
+                    BACKPRESSURE_TIMEOUT,
+                )
+            finally:
+                self._drain_waiters -= 1
+        if not ok:
+            self._congested = True
+
+    def _drop_queue(self) -> None:
+        n = len(self._outq)
+        self._outq.clear()
+        self._outq_bytes = 0
+        self._retired += n
+        with self._flush_cond:
+            self._flush_cond.notify_all()
+
+    # -- flush and close -----------------------------------------------------
+
+    def flush(self, timeout: float = 3.0) -> None:
+        """Block until everything queued so far was handed to the OS.
+
+        Raises:
+            yoton.TimeoutError: if that takes longer than ``timeout`` seconds.
+            ConnectionClosedError / BrokenConnectionError: if the connection
+                closes before the data went out.
+        """
+        if self._status == STATUS_WAITING:
+            return
+        if self._engine.in_engine_thread():
+            raise RuntimeError("flush() cannot be called from the engine thread")
+        target = self._pushed
+        with self._flush_cond:
+            self._flush_waiters += 1
+            try:
+                ok = self._flush_cond.wait_for(
+                    lambda: self._retired >= target or self._status == STATUS_CLOSED,
+                    timeout,
+                )
+            finally:
+                self._flush_waiters -= 1
+        if self._status == STATUS_CLOSED and self._retired < target:
+            raise BrokenConnectionError(
+                f"Connection closed before its data was flushed: {self._close_reason}"
+            )
+        if not ok:
+            raise YotonTimeoutError(
+                f"Sending the packages timed out after {timeout} s "
+                f"({len(self._outq)} packages still queued)."
+            )
+        if self._status == STATUS_CLOSED and target == 0:
+            raise ConnectionClosedError(f"Connection is closed: {self._close_reason}")
+
+    def _request_close(self, reason: str, notify_peer: bool) -> None:
+        self._end(reason)
+        if self._engine.in_engine_thread():
+            self._close_in_engine(notify_peer)
+        else:
+            self._engine.run_sync_soon(self._close_in_engine, notify_peer)
+            self._closed_event.wait(CLOSE_GRACE + 1.0)
+
+    def _close_in_engine(self, notify_peer: bool) -> None:
+        scope = self._scope
+        if scope is None:
+            # The connection's task has not started yet; it sees _end_reason
+            # when it does and winds down at once.
+            return
+        if self._send_event is not None and notify_peer:
+            # Established: let the sender write what is queued plus CLOSE.
+            self._graceful = True
+            self._send_event.set()
+            scope.deadline = min(scope.deadline, trio.current_time() + CLOSE_GRACE)
+        else:
+            scope.cancel()
+
+
+def _exc_text(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(exc, (trio.BrokenResourceError, trio.ClosedResourceError)) and cause:
+        return f"{type(cause).__name__}: {cause}"
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,56 @@
+"""The TCP transport (scheme ``tcp``), yoton's default and 2.x wire compatible.
+
+Everything but listening and connecting comes from
+:class:`yoton_core.StreamConnection`.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Iterable
+
+import trio
+
+from yoton_core import StreamConnection, hookimpl
+from yoton_core._address import bind_port_offsets, parse_host_port
+
+__all__ = ["TcpConnection"]
+
+
+class TcpConnection(StreamConnection):
+    """A connection over TCP: ``tcp://host:port`` or plain ``host:port``."""
+
+    scheme = "tcp"
+
+    def _parse_address(self, address: str) -> tuple[str, int]:
+        return parse_host_port(address)
+
+    def _open_listener(self, target: tuple[str, int], max_tries: int) -> socket.socket:
+        host, port = target
+        offsets = [0] if port == 0 else bind_port_offsets(max_tries)
+        for offset in offsets:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                if sys.platform != "win32":
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((host, port + offset))
+                sock.listen(self.max_pending_handshakes)
+                return sock
+            except OSError:
+                sock.close()
+                if len(offsets) == 1:
+                    raise
+        raise OSError(
+            f"Could not bind to any of the {len(offsets)} ports tried, starting with {port}."
+        )
+
+    async def _connect_once(self, target: tuple[str, int]) -> trio.abc.Stream:
+        host, port = target
+        return await trio.open_tcp_stream(host, port)
+
+
+@hookimpl
+def yoton_connection_types() -> Iterable[type[StreamConnection]]:
+    return [TcpConnection]
