@@ -39,7 +39,9 @@ def normalize_block(block: Any) -> float | None:
         return 0.0
     if isinstance(block, (int, float)):
         if block != block or block < 0:  # NaN or negative
-            raise ValueError(f"block must be True, False or a number of seconds >= 0, got {block!r}")
+            raise ValueError(
+                f"block must be True, False or a number of seconds >= 0, got {block!r}"
+            )
         return float(block)
     raise TypeError(f"block must be True, False or a number of seconds, got {block!r}")
 
@@ -89,7 +91,9 @@ class BaseChannel:
         self._slot_in_name = (
             f"{slot_base}.{type_name}.{self._pattern_in}" if self._pattern_in else ""
         )
-        self._slot_out = slot_hash(normalize_slot(self._slot_out_name)) if self._pattern_out else None
+        self._slot_out = (
+            slot_hash(normalize_slot(self._slot_out_name)) if self._pattern_out else None
+        )
         self._slot_in = slot_hash(normalize_slot(self._slot_in_name)) if self._pattern_in else None
         self._queue: collections.deque[Package] = collections.deque()
         self._cond = threading.Condition(threading.Lock())
@@ -157,7 +161,9 @@ class BaseChannel:
 
     def _send(self, data: bytes, dest_id: int = 0, dest_seq: int = 0) -> Package | None:
         if self._closed:
-            raise ConnectionClosedError(f"Cannot send from closed {type(self).__name__} {id(self)}.")
+            raise ConnectionClosedError(
+                f"Cannot send from closed {type(self).__name__} {id(self)}."
+            )
         if not data:
             return None  # an empty payload is a control package on the wire
         ctx = self._context

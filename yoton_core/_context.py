@@ -11,12 +11,14 @@ threads (the 2.x defect that lost messages with concurrent senders).
 
 from __future__ import annotations
 
+import atexit
 import collections
 import logging
 import os
 import random
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from ._address import split_scheme
@@ -33,6 +35,11 @@ logger = logging.getLogger("yoton")
 
 DEFAULT_QUEUE_PARAMS = (10000, "old")
 DEFAULT_MAX_MESSAGE_SIZE = 2**30
+
+#: Contexts alive in this process, flushed and closed at interpreter exit.
+_live_contexts: weakref.WeakSet[Context] = weakref.WeakSet()
+#: Total time the exit handler may spend flushing and closing.
+EXIT_GRACE = 2.0
 
 _uid_lock = threading.Lock()
 _uid_last_ms = 0
@@ -114,6 +121,7 @@ class Context:
         if not isinstance(max_message_size, int) or max_message_size < 1:
             raise ValueError(f"max_message_size must be a positive int, got {max_message_size!r}")
         self._max_message_size = max_message_size
+        _live_contexts.add(self)
 
     # -- properties ------------------------------------------------------------
 
@@ -385,3 +393,24 @@ class Context:
                     conn.close("Closed from other end.")
         else:
             logger.warning("Yoton: Received unknown context message: %r", text[:80])
+
+
+@atexit.register
+def _close_contexts_at_exit() -> None:
+    """Deliver what is queued and say goodbye to peers when the program ends.
+
+    The IO engine is a daemon thread: without this, messages sent just before
+    the program exits would be lost and peers would see a dropped connection
+    instead of a clean close.
+    """
+    deadline = time.monotonic() + EXIT_GRACE
+    for ctx in list(_live_contexts):
+        for conn in list(ctx._connected):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                conn.flush(min(left, 1.0))
+                conn.close("Closed on command.")
+            except Exception:  # noqa: BLE001 - best effort at exit
+                pass

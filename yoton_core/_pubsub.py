@@ -107,7 +107,9 @@ class SubChannel(BaseChannel):
     def recv_selected(self) -> list[Any]:
         """Return the messages selected by the last :func:`select_sub_channel`."""
         if self._ref_seq is None:
-            raise RuntimeError("recv_selected() needs a prior select_sub_channel() that chose this channel")
+            raise RuntimeError(
+                "recv_selected() needs a prior select_sub_channel() that chose this channel"
+            )
         ref = self._ref_seq
         self._ref_seq = None
         q = self._queue

@@ -237,7 +237,7 @@ class StreamConnection(Connection):
                     last_exc = exc
             if stream is None:
                 if trio.current_time() + retry >= deadline:
-                    where = "%s:%s" % self._target_names(target)
+                    where = "{}:{}".format(*self._target_names(target))
                     raise ConnectionRefusedError(
                         f"Cannot connect to {where}: {last_exc or 'timed out'}"
                     )

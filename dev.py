@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""Set up a virtual environment and run the demo, the tests or the benchmarks.
+
+Needs only Python 3.10+ (standard library): ``python3 dev.py demo``,
+``python3 dev.py test [pytest args]``, ``python3 dev.py bench [args]``.
+The environment lives in ``.venv`` beside this file and is reused; it is
+re-synchronised when ``pyproject.toml`` changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / ("python.exe" if os.name == "nt" else "python")
+
+
+def _stamp(extras: str) -> str:
+    data = (ROOT / "pyproject.toml").read_bytes() + extras.encode() + sys.version.encode()
+    return hashlib.sha256(data).hexdigest()
+
+
+def ensure_env(extras: str) -> None:
+    """Create .venv and install the project (editable) with ``extras``."""
+    if not PY.exists():
+        print(f"dev.py: creating {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    stamp_file = VENV / f".yoton-installed-{extras or 'base'}"
+    stamp = _stamp(extras)
+    if stamp_file.exists() and stamp_file.read_text() == stamp:
+        return
+    print(f"dev.py: installing yoton[{extras}] into {VENV}", flush=True)
+    pip = [str(PY), "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "install", "--upgrade", "pip"], check=True)
+    target = f".[{extras}]" if extras else "."
+    subprocess.run([*pip, "install", "-e", target], check=True, cwd=ROOT)
+    stamp_file.write_text(stamp)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("demo", "test", "bench"):
+        print(__doc__)
+        return 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "demo":
+        ensure_env("")
+        return subprocess.call([str(PY), str(ROOT / "examples" / "demo.py"), *rest], cwd=ROOT)
+    if cmd == "test":
+        ensure_env("test")
+        return subprocess.call([str(PY), "-m", "pytest", *rest], cwd=ROOT)
+    ensure_env("bench")
+    return subprocess.call([str(PY), str(ROOT / "benchmarks" / "run.py"), *rest], cwd=ROOT)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
