@@ -1,0 +1,288 @@
+"""Package framing and the incremental frame decoder (PROTOCOL.md section 1)."""
+
+from __future__ import annotations
+
+import pytest
+
+from yoton_core._errors import ProtocolError
+from yoton_core._wire import (
+    CLOSE_BYTES,
+    CLOSE_REQUEST,
+    CONTROL,
+    CONTROL_BYTES,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    HEADER,
+    HEADER_SIZE,
+    HEARTBEAT,
+    HEARTBEAT_BYTES,
+    SLOT_CONTEXT,
+    SLOT_DUMMY,
+    SLOT_NONE,
+    CloseRequest,
+    ConnectionMessage,
+    FrameDecoder,
+    Heartbeat,
+    Package,
+    decode_header,
+    encode_connection_message,
+    encode_package,
+    encode_packages,
+)
+
+EXAMPLE_HEX = (
+    "594f544f4e202020 1c50f704e70d0000 efcdab8967452301 0500000000000000"
+    " 0000000000000000 0000000000000000 0500000000000000 68656c6c6f"
+)
+
+
+def example_package() -> Package:
+    return Package(b"hello", 15285871923228, 0x0123456789ABCDEF, 5)
+
+
+def test_constants() -> None:
+    assert HEADER.format == "<7Q"
+    assert HEADER_SIZE == HEADER.size == 56
+    assert CONTROL == 2314885729178898265
+    assert CONTROL_BYTES == b"YOTON   "
+    assert (SLOT_NONE, SLOT_DUMMY, SLOT_CONTEXT) == (0, 1, 2)
+    assert DEFAULT_MAX_MESSAGE_SIZE == 2**30
+
+
+def test_encode_example_from_protocol() -> None:
+    assert encode_package(example_package()) == bytes.fromhex(EXAMPLE_HEX.replace(" ", ""))
+
+
+def test_heartbeat_and_close_bytes() -> None:
+    assert HEARTBEAT_BYTES == bytes.fromhex("594f544f4e2020200100000000000000") + bytes(40)
+    expected_close = bytearray(HEARTBEAT_BYTES)
+    expected_close[24:32] = bytes.fromhex("0100000000000000")
+    assert CLOSE_BYTES == bytes(expected_close)
+
+
+def test_encode_connection_message() -> None:
+    data = encode_connection_message(b"ping")
+    assert data == HEADER.pack(CONTROL, 1, 0, 0, 0, 0, 4) + b"ping"
+    with pytest.raises(ValueError, match="non-empty"):
+        encode_connection_message(b"")
+    with pytest.raises(TypeError):
+        encode_connection_message("ping")  # type: ignore[arg-type]
+
+
+def test_encode_packages_joins() -> None:
+    a = Package(b"a", 10, 1, 1)
+    b = Package(b"bc", 11, 1, 2, 7, 9)
+    assert encode_packages([a, b]) == encode_package(a) + encode_package(b)
+    assert encode_packages([]) == b""
+    assert encode_packages(iter([a])) == encode_package(a)
+
+
+def test_decode_header() -> None:
+    raw = encode_package(example_package())
+    assert decode_header(raw) == (CONTROL, 15285871923228, 0x0123456789ABCDEF, 5, 0, 0, 5)
+    assert decode_header(b"xx" + raw, 2)[1] == 15285871923228
+
+
+def test_package_fields_repr_eq() -> None:
+    p = Package(b"x" * 100, 9, 1, 2, 3, 4)
+    assert (p.data, p.slot, p.source_id, p.source_seq, p.dest_id, p.dest_seq) == (
+        b"x" * 100,
+        9,
+        1,
+        2,
+        3,
+        4,
+    )
+    assert p.recv_seq == 0
+    q = Package(b"x" * 100, 9, 1, 2, 3, 4)
+    q.recv_seq = 77  # not a wire field
+    assert p == q
+    assert p != Package(b"x" * 100, 9, 1, 2, 3, 5)
+    assert p != Package(b"y", 9, 1, 2, 3, 4)
+    assert p != "not a package"
+    r = repr(p)
+    assert r.startswith("Package(slot=9, source_id=0x1, source_seq=2")
+    assert "(100 bytes)" in r and "..." in r
+    with pytest.raises(AttributeError):
+        p.other = 1  # type: ignore[attr-defined]
+    assert Package(b"d", 8).source_id == 0
+
+
+def test_events_are_values() -> None:
+    assert Heartbeat() == HEARTBEAT
+    assert CloseRequest() == CLOSE_REQUEST
+    assert ConnectionMessage(b"a") == ConnectionMessage(b"a")
+    assert ConnectionMessage(b"a") != ConnectionMessage(b"b")
+    with pytest.raises(AttributeError):
+        ConnectionMessage(b"a").payload = b"b"  # type: ignore[misc]
+
+
+# ------------------------------------------------------------------ decoding
+
+
+def test_decode_one_package() -> None:
+    d = FrameDecoder()
+    items = d.feed(encode_package(example_package()))
+    assert items == [example_package()]
+    assert type(items[0].data) is bytes
+    assert d.buffered == 0
+    d.eof()
+
+
+def test_decode_control_packages() -> None:
+    stream = (
+        HEARTBEAT_BYTES
+        + CLOSE_BYTES
+        + HEADER.pack(CONTROL, 1, 0, 7, 0, 0, 0)  # other zero-length: ignored
+        + HEADER.pack(CONTROL, 99, 5, 0, 0, 0, 0)  # slot not checked: heartbeat
+        + encode_connection_message(b"hi")
+    )
+    assert FrameDecoder().feed(stream) == [
+        HEARTBEAT,
+        CLOSE_REQUEST,
+        HEARTBEAT,
+        ConnectionMessage(b"hi"),
+    ]
+
+
+def test_decode_one_byte_at_a_time() -> None:
+    pkgs = [Package(bytes([i]) * i, 8 + i, 1, i + 1, 0, i) for i in range(1, 20)]
+    stream = encode_packages(pkgs) + HEARTBEAT_BYTES
+    sizes = [HEADER_SIZE + len(p.data) for p in pkgs] + [HEADER_SIZE]
+    d = FrameDecoder()
+    out = []
+    for i in range(len(stream)):
+        out += d.feed(stream[i : i + 1])
+        assert d.buffered == (i + 1) - sum(sizes[: len(out)])
+    assert out == [*pkgs, HEARTBEAT]
+    assert d.buffered == 0
+    d.eof()
+
+
+def test_decode_accepts_bytearray_and_memoryview() -> None:
+    raw = encode_package(example_package())
+    d = FrameDecoder()
+    assert d.feed(bytearray(raw[:30])) == []
+    out = d.feed(memoryview(raw)[30:])
+    assert out == [example_package()]
+    assert type(out[0].data) is bytes
+
+
+def test_empty_feed() -> None:
+    d = FrameDecoder()
+    assert d.feed(b"") == []
+    d.feed(HEARTBEAT_BYTES[:10])
+    assert d.feed(b"") == []
+    assert d.buffered == 10
+
+
+def test_large_payload_in_chunks() -> None:
+    payload = bytes(range(256)) * (4 * 4096)  # 4 MiB
+    pkg = Package(payload, 1234, 5, 6)
+    raw = encode_package(pkg) + encode_package(example_package())
+    d = FrameDecoder()
+    out = []
+    chunk = 65536
+    for i in range(0, len(raw), chunk):
+        out += d.feed(raw[i : i + chunk])
+        if not out:
+            assert d.buffered == min(i + chunk, len(raw))
+    assert out == [pkg, example_package()]
+    assert d.buffered == 0
+
+
+def test_payload_split_exactly_at_boundaries() -> None:
+    raw = encode_package(Package(b"abcdef", 9)) * 3
+    for cut in range(len(raw) + 1):
+        d = FrameDecoder()
+        out = d.feed(raw[:cut]) + d.feed(raw[cut:])
+        assert [p.data for p in out] == [b"abcdef"] * 3, cut
+
+
+def test_bad_control_word() -> None:
+    good = encode_package(example_package())
+    bad = b"XOTON   " + good[8:]
+    d = FrameDecoder()
+    with pytest.raises(ProtocolError) as info:
+        d.feed(good + bad)
+    msg = str(info.value)
+    assert msg.startswith("Lost track of the stream: bad control bytes")
+    assert "58 4f 54 4f 4e 20 20 20" in msg
+    assert info.value.items == [example_package()]  # type: ignore[attr-defined]
+    # The decoder is dead now.
+    with pytest.raises(ProtocolError, match="Lost track of the stream"):
+        d.feed(good)
+    with pytest.raises(ProtocolError, match="Lost track of the stream"):
+        d.eof()
+
+
+def test_bad_control_detected_before_a_whole_header() -> None:
+    d = FrameDecoder()
+    with pytest.raises(ProtocolError, match="Lost track of the stream"):
+        d.feed(b"GET / HTTP/1.1\r\n")
+    d2 = FrameDecoder()
+    assert d2.feed(b"YOT") == []  # still a possible prefix
+    with pytest.raises(ProtocolError, match="Lost track of the stream"):
+        d2.feed(b"X")
+
+
+def test_length_over_maximum_raises_at_header() -> None:
+    d = FrameDecoder(max_message_size=1000)
+    header = HEADER.pack(CONTROL, 9, 0, 1, 0, 0, 1001)
+    with pytest.raises(ProtocolError) as info:
+        d.feed(header)  # no payload sent at all: refused on the header alone
+    assert "1001" in str(info.value) and "1000" in str(info.value)
+    with pytest.raises(ProtocolError, match="1001"):
+        d.feed(b"")
+
+
+def test_hostile_length_default_maximum() -> None:
+    d = FrameDecoder()
+    with pytest.raises(ProtocolError, match=str(2**64 - 1)):
+        d.feed(HEADER.pack(CONTROL, 9, 0, 1, 0, 0, 2**64 - 1))
+
+
+def test_length_equal_to_maximum_is_fine() -> None:
+    d = FrameDecoder(max_message_size=5)
+    assert d.feed(encode_package(example_package())) == [example_package()]
+
+
+def test_eof_inside_payload() -> None:
+    d = FrameDecoder()
+    raw = encode_package(example_package())
+    d.feed(raw[:-2])
+    assert d.buffered == len(raw) - 2
+    with pytest.raises(ProtocolError) as info:
+        d.eof()
+    assert str(info.value) == (
+        "Connection closed in the middle of a package (59 of 61 bytes received)."
+    )
+
+
+def test_eof_inside_header() -> None:
+    d = FrameDecoder()
+    d.feed(HEARTBEAT_BYTES[:20])
+    with pytest.raises(ProtocolError, match=r"20 of 56 bytes"):
+        d.eof()
+
+
+def test_eof_clean() -> None:
+    d = FrameDecoder()
+    d.feed(HEARTBEAT_BYTES * 2)
+    d.eof()  # no error
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "10"])
+def test_bad_max_message_size(bad: object) -> None:
+    with pytest.raises(ValueError, match="max_message_size"):
+        FrameDecoder(bad)  # type: ignore[arg-type]
+
+
+def test_many_small_packages_across_64k_chunks() -> None:
+    pkgs = [Package(b"m" * 100, 1000 + i % 7, 42, i + 1) for i in range(5000)]
+    stream = encode_packages(pkgs)
+    d = FrameDecoder()
+    out = []
+    for i in range(0, len(stream), 65536):
+        out += d.feed(stream[i : i + 65536])
+    assert out == pkgs
+    assert [p.source_seq for p in out] == list(range(1, 5001))
