@@ -64,6 +64,9 @@ class Connection:
 
     #: The address scheme this class serves, e.g. ``"tcp"``.
     scheme: ClassVar[str] = ""
+    #: Set by the transport while its outgoing queue is above its high-water
+    #: mark; the context then calls :meth:`_wait_writable` before a send.
+    _congestion_check: bool = False
 
     def __init__(self, context: Context, name: str = "") -> None:
         if not isinstance(name, str):

@@ -370,8 +370,9 @@ class StreamConnection(Connection):
 
     def _after_drain(self) -> None:
         q = self._outq
-        if len(q) <= HIGH_WATER_PACKAGES // 2:
+        if len(q) <= HIGH_WATER_PACKAGES // 2 and self._outq_bytes <= HIGH_WATER_BYTES // 2:
             self._congested = False
+            self._congestion_check = False
             if self._drain_waiters:
                 with self._flush_cond:
                     self._flush_cond.notify_all()
@@ -412,6 +413,12 @@ class StreamConnection(Connection):
                     self._end("Other end dropped the connection.")
                     return
         except ProtocolError as exc:
+            # Packages decoded before the bad bytes in the same chunk are valid:
+            # deliver them, then close with the reason.
+            good = [it for it in getattr(exc, "items", ()) if it.__class__ is Package]
+            if good:
+                self._n_recv += len(good)
+                recv(self, good)
             self._end(exc.reason)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._end(f"Other end dropped the connection ({_exc_text(exc)}).")
@@ -463,6 +470,8 @@ class StreamConnection(Connection):
         q.append(package)
         self._outq_bytes += len(package.data)
         self._pushed += 1
+        if len(q) >= HIGH_WATER_PACKAGES or self._outq_bytes >= HIGH_WATER_BYTES:
+            self._congestion_check = True
         if not self._wake_pending and self._send_event is not None:
             self._wake_pending = True
             if self._engine.in_engine_thread():
@@ -483,12 +492,11 @@ class StreamConnection(Connection):
             return
         if self._congested or self._status < STATUS_HOSTING or self._engine.in_engine_thread():
             return
-        low = HIGH_WATER_PACKAGES // 2
         with self._flush_cond:
             self._drain_waiters += 1
             try:
                 ok = self._flush_cond.wait_for(
-                    lambda: len(q) <= low or self._status < STATUS_HOSTING,
+                    lambda: not self._congestion_check or self._status < STATUS_HOSTING,
                     BACKPRESSURE_TIMEOUT,
                 )
             finally:
