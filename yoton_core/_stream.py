@@ -77,18 +77,25 @@ class StreamConnection(Connection):
         super().__init__(context, name)
         self._engine = get_engine()
         self._outq: collections.deque[Package] = collections.deque()
-        self._outq_bytes = 0
+        # Queue accounting. Pushers (always under the context lock) own the
+        # "pushed"/"discarded" counters and the engine owns "written", so no
+        # counter is ever updated from two threads.
+        self._pushed = 0
+        self._bytes_pushed = 0
+        self._discarded = 0
+        self._bytes_discarded = 0
+        self._written = 0
+        self._bytes_written = 0
         self._wake_pending = False
         self._send_event: trio.Event | None = None
         self._scope: trio.CancelScope | None = None
         self._graceful = False
+        self._close_sent = False
         self._end_reason: str | None = None
         self._last_rx = 0.0
         self._last_tx = 0.0
         self._timed_out = False
         self._hb_due = False
-        self._pushed = 0
-        self._retired = 0
         self._flush_cond = threading.Condition(threading.Lock())
         self._flush_waiters = 0
         self._drain_waiters = 0
@@ -152,7 +159,7 @@ class StreamConnection(Connection):
             with trio.CancelScope() as scope:
                 self._scope = scope
                 if self._end_reason is not None:  # closed before we started
-                    return
+                    scope.cancel()  # not ``return``: _set_closed() below must run
                 async with trio.open_nursery() as nursery:
                     pending: collections.OrderedDict[int, trio.CancelScope] = (
                         collections.OrderedDict()
@@ -299,7 +306,9 @@ class StreamConnection(Connection):
         try:
             with trio.CancelScope() as scope:
                 self._scope = scope
-                if self._end_reason is not None:  # closed while establishing
+                if self._graceful:  # close() came after connect() returned, before we ran
+                    scope.deadline = trio.current_time() + CLOSE_GRACE
+                elif self._end_reason is not None:  # closed while establishing
                     return
                 self._engine.add_ticker(self)
                 async with trio.open_nursery() as nursery:
@@ -310,6 +319,8 @@ class StreamConnection(Connection):
             self._engine.remove_ticker(self)
             with trio.CancelScope(shield=True):
                 with trio.move_on_after(CLOSE_GRACE):
+                    if self._close_sent:
+                        await _linger(stream)
                     await stream.aclose()
             self._drop_queue()
             self._set_closed(self._end_reason or "Connection ended.")
@@ -352,17 +363,18 @@ class StreamConnection(Connection):
                             big = d
                             break
                         parts.append(d)
-                    self._outq_bytes -= size - 56 * count
+                    self._bytes_written += size - 56 * count
                     await stream.send_all(b"".join(parts) if len(parts) > 1 else parts[0])
                     if big is not None:
                         await stream.send_all(big)
                     self._n_sent += count
                     self._b_sent += size
-                    self._retired += count
+                    self._written += count
                     self._last_tx = trio.current_time()
                     self._after_drain()
                 if self._graceful:
                     await stream.send_all(CLOSE_BYTES)
+                    self._close_sent = True
                     self._end(self._end_reason or "Closed on command.")
                     return
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
@@ -370,7 +382,7 @@ class StreamConnection(Connection):
 
     def _after_drain(self) -> None:
         q = self._outq
-        if len(q) <= HIGH_WATER_PACKAGES // 2 and self._outq_bytes <= HIGH_WATER_BYTES // 2:
+        if len(q) <= HIGH_WATER_PACKAGES // 2 and self._queued_bytes <= HIGH_WATER_BYTES // 2:
             self._congested = False
             self._congestion_check = False
             if self._drain_waiters:
@@ -456,21 +468,31 @@ class StreamConnection(Connection):
 
     # -- queue (user threads and engine) --------------------------------------
 
+    @property
+    def _queued_bytes(self) -> int:
+        return self._bytes_pushed - self._bytes_discarded - self._bytes_written
+
+    def _retired(self) -> int:
+        """Packages that left the queue: written to the OS or discarded."""
+        return self._written + self._discarded
+
     def _push(self, package: Package) -> None:
         q = self._outq
         if len(q) >= self._context._queue_n:
-            if self._context._queue_discard_old:
-                old = q.popleft()
-                self._outq_bytes -= len(old.data)
-            else:
-                self._n_dropped += 1
-                return
             self._n_dropped += 1
-            self._retired += 1
+            if not self._context._queue_discard_old:
+                return
+            try:
+                old = q.popleft()
+            except IndexError:  # the sender emptied the queue meanwhile
+                pass
+            else:
+                self._discarded += 1
+                self._bytes_discarded += len(old.data)
         q.append(package)
-        self._outq_bytes += len(package.data)
+        self._bytes_pushed += len(package.data)
         self._pushed += 1
-        if len(q) >= HIGH_WATER_PACKAGES or self._outq_bytes >= HIGH_WATER_BYTES:
+        if len(q) >= HIGH_WATER_PACKAGES or self._queued_bytes >= HIGH_WATER_BYTES:
             self._congestion_check = True
         if not self._wake_pending and self._send_event is not None:
             self._wake_pending = True
@@ -488,7 +510,7 @@ class StreamConnection(Connection):
 
     def _wait_writable(self) -> None:
         q = self._outq
-        if len(q) < HIGH_WATER_PACKAGES and self._outq_bytes < HIGH_WATER_BYTES:
+        if len(q) < HIGH_WATER_PACKAGES and self._queued_bytes < HIGH_WATER_BYTES:
             return
         if self._congested or self._status < STATUS_HOSTING or self._engine.in_engine_thread():
             return
@@ -505,10 +527,8 @@ class StreamConnection(Connection):
             self._congested = True
 
     def _drop_queue(self) -> None:
-        n = len(self._outq)
+        """The link is gone: forget the queue and wake flush() waiters (engine)."""
         self._outq.clear()
-        self._outq_bytes = 0
-        self._retired += n
         with self._flush_cond:
             self._flush_cond.notify_all()
 
@@ -531,12 +551,12 @@ class StreamConnection(Connection):
             self._flush_waiters += 1
             try:
                 ok = self._flush_cond.wait_for(
-                    lambda: self._retired >= target or self._status == STATUS_CLOSED,
+                    lambda: self._retired() >= target or self._status == STATUS_CLOSED,
                     timeout,
                 )
             finally:
                 self._flush_waiters -= 1
-        if self._status == STATUS_CLOSED and self._retired < target:
+        if self._status == STATUS_CLOSED and self._retired() < target:
             raise BrokenConnectionError(
                 f"Connection closed before its data was flushed: {self._close_reason}"
             )
@@ -549,6 +569,8 @@ class StreamConnection(Connection):
             raise ConnectionClosedError(f"Connection is closed: {self._close_reason}")
 
     def _request_close(self, reason: str, notify_peer: bool) -> None:
+        if notify_peer and self._send_event is not None:
+            self._graceful = True  # before _end: a _serve starting now must still send CLOSE
         self._end(reason)
         if self._engine.in_engine_thread():
             self._close_in_engine(notify_peer)
@@ -558,9 +580,9 @@ class StreamConnection(Connection):
 
     def _close_in_engine(self, notify_peer: bool) -> None:
         scope = self._scope
-        if scope is None:
-            # The connection's task has not started yet; it sees _end_reason
-            # when it does and winds down at once.
+        if scope is None:  # _serve has not started; it sees _end_reason / _graceful
+            if self._graceful and self._send_event is not None:
+                self._send_event.set()
             return
         if self._send_event is not None and notify_peer:
             # Established: let the sender write what is queued plus CLOSE.
@@ -569,6 +591,19 @@ class StreamConnection(Connection):
             scope.deadline = min(scope.deadline, trio.current_time() + CLOSE_GRACE)
         else:
             scope.cancel()
+
+
+async def _linger(stream: trio.abc.Stream) -> None:
+    """After CLOSE: half-close, drain until the peer closes (closing with unread
+    data sends a reset, which can make the peer lose our CLOSE unread)."""
+    try:
+        send_eof = getattr(stream, "send_eof", None)
+        if send_eof is not None:
+            await send_eof()
+        while await stream.receive_some(65536):
+            pass
+    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, OSError):
+        pass
 
 
 def _exc_text(exc: BaseException) -> str:
