@@ -1,0 +1,286 @@
+"""Benchmarks of yoton's own transports side by side: tcp, unix and inproc.
+
+Scenarios (each a function returning a dict of figures; ``SCENARIOS`` hands
+them to ``benchmarks/run.py`` in its row format, and
+``python benchmarks/bench_transports.py`` runs them alone, printing the
+targets):
+
+* :func:`pubsub_throughput` -- 100-byte TEXT messages, publisher to
+  subscriber. For ``tcp`` and ``unix`` the publisher runs in a second process;
+  for ``inproc`` both contexts are in this process and a reader thread
+  receives (that is what inproc is for).
+* :func:`bandwidth` -- BINARY messages of 1 MiB or 16 MiB, same set-up. Over
+  inproc the payload is handed over by reference, so the time per message
+  does not grow with its size; the result says whether the received object
+  *is* the sent one.
+
+Targets (issue "Unix and in-process transports", checked by
+:func:`check_targets` on results of the same run): inproc pub/sub at least
+3x tcp; a 16 MiB inproc message is not copied (bandwidth does not fall with
+size); unix at least as fast as tcp.
+
+The subscriber's inbox is made large enough (``queue_params``) that nothing
+is dropped, and each result reports drops so a lossy run cannot look fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import yoton
+
+MiB = 1 << 20
+BIG_QUEUE = (10**7, "old")
+_RECV_TIMEOUT = 30.0
+
+
+# -- the publishing peer (a child process for tcp/unix) ------------------------
+
+
+def _publish(ctx: yoton.Context, n: int, message: Any, binary: bool) -> float:
+    """Send ``message`` ``n`` times; return the monotonic time of the first send."""
+    if binary:
+        pub = yoton.PubChannel(ctx, "bench-bin", yoton.BINARY)
+    else:
+        pub = yoton.PubChannel(ctx, "bench-text")
+    send = pub.send
+    started = time.monotonic()
+    for _ in range(n):
+        send(message)
+    return started
+
+
+def _message(size: int, binary: bool) -> Any:
+    return os.urandom(size) if binary else "x" * size
+
+
+def _peer_main(address: str, n: int, size: int, binary: bool) -> None:
+    ctx = yoton.Context()
+    ctx.connect(address, timeout=30.0)
+    started = _publish(ctx, n, _message(size, binary), binary)
+    ctx.flush(120.0)
+    # time.monotonic() is CLOCK_MONOTONIC, the same clock in every process.
+    print(started, flush=True)
+    sys.stdin.read()  # keep the connection until the subscriber is done
+    ctx.close()
+
+
+def _receive(sub: yoton.SubChannel, n: int, out: dict[str, Any]) -> None:
+    """Receive ``n`` messages; note when the last one arrived."""
+    recv = sub.recv
+    got = 0
+    last = None
+    while got < n:
+        msg = recv(_RECV_TIMEOUT)
+        if not msg:
+            break
+        got += 1
+        last = msg
+    out["ended"] = time.monotonic()
+    out["received"] = got
+    out["last"] = last
+
+
+def _run(transport: str, n: int, size: int, binary: bool) -> dict[str, Any]:
+    """One measurement: from the publisher's first send to the last receive."""
+    sub_ctx = yoton.Context(queue_params=BIG_QUEUE)
+    kind = yoton.BINARY if binary else yoton.TEXT
+    sub = yoton.SubChannel(sub_ctx, "bench-bin" if binary else "bench-text", kind)
+    conn = sub_ctx.bind(f"{transport}://localhost:0")
+    address = f"{transport}://localhost:{conn.port1}"
+    out: dict[str, Any] = {}
+    peer: subprocess.Popen[str] | None = None
+    pub_ctx: yoton.Context | None = None
+    message = None
+    try:
+        if transport == "inproc":
+            # One process: the publisher in this thread, a reader thread, and
+            # the shared IO engine routing between the two contexts.
+            pub_ctx = yoton.Context()
+            pub_ctx.connect(address, timeout=10.0)
+            reader = threading.Thread(target=_receive, args=(sub, n, out))
+            reader.start()
+            message = _message(size, binary)
+            started = _publish(pub_ctx, n, message, binary)
+            reader.join()
+        else:
+            peer = subprocess.Popen(
+                [sys.executable, __file__, "--peer", address, str(n), str(size),
+                 "bin" if binary else "text"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            )
+            _receive(sub, n, out)
+            assert peer.stdout is not None
+            started = float(peer.stdout.readline())
+    finally:
+        if peer is not None:
+            assert peer.stdin is not None
+            peer.stdin.close()
+            peer.wait(60)
+            if peer.stdout is not None:
+                peer.stdout.close()
+        if pub_ctx is not None:
+            pub_ctx.close()
+        dropped = sub.dropped
+        sub_ctx.close()
+    seconds = max(out["ended"] - started, 1e-9)
+    result: dict[str, Any] = {
+        "transport": transport,
+        "messages": n,
+        "size": size,
+        "received": out["received"],
+        "dropped": dropped,
+        "seconds": seconds,
+        "msg_per_s": out["received"] / seconds,
+        "mib_per_s": out["received"] * size / seconds / MiB,
+    }
+    if message is not None and binary:
+        result["same_object"] = out["last"] is message
+    return result
+
+
+def pubsub_throughput(transport: str, n: int = 200_000, size: int = 100,
+                      repeat: int = 3) -> dict[str, Any]:
+    """Pub/sub of ``size``-byte TEXT messages; the best of ``repeat`` runs."""
+    runs = [_run(transport, n, size, binary=False) for _ in range(repeat)]
+    best = max(runs, key=lambda r: r["msg_per_s"])
+    best["scenario"] = f"pub/sub {size} B"
+    best["runs_msg_per_s"] = [round(r["msg_per_s"]) for r in runs]
+    return best
+
+
+def bandwidth(transport: str, size: int = 16 * MiB, n: int | None = None,
+              repeat: int = 2) -> dict[str, Any]:
+    """BINARY messages of ``size`` bytes; the best of ``repeat`` runs."""
+    if n is None:
+        n = 4000 if transport == "inproc" else max(4, (256 * MiB) // size)
+    runs = [_run(transport, n, size, binary=True) for _ in range(repeat)]
+    best = max(runs, key=lambda r: r["mib_per_s"])
+    best["scenario"] = f"bandwidth {size // MiB} MiB"
+    return best
+
+
+def run_all(quick: bool = False) -> dict[str, dict[str, Any]]:
+    """Run every measurement (``quick``: fewer messages, one run each)."""
+    n, repeat, few = (50_000, 1, 8) if quick else (200_000, 3, 16)
+    return {
+        "pubsub_100B_tcp": pubsub_throughput("tcp", n, repeat=repeat),
+        "pubsub_100B_unix": pubsub_throughput("unix", n, repeat=repeat),
+        "pubsub_100B_inproc": pubsub_throughput("inproc", n, repeat=repeat),
+        # The same count for both sizes: without copies the time per message,
+        # and so the count per second, does not depend on the size.
+        "bandwidth_1MiB_inproc": bandwidth("inproc", 1 * MiB, 250 * few, repeat=repeat),
+        "bandwidth_16MiB_inproc": bandwidth("inproc", 16 * MiB, 250 * few, repeat=repeat),
+        "bandwidth_16MiB_tcp": bandwidth("tcp", 16 * MiB, few, repeat=1),
+        "bandwidth_16MiB_unix": bandwidth("unix", 16 * MiB, few, repeat=1),
+    }
+
+
+def check_targets(results: dict[str, dict[str, Any]]) -> list[tuple[str, bool, str]]:
+    """``(target, met, detail)`` for the issue's targets, from one run's results."""
+    tcp = results["pubsub_100B_tcp"]["msg_per_s"]
+    unix = results["pubsub_100B_unix"]["msg_per_s"]
+    inproc = results["pubsub_100B_inproc"]["msg_per_s"]
+    bw1 = results["bandwidth_1MiB_inproc"]
+    bw16 = results["bandwidth_16MiB_inproc"]
+    return [
+        ("inproc pub/sub >= 3x tcp", inproc >= 3 * tcp, f"{inproc / tcp:.2f}x"),
+        (
+            "16 MiB over inproc not copied",
+            bool(bw16.get("same_object")) and bw16["mib_per_s"] >= bw1["mib_per_s"],
+            f"same object: {bw16.get('same_object')}; {bw16['mib_per_s']:,.0f} MiB/s "
+            f"(1 MiB: {bw1['mib_per_s']:,.0f} MiB/s)",
+        ),
+        ("unix pub/sub >= tcp", unix >= tcp, f"{unix / tcp:.2f}x"),
+    ]
+
+
+def format_table(results: dict[str, dict[str, Any]], markdown: bool = False) -> str:
+    rows = [("scenario", "transport", "msg/s", "MiB/s", "received", "dropped")]
+    for r in results.values():
+        rows.append((
+            r["scenario"], r["transport"], f"{r['msg_per_s']:,.0f}", f"{r['mib_per_s']:,.1f}",
+            f"{r['received']}/{r['messages']}", str(r["dropped"]),
+        ))
+    targets = check_targets(results) if "pubsub_100B_tcp" in results else []
+    if markdown:
+        lines = ["| " + " | ".join(row) + " |" for row in rows]
+        lines.insert(1, "|" + "---|" * len(rows[0]))
+        lines += ["", "| target | met | measured |", "|---|---|---|"]
+        lines += [f"| {t} | {'yes' if ok else 'NO'} | {d} |" for t, ok, d in targets]
+        return "\n".join(lines)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    lines += [""] + [f"{'MET ' if ok else 'MISS'} {t}: {d}" for t, ok, d in targets]
+    return "\n".join(lines)
+
+
+def rows_for_runner(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows in ``benchmarks/run.py``'s format: each table's "us" row is the
+    transport the target is about, so its ratio column reads as the target."""
+    from _util import US
+
+    def row(scenario: str, key: str, library: str, metric: str = "msg/s") -> dict[str, Any]:
+        r = results[key]
+        value = r["msg_per_s"] if metric == "msg/s" else r["mib_per_s"]
+        detail = f"{r['received']}/{r['messages']}, dropped {r['dropped']}"
+        if "same_object" in r:
+            detail += f", received object is the sent one: {r['same_object']}"
+        return {"scenario": scenario, "library": library, "metric": metric,
+                "value": value, "detail": detail}
+
+    pubsub = "transports: pub/sub 100 B, inproc (us; one process) vs tcp, unix (two processes)"
+    unix = "transports: pub/sub 100 B, unix (us) vs tcp"
+    bw = "transports: 16 MiB BINARY over inproc (us) vs 1 MiB inproc, tcp, unix"
+    return [
+        row(pubsub, "pubsub_100B_inproc", US),
+        row(pubsub, "pubsub_100B_tcp", "yoton 3 over tcp (target: ratio >= 3)"),
+        row(pubsub, "pubsub_100B_unix", "yoton 3 over unix"),
+        row(unix, "pubsub_100B_unix", US),
+        row(unix, "pubsub_100B_tcp", "yoton 3 over tcp (target: ratio >= 1)"),
+        row(bw, "bandwidth_16MiB_inproc", US, "MiB/s"),
+        row(bw, "bandwidth_1MiB_inproc", "yoton 3 inproc, 1 MiB (target: ratio >= 1)", "MiB/s"),
+        row(bw, "bandwidth_16MiB_tcp", "yoton 3 over tcp, 16 MiB", "MiB/s"),
+        row(bw, "bandwidth_16MiB_unix", "yoton 3 over unix, 16 MiB", "MiB/s"),
+    ]
+
+
+def transports_scenario(opts: argparse.Namespace) -> list[dict[str, Any]]:
+    """The runner's entry: every measurement of this module, one run."""
+    only = getattr(opts, "only", None)
+    if only and not any(s.lower() in "yoton 3 (this project)" for s in only):
+        return []
+    return rows_for_runner(run_all(quick=bool(getattr(opts, "quick", False))))
+
+
+#: For ``benchmarks/run.py``: ``[(name, fn(opts) -> rows)]``.
+SCENARIOS = [("transports (tcp, unix, inproc)", transports_scenario)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer messages, one run each")
+    parser.add_argument("--markdown", metavar="FILE", help="also write the table as markdown")
+    parser.add_argument("--peer", nargs=4, metavar=("ADDRESS", "N", "SIZE", "KIND"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.peer:
+        address, n, size, kind = args.peer
+        _peer_main(address, int(n), int(size), kind == "bin")
+        return 0
+    results = run_all(quick=args.quick)
+    print(format_table(results))
+    if args.markdown:
+        with open(args.markdown, "w", encoding="utf-8") as f:
+            f.write(format_table(results, markdown=True) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The Unix-socket transport (scheme ``unix``).
+
+Addresses: ``unix:///abs/path.sock``, ``unix://name`` and the ``host:port``
+form, both mapped into a private runtime directory (see
+:mod:`yoton_unix._paths`). Framing, handshake, heartbeats, flush and close come
+from :class:`yoton_core.StreamConnection`, exactly as for TCP; the socket file is
+mode 0600 and is removed when the listener is done with it.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable
+
+import trio
+
+from yoton_core import StreamConnection, hookimpl
+from yoton_core._connection import STATUS_HOSTING
+
+from ._paths import (
+    UnixTarget,
+    file_identity,
+    open_unix_listener,
+    parse_unix_address,
+    remove_if_ours,
+    runtime_dir,
+)
+
+__all__ = ["UnixConnection", "runtime_dir"]
+
+if not hasattr(socket, "AF_UNIX"):  # pragma: no cover - Windows
+    raise ImportError("the yoton 'unix' transport needs socket.AF_UNIX, absent on this platform")
+
+
+class UnixConnection(StreamConnection):
+    """A connection over a Unix domain socket.
+
+    ``hostname1`` (bind side) and ``hostname2`` (connect side) are the socket
+    path; ``port1``/``port2`` are the port number of a ``host:port`` address
+    and 0 for paths and names.
+    """
+
+    scheme = "unix"
+    _socket_file: tuple[str, tuple[int, int] | None] | None = None
+
+    def _parse_address(self, address: str) -> UnixTarget:
+        return parse_unix_address(address)
+
+    def _open_listener(self, target: UnixTarget, max_tries: int) -> socket.socket:
+        sock, path, port = open_unix_listener(target, max_tries, self.max_pending_handshakes)
+        self._socket_file = (path, file_identity(path))
+        self._bound_port = port
+        return sock
+
+    def _bind(self, address: str, max_tries: int) -> None:
+        super()._bind(address, max_tries)
+        self._port1 = self._bound_port
+
+    async def _connect_once(self, target: UnixTarget) -> trio.abc.Stream:
+        if target.path is None:
+            raise ConnectionRefusedError("cannot connect to port 0: name the port to connect to")
+        return await trio.open_unix_socket(target.path)
+
+    def _target_names(self, target: UnixTarget) -> tuple[str, int]:
+        return target.path or target.host, target.port
+
+    def _establish(self, status: int) -> None:
+        if status == STATUS_HOSTING:  # the listener is closed: its file goes now
+            self._remove_socket_file()
+        super()._establish(status)
+
+    def _set_closed(self, reason: str) -> None:
+        self._remove_socket_file()
+        super()._set_closed(reason)
+
+    def _remove_socket_file(self) -> None:
+        entry, self._socket_file = self._socket_file, None
+        if entry is not None:
+            remove_if_ours(*entry)
+
+
+@hookimpl
+def yoton_connection_types() -> Iterable[type[StreamConnection]]:
+    return [UnixConnection]
