@@ -7,7 +7,9 @@ plugins import :class:`StreamConnection` (or :class:`Connection`) and
 
 from __future__ import annotations
 
+from ._async import run_event_loop_async, trio_event_loop
 from ._channels import BaseChannel
+from ._clientserver import NoServerError, RequestServer, do_request
 from ._connection import Connection, ConnectionStatistics
 from ._context import ConnectionCollection, Context
 from ._errors import (
@@ -32,11 +34,15 @@ from ._events import (
     start_event_loop,
     stop_event_loop,
 )
+from ._future import Future, RemoteError
 from ._hashing import port_hash, slot_hash
 from ._hookspecs import hookimpl, hookspec
 from ._message_types import BINARY, OBJECT, TEXT, MessageType
 from ._plugins import plugin_manager, transports
 from ._pubsub import PubChannel, SubChannel, select_sub_channel
+from ._repchannel import RepChannel
+from ._reqrep import ReqChannel
+from ._state import StateChannel
 from ._stream import StreamConnection
 from ._wire import Package
 
@@ -54,14 +60,21 @@ __all__ = [
     "ConnectionCollection",
     "ConnectionStatistics",
     "Context",
+    "Future",
     "HandshakeError",
     "MessageDecodeError",
     "MessageType",
+    "NoServerError",
     "Package",
     "PluginLoadError",
     "ProtocolError",
     "PubChannel",
+    "RemoteError",
+    "RepChannel",
+    "ReqChannel",
+    "RequestServer",
     "Signal",
+    "StateChannel",
     "StreamConnection",
     "SubChannel",
     "TimeoutError",
@@ -71,15 +84,18 @@ __all__ = [
     "__version__",
     "app",
     "call_later",
+    "do_request",
     "embed_event_loop",
     "hookimpl",
     "hookspec",
     "plugin_manager",
     "port_hash",
     "process_events",
+    "run_event_loop_async",
     "select_sub_channel",
     "slot_hash",
     "start_event_loop",
     "stop_event_loop",
     "transports",
+    "trio_event_loop",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._errors import ConnectionClosedError
@@ -101,6 +102,9 @@ class BaseChannel:
         self._closed = False
         self._n_dropped = 0
         self._received_posted = False
+        # One-shot wake-ups of async (trio) readers; see _async.py. Called, and
+        # cleared, after deposits and on close. Guarded by _cond.
+        self._async_waiters: list[Callable[[], object]] = []
         self.received = Signal()
         context._register_channel(self, self._slot_out, self._slot_in)
 
@@ -152,6 +156,8 @@ class BaseChannel:
         self._context._unregister_channel(self)
         with self._cond:
             self._cond.notify_all()
+        if self._async_waiters:
+            self._fire_async_waiters()
         self._on_close()
 
     def _on_close(self) -> None:
@@ -197,7 +203,16 @@ class BaseChannel:
         if not self._received_posted and self.received.has_handlers:
             self._received_posted = True
             post_event(self._emit_received)
+        if self._async_waiters:
+            self._fire_async_waiters()
         self._on_deposit()
+
+    def _fire_async_waiters(self) -> None:
+        """Call (and forget) the registered async wake-ups; any thread."""
+        with self._cond:
+            waiters, self._async_waiters = self._async_waiters, []
+        for wake in waiters:
+            wake()
 
     def _on_deposit(self) -> None:
         """Hook for subclasses, called in the IO thread after deposits."""
@@ -211,6 +226,9 @@ class BaseChannel:
 
     def _on_new_peer(self, source_id: int) -> None:
         """Hook: a context somewhere announced NEW_CONNECTION."""
+
+    def _on_connection_closed(self, conn: Connection) -> None:
+        """Hook: a connection of our context closed (any thread; must not block)."""
 
     # -- receiving (user side) ------------------------------------------------------
 

@@ -204,7 +204,10 @@ class Context:
         conn, rest = self._new_connection(address, name)
         conn._bind(rest, max_tries)
         with self._lock:
-            self._connections.append(conn)
+            # A peer may already have connected (and _connection_established
+            # added conn) before we get here, e.g. over inproc.
+            if conn not in self._connections and conn.is_alive:
+                self._connections.append(conn)
         if self._verbose:
             logger.info("Yoton: waiting at %s:%s.", conn.hostname1, conn.port1)
         return conn
@@ -251,6 +254,15 @@ class Context:
                 self._connections.remove(conn)
             if conn in self._connected:
                 self._connected = tuple(c for c in self._connected if c is not conn)
+            channels = set(self._send_channels.values()) | set(self._recv_channels.values())
+        # -- req/rep + sync-mode hook: channels forget (or fail) what a peer
+        # that went away was doing for them (_reqrep.py, _repchannel.py, _sync.py).
+        for ch in channels:
+            try:
+                ch._on_connection_closed(conn)
+            except Exception:
+                logger.exception("yoton: error in %r._on_connection_closed", ch)
+        # -- end of req/rep hook
         if self._verbose:
             logger.info("Yoton: connection closed: %s", conn.close_reason)
 
@@ -386,6 +398,9 @@ class Context:
             logger.warning("Yoton: ignored a context message that is not UTF-8: %r", pkg.data[:40])
             return
         if text == "NEW_CONNECTION":
+            # StateChannel (_state.py) needs to know which packages of the same
+            # batch came after this one: context messages are handled last.
+            self._new_peer_recv_seq = pkg.recv_seq
             for ch in list(self._send_channels.values()):
                 ch._on_new_peer(pkg.source_id)
         elif text == "CLOSE_CONNECTION":

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
+from . import _async, _sync
 from ._channels import BaseChannel
 from ._message_types import TEXT
 from ._wire import Package
@@ -25,6 +27,9 @@ class PubChannel(BaseChannel):
     _pattern_in = "sub-pub"
 
     def __init__(self, context: Any, slot_base: str, message_type: Any = TEXT) -> None:
+        # Sync mode (_sync.py): subscriber id -> lock expiry, while it is full.
+        self._sync_blocked: dict[int, float] = {}
+        self._sync_cond = threading.Condition(threading.Lock())
         super().__init__(context, slot_base, message_type)
         self._encode = self._message_type.message_to_bytes
 
@@ -32,8 +37,11 @@ class PubChannel(BaseChannel):
         """Publish ``message``; raises OSError on a closed channel.
 
         Empty messages ("" or b"") are not sent: on the wire an empty payload
-        is a connection-level control package.
+        is a connection-level control package. While a subscriber in sync mode
+        is full, this blocks until it has caught up.
         """
+        if self._sync_blocked:
+            _sync.pub_wait(self)
         self._send(self._encode(message))
 
     def _deposit(self, pkg: Package) -> None:
@@ -42,7 +50,16 @@ class PubChannel(BaseChannel):
         self._on_sync_message(pkg)
 
     def _on_sync_message(self, pkg: Package) -> None:
-        """Hook for congestion control (sync mode)."""
+        """A sync-mode subscriber says "full" or "ok" (see _sync.py)."""
+        _sync.pub_on_sync_message(self, pkg)
+
+    def _on_connection_closed(self, conn: Any) -> None:
+        if self._sync_blocked:
+            _sync.pub_forget(self, conn.id2)
+
+    def _on_close(self) -> None:
+        _sync.pub_wake(self)
+        super()._on_close()
 
 
 class SubChannel(BaseChannel):
@@ -56,6 +73,7 @@ class SubChannel(BaseChannel):
     _pattern_in = "pub-sub"
 
     def __init__(self, context: Any, slot_base: str, message_type: Any = TEXT) -> None:
+        self._sync: _sync.SubSync | None = None  # sync mode state (_sync.py)
         super().__init__(context, slot_base, message_type)
         self._decode = self._message_type.message_from_bytes
         self._ref_seq: int | None = None
@@ -89,6 +107,31 @@ class SubChannel(BaseChannel):
 
     def __iter__(self) -> Iterator[Any]:
         return self
+
+    # -- async (trio) face; implemented in _async.py ---------------------------
+
+    async def recv_async(self, timeout: float | None = None) -> Any:
+        """Await the next message in a trio program, without blocking its loop.
+
+        Args:
+            timeout: Seconds to wait; None (default) waits until a message
+                arrives or the channel closes; 0 does not wait.
+
+        Returns:
+            The message, or the message type's empty message ("", b"", None)
+            when none arrived in time or the channel is closed (like
+            :meth:`recv`). Cancelling the awaiting task never loses a message.
+        """
+        return await _async.sub_recv_async(self, timeout)
+
+    def __aiter__(self) -> SubChannel:
+        """``async for msg in sub``: every message, until the channel is closed."""
+        return self
+
+    async def __anext__(self) -> Any:
+        return await _async.sub_anext(self)
+
+    # -- end of the async face ------------------------------------------------------
 
     def recv_all(self) -> list[Any]:
         """Return a list of every pending message (possibly empty)."""
@@ -126,8 +169,34 @@ class SubChannel(BaseChannel):
         self._check_sync()
         return out
 
+    # -- sync mode (_sync.py) ----------------------------------------------------------
+
+    def set_sync_mode(self, value: bool) -> None:
+        """Switch sync mode on (True) or off (False).
+
+        In sync mode, publishers are slowed down (their ``send`` blocks) while
+        this subscriber holds more than a few hundred unread messages, so a
+        subscriber that keeps reading loses nothing. Works with 2.x publishers
+        too; no event loop is needed.
+        """
+        _sync.set_sync_mode(self, value)
+
+    @property
+    def sync_mode(self) -> bool:
+        """Whether sync mode is on."""
+        return self._sync is not None
+
     def _check_sync(self) -> None:
-        """Hook for congestion control (sync mode)."""
+        sync = self._sync
+        if sync is not None:
+            sync.after_read()
+
+    def _on_close(self) -> None:
+        if self._sync is not None:
+            _sync.set_sync_mode(self, False)
+        super()._on_close()
+
+    # -- end of sync mode ----------------------------------------------------------------
 
 
 def select_sub_channel(*channels: SubChannel) -> SubChannel | None:

@@ -1,0 +1,346 @@
+"""ReqChannel / RepChannel between our own contexts (TCP, threads, child processes).
+
+What each test guards is named in its docstring; the 2.x defects are those of
+PROTOCOL.md section 10 (items 9-14). Waiting is always on a condition with a
+deadline, never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from reqrep_helpers import GENEROUS, Calc, MyError, join, wait_until
+
+import yoton
+from yoton_core._eventloop import app
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(autouse=True)
+def clean_event_queue() -> Iterator[None]:
+    app.embed_event_loop(None)
+    app.process_events()
+    yield
+    app.process_events()
+
+
+@pytest.fixture
+def contexts() -> Iterator[list[yoton.Context]]:
+    made: list[yoton.Context] = []
+    yield made
+    for ctx in made:
+        ctx.close()
+
+
+@pytest.fixture
+def pair(contexts) -> tuple[yoton.Context, yoton.Context]:
+    a, b = yoton.Context(), yoton.Context()
+    contexts += [a, b]
+    join(a, b)
+    return a, b
+
+
+# -- basics -----------------------------------------------------------------------------
+
+
+def test_call_args_kwargs_and_object_types(pair):
+    """Arguments and results are OBJECT types, both ways."""
+    a, b = pair
+    Calc(a)
+    req = yoton.ReqChannel(b, "calc")
+    assert req.add(3, 4).result(GENEROUS) == 7
+    assert req.add("a", "b").result(GENEROUS) == "ab"
+    value = {"k": [1, 2.5, None, True, ("t", -3)], 5: {"nested": []}}
+    assert req.kw(1, value, x="y", z=[1]).result(GENEROUS) == [[1, value], {"x": "y", "z": [1]}]
+
+
+def test_echo_returns_argument_and_replier_id(pair):
+    a, b = pair
+    Calc(a)
+    req = yoton.ReqChannel(b, "calc")
+    assert req.echo("ping").result(GENEROUS) == ("ping", hex(a.id))
+    assert req.echo([1, 2], sleep=0.01).result(GENEROUS) == ([1, 2], hex(a.id))
+
+
+def test_first_call_agrees_on_the_direct_path(pair):
+    """After one 2.x-style exchange the requester knows a new-style replier."""
+    a, b = pair
+    Calc(a)
+    req = yoton.ReqChannel(b, "calc")
+    first = req.add(1, 1)
+    assert first.result(GENEROUS) == 2
+    assert first.replier_id == a.id
+    assert a.id in req._fast
+    second = req.add(2, 2)
+    assert second.running()  # sent straight to the replier: it counts as taken
+    assert second.result(GENEROUS) == 4
+    assert second.replier_id == a.id
+
+
+def test_2x_path_between_our_own_ends(pair, monkeypatch):
+    """The four-message protocol still works when the direct path is off."""
+    monkeypatch.setattr(yoton.ReqChannel, "direct_path", False)
+    a, b = pair
+    Calc(a)
+    req = yoton.ReqChannel(b, "calc")
+    for i in range(5):
+        assert req.add(i, 1).result(GENEROUS) == i + 1
+    assert req._fast == {}
+
+
+def test_request_and_reply_within_one_context(contexts):
+    """Local delivery: a replier in the same context answers."""
+    ctx = yoton.Context()
+    contexts.append(ctx)
+    Calc(ctx)
+    req = yoton.ReqChannel(ctx, "calc")
+    assert [req.add(i, i).result(GENEROUS) for i in range(5)] == [0, 2, 4, 6, 8]
+
+
+def test_many_threads_make_requests_at_once(pair):
+    a, b = pair
+    Calc(a)
+    req = yoton.ReqChannel(b, "calc")
+    results: dict[int, object] = {}
+
+    def worker(k: int) -> None:
+        results[k] = [req.add(k, i).result(GENEROUS) for i in range(20)]
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(GENEROUS * 2)
+    assert results == {k: [k + i for i in range(20)] for k in range(6)}
+
+
+# -- errors -------------------------------------------------------------------------------
+
+
+def test_remote_exception_keeps_type_name_and_message(pair):
+    a, b = pair
+    Calc(a)
+    req = yoton.ReqChannel(b, "calc")
+    with pytest.raises(ZeroDivisionError) as info:
+        req.divide(1, 0).result(GENEROUS)
+    exc = info.value
+    assert isinstance(exc, yoton.RemoteError)
+    assert exc.type_name == "ZeroDivisionError"
+    assert str(exc) == "ZeroDivisionError: division by zero"
+    assert "divide" in exc.remote_traceback  # the remote traceback travels along
+    assert exc.replier_id == a.id
+    err = req.custom_error().exception(GENEROUS)
+    assert type(err) is yoton.RemoteError  # a non-builtin type is never recreated
+    assert err.type_name == "MyError" and err.message == "custom failure"
+    assert err.remote_module == MyError.__module__
+
+
+def test_a_handler_raising_systemexit_is_answered_and_the_worker_survives(pair):
+    a, b = pair
+    Calc(a)
+    req = yoton.ReqChannel(b, "calc")
+    exc = req.quit(3).exception(GENEROUS)
+    assert type(exc) is yoton.RemoteError and str(exc) == "SystemExit: 3"
+    assert req.add(1, 2).result(GENEROUS) == 3
+
+
+def test_error_shaped_tuple_is_a_result_between_our_ends(pair):
+    """2.x misread a legitimate ("yoton_ERROR_HANDLING_REQUEST", x) result as an error."""
+    a, b = pair
+    Calc(a)
+    req = yoton.ReqChannel(b, "calc")
+    assert req.error_tuple().result(GENEROUS) == ("yoton_ERROR_HANDLING_REQUEST", "not an error")
+
+
+def test_unencodable_result_comes_back_as_an_error(pair):
+    """2.x sent no reply at all, leaving the Future running forever."""
+    a, b = pair
+    Calc(a)
+    req = yoton.ReqChannel(b, "calc")
+    with pytest.raises(TypeError, match="bad_result.*cannot be sent"):
+        req.bad_result().result(GENEROUS)
+
+
+def test_unencodable_arguments_are_refused_at_the_call(pair):
+    _a, b = pair
+    req = yoton.ReqChannel(b, "calc")
+    with pytest.raises(TypeError, match="arguments of add"):
+        req.add({1, 2}, 3)
+    with pytest.raises(TypeError):
+        req.add(b"bytes")
+
+
+def test_private_names_and_machinery_are_refused(pair):
+    """2.x let a remote peer call anything, e.g. set_mode('off') or close()."""
+    a, b = pair
+    rep = Calc(a)
+    req = yoton.ReqChannel(b, "calc")
+    for name, args in [("_private", ()), ("set_mode", ("off",)), ("close", ()),
+                       ("_deposit", (None,)), ("__init__", (None, "x")), ("received", ()),
+                       ("_send_raw", ("x", 0, 0)), ("secret_value", ()), ("release", ())]:
+        exc = req._request(name, args, {}).exception(GENEROUS)
+        assert isinstance(exc, PermissionError), (name, exc)
+        assert "refuses" in str(exc) and repr(name) in str(exc)
+        assert "add" in str(exc) and "echo" in str(exc)  # it says what *is* served
+    assert rep.mode == "thread" and not rep.closed  # nothing happened to the replier
+    exc = req.no_such_method().exception(GENEROUS)
+    assert isinstance(exc, NotImplementedError)
+    assert "no_such_method" in str(exc)
+    assert req.add(1, 2).result(GENEROUS) == 3
+
+
+def test_private_attribute_access_on_reqchannel_is_not_a_remote_method(pair):
+    _a, b = pair
+    req = yoton.ReqChannel(b, "calc")
+    with pytest.raises(AttributeError):
+        req._anything  # noqa: B018
+    assert not callable(req.closed)  # real attributes stay real
+
+
+# -- modes ----------------------------------------------------------------------------------
+
+
+def _result_while_processing_events(future, timeout=GENEROUS):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not future.done():
+        assert time.monotonic() < deadline, "no reply in event mode"
+        yoton.process_events(0.01)
+    return future.result(0)
+
+
+def test_modes_switch_back_and_forth(pair):
+    """2.x could not enter thread mode twice; here any sequence works."""
+    a, b = pair
+    rep = Calc(a, mode="off")
+    req = yoton.ReqChannel(b, "calc")
+    for mode, n in [("thread", 1), ("event", 2), (2, 3), ("off", 4), ("THREAD", 5), (1, 6),
+                    ("thread-driven", 7), ("event-driven", 8), (0, 9), ("thread", 10)]:
+        rep.set_mode(mode)
+        future = req.record(n)
+        if rep.mode == "off":
+            wait_until(lambda: rep._pre, what="the request queued at the off replier")
+            assert not future.done() and not future.running()  # off: no ack, no answer
+            rep.set_mode("thread")
+        if rep.mode == "event":
+            assert _result_while_processing_events(future) == n
+        else:
+            assert future.result(GENEROUS) == n
+    assert rep.calls == list(range(1, 11))
+
+
+def test_off_mode_keeps_requests_waiting_until_switched_on(pair):
+    a, b = pair
+    rep = Calc(a, mode="off")
+    req = yoton.ReqChannel(b, "calc")
+    future = req.add(1, 2)
+    wait_until(lambda: rep._pre, what="the pre-request reaching the replier")
+    assert not future.running() and not future.done()  # an off replier does not ack
+    rep.set_mode("thread")
+    assert future.result(GENEROUS) == 3
+
+
+def test_event_mode_runs_handlers_in_the_event_loop_thread(pair):
+    a, b = pair
+    rep = Calc(a, mode="event")
+    req = yoton.ReqChannel(b, "calc")
+    assert _result_while_processing_events(req.add(2, 3)) == 5
+    assert rep.threads == {threading.get_ident()}
+
+
+def test_invalid_modes_are_refused(pair):
+    a, _b = pair
+    rep = Calc(a)
+    for bad in ("fast", 3, -1, None, True, 1.0):
+        with pytest.raises(ValueError, match="mode"):
+            rep.set_mode(bad)  # type: ignore[arg-type]
+    assert rep.mode == "thread"
+
+
+# -- waiting, callbacks, events --------------------------------------------------------------
+
+
+def test_request_before_any_replier_joined_is_answered_later(contexts):
+    """The resent req? reaches a replier that joins within the auto-cancel time."""
+    a, b = yoton.Context(), yoton.Context()
+    contexts += [a, b]
+    req = yoton.ReqChannel(b, "calc")
+    future = req.add(20, 22)  # no connection, no replier yet
+    Calc(a)
+    join(a, b)
+    assert future.result(GENEROUS) == 42
+
+
+def test_auto_cancel_when_nobody_answers(pair):
+    _a, b = pair
+    req = yoton.ReqChannel(b, "nobody-serves-this", default_future_timeout=0.3)
+    future = req.anything()
+    assert future._auto_cancel_timeout == 0.3
+    with pytest.raises(yoton.CancelledError):
+        future.result(GENEROUS)
+    assert future.cancelled()
+    other = req.anything()
+    other.set_auto_cancel_timeout(0.2)
+    wait_until(other.cancelled, what="auto-cancel")
+    assert req._items == {}  # nothing stays behind (2.x kept them forever)
+
+
+def test_default_future_timeout_is_checked(pair):
+    _a, b = pair
+    with pytest.raises(ValueError):
+        yoton.ReqChannel(b, "x", default_future_timeout=0)
+    with pytest.raises(TypeError):
+        yoton.ReqChannel(b, "y", default_future_timeout="10")  # type: ignore[arg-type]
+    never = yoton.ReqChannel(b, "z", default_future_timeout=None)
+    assert never.anything()._auto_cancel_timeout == float("inf")
+
+
+def test_future_is_completed_by_the_io_side(pair):
+    """2.x made progress only while someone polled result() or ran the event loop."""
+    a, b = pair
+    Calc(a)
+    req = yoton.ReqChannel(b, "calc")
+    for _ in range(3):  # both the 2.x-style first call and direct calls
+        future = req.add(1, 2)
+        done = threading.Event()
+        future._add_done_hook(lambda f, done=done: done.set())
+        assert done.wait(GENEROUS)  # nobody called result() or process_events()
+        assert future.done() and future.result(0) == 3
+
+
+def test_done_callbacks_go_through_the_event_loop(pair):
+    a, b = pair
+    Calc(a)
+    req = yoton.ReqChannel(b, "calc")
+    future = req.add(1, 2)
+    seen = []
+    future.add_done_callback(lambda f: seen.append(f.result()))
+    assert future.result(GENEROUS) == 3
+    assert seen == []
+    yoton.process_events()
+    assert seen == [3]
+    future.add_done_callback(lambda f: seen.append("at once"))
+    assert seen == [3, "at once"]
+
+
+def test_no_events_are_posted_when_nobody_listens(pair):
+    """2.x timers filled the event queue with events nobody processed (item 8)."""
+    a, b = pair
+    rep = Calc(a, slot="calc")
+    req = yoton.ReqChannel(b, "calc")
+    lonely = yoton.ReqChannel(b, "lonely")
+    before = app.statistics().queued
+    pending = lonely.wait_forever()  # resent every 0.5 s by the engine
+    assert req.add(1, 2).result(GENEROUS) == 3
+    rep.release.clear()
+    held = req.hold(1)
+    wait_until(rep.entered.is_set)
+    wait_until(lambda: pending._request_id in lonely._items
+               and lonely._items[pending._request_id].last_send
+               > lonely._items[pending._request_id].start, what="a resend")
+    rep.release.set()
+    assert held.result(GENEROUS) == 1
+    assert app.statistics().queued == before

@@ -1,0 +1,280 @@
+"""Sync mode: a full SubChannel slows its publishers (PROTOCOL.md 6.2; section 10 items 6, 9, 24).
+
+The big test sends a 1,000,000-message burst from a publisher that is much
+faster than the subscriber (which decodes and checks every message in another
+process) and asserts that every message arrives, in order. 2.x would either
+drop (no sync mode) or crawl at one message per second (its sync mode).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from yoton2 import Yoton2Proc
+
+import yoton
+from yoton_core import _sync
+
+pytestmark = pytest.mark.timeout(120)
+
+GENEROUS = 10.0
+
+
+def wait_until(predicate, timeout: float = GENEROUS, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what} not reached within {timeout} s"
+        time.sleep(0.002)
+
+
+@pytest.fixture
+def contexts() -> Iterator[list[yoton.Context]]:
+    made: list[yoton.Context] = []
+    yield made
+    for ctx in made:
+        ctx.close()
+
+
+def join(a: yoton.Context, b: yoton.Context) -> None:
+    conn = a.bind("localhost:0")
+    b.connect(f"localhost:{conn.port1}", timeout=GENEROUS)
+    wait_until(lambda: a.connection_count and b.connection_count)
+
+
+def as_int(m: bytes) -> int:
+    return int.from_bytes(m, "little")
+
+
+class Publisher(threading.Thread):
+    """Sends n 4-byte counters from a thread; ``sent`` counts progress."""
+
+    def __init__(self, pub: yoton.PubChannel, n: int) -> None:
+        super().__init__(daemon=True)
+        self.pub = pub
+        self.n = n
+        self.sent = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        send = self.pub.send
+        try:
+            for i in range(self.n):
+                send(i.to_bytes(4, "little"))
+                self.sent = i + 1
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+
+def read_all(sub: yoton.SubChannel, n: int) -> list[int]:
+    out: list[int] = []
+    deadline = time.monotonic() + 60
+    while len(out) < n:
+        assert time.monotonic() < deadline, f"only {len(out)} of {n} messages arrived"
+        msgs = sub.recv_all()
+        if not msgs:
+            m = sub.recv(1.0)
+            msgs = [m] if m else []
+        out += [as_int(m) for m in msgs]
+    return out
+
+
+def blocked_pair(contexts, n):  # type: ignore[no-untyped-def]
+    """A sync-mode sub that does not read and a publisher thread it blocked."""
+    p, s = yoton.Context(), yoton.Context()
+    contexts += [p, s]
+    pub = yoton.PubChannel(p, "data", yoton.BINARY)
+    sub = yoton.SubChannel(s, "data", yoton.BINARY)
+    sub.set_sync_mode(True)
+    join(p, s)
+    sender = Publisher(pub, n)
+    sender.start()
+    wait_until(lambda: pub._sync_blocked and getattr(pub, "_sync_waits", 0),
+               what="the publisher blocked")
+    return pub, sub, sender
+
+
+# -- the burst ---------------------------------------------------------------------------
+
+SUBSCRIBER = """
+import sys, time
+import yoton
+
+n = int(sys.argv[2])
+ctx = yoton.Context()
+sub = yoton.SubChannel(ctx, "burst", yoton.BINARY)
+sub.set_sync_mode(True)
+ctx.connect("tcp://localhost:%d" % int(sys.argv[1]), timeout=10)
+print("READY", flush=True)
+expected = 0
+out_of_order = 0
+max_pending = 0
+recv_all = sub.recv_all
+while expected < n:
+    max_pending = max(max_pending, sub.pending)
+    msgs = recv_all()
+    if not msgs:
+        m = sub.recv(10.0)
+        if not m:
+            break
+        msgs = [m]
+    for m in msgs:
+        if int.from_bytes(m, "little") != expected:
+            out_of_order += 1
+        expected += 1
+print("RESULT", expected, out_of_order, sub.dropped, max_pending, flush=True)
+"""
+
+
+def test_sync_subscriber_loses_nothing_of_a_million_message_burst(contexts):
+    n = 1_000_000
+    ctx = yoton.Context()
+    contexts.append(ctx)
+    pub = yoton.PubChannel(ctx, "burst", yoton.BINARY)
+    conn = ctx.bind("tcp://localhost:0")  # the child is another process
+    child = Yoton2Proc(subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(SUBSCRIBER), str(conn.port1), str(n)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, encoding="utf-8",
+    ))
+    try:
+        child.expect_line("READY", timeout=GENEROUS)
+        wait_until(lambda: ctx.connection_count == 1)
+        send = pub.send
+        for i in range(n):
+            send(i.to_bytes(4, "little"))
+        result = child.expect_line("RESULT", timeout=90).split()
+    finally:
+        child.kill()
+    received, out_of_order, dropped, max_pending = map(int, result)
+    assert (received, out_of_order, dropped) == (n, 0, 0)
+    assert getattr(pub, "_sync_waits", 0) > 0  # the publisher really was slowed down
+    assert max_pending < n // 10  # and the subscriber's inbox stayed far from the burst size
+
+
+# -- blocking and waking --------------------------------------------------------------------
+
+
+def test_publisher_blocks_while_the_subscriber_is_full_and_wakes_on_ok(contexts):
+    n = 50_000
+    pub, sub, sender = blocked_pair(contexts, n)
+    assert sender.is_alive() and sender.sent < n
+    assert sub.pending < n  # the burst did not all pile up
+    assert sub.sync_mode
+    got = read_all(sub, n)
+    sender.join(GENEROUS)
+    assert not sender.is_alive() and sender.error is None
+    assert got == list(range(n))
+    assert sub.dropped == 0
+    wait_until(lambda: not pub._sync_blocked, what="the final ok")
+
+
+def test_sync_mode_does_not_drop_at_the_queue_limit(contexts):
+    """queue_params N bounds a normal inbox; in sync mode the publisher waits instead."""
+    p = yoton.Context()
+    s = yoton.Context(queue_params=(100, "old"))
+    contexts += [p, s]
+    pub = yoton.PubChannel(p, "data", yoton.BINARY)
+    sync_sub = yoton.SubChannel(s, "data", yoton.BINARY)
+    plain_sub = yoton.SubChannel(s, "DATA2", yoton.BINARY)
+    plain_pub = yoton.PubChannel(p, "data2", yoton.BINARY)
+    sync_sub.set_sync_mode(True)
+    join(p, s)
+    n = 20_000
+    for i in range(n):
+        plain_pub.send(i.to_bytes(4, "little"))
+    wait_until(lambda: plain_sub.dropped == n - 100, what="the plain inbox overflowing")
+    sender = Publisher(pub, n)
+    sender.start()
+    assert read_all(sync_sub, n) == list(range(n))
+    sender.join(GENEROUS)
+    assert sync_sub.dropped == 0
+
+
+def test_pub_and_sync_sub_in_one_context(contexts):
+    ctx = yoton.Context()
+    contexts.append(ctx)
+    pub = yoton.PubChannel(ctx, "local", yoton.BINARY)
+    sub = yoton.SubChannel(ctx, "local", yoton.BINARY)
+    sub.set_sync_mode(True)
+    sender = Publisher(pub, 20_000)
+    sender.start()
+    wait_until(lambda: pub._sync_blocked, what="the local publisher blocked")
+    assert read_all(sub, 20_000) == list(range(20_000))
+    sender.join(GENEROUS)
+    assert sender.error is None
+
+
+def test_leaving_sync_mode_releases_the_publisher(contexts):
+    pub, sub, sender = blocked_pair(contexts, 50_000)
+    sub.set_sync_mode(False)
+    sub.set_sync_mode(False)  # idempotent
+    assert not sub.sync_mode
+    sender.join(GENEROUS)
+    assert not sender.is_alive() and sender.sent == 50_000
+
+
+def test_closing_a_full_sync_subscriber_releases_the_publisher(contexts):
+    """2.x left publishers locked and broke the next recv() with a TypeError (item 9)."""
+    pub, sub, sender = blocked_pair(contexts, 50_000)
+    sub.close()
+    sender.join(GENEROUS)
+    assert not sender.is_alive() and sender.error is None
+    sub.recv(False)  # no error
+    sub.recv_all()
+
+
+def test_a_lock_expires_when_the_subscriber_goes_silent(contexts, monkeypatch):
+    monkeypatch.setattr(_sync, "LOCK_EXPIRY", 0.2)
+    p, s = yoton.Context(), yoton.Context()
+    contexts += [p, s]
+    pub = yoton.PubChannel(p, "data")
+    liar = yoton.SubChannel(s, "data")  # says "full" once and never again
+    join(p, s)
+    liar._send(b"full")
+    wait_until(lambda: pub._sync_blocked)
+    pub.send("goes out once the lock expired")
+    assert not pub._sync_blocked
+    assert liar.recv(GENEROUS) == "goes out once the lock expired"
+
+
+SILENT_SUBSCRIBER = """
+import sys, threading
+import yoton
+ctx = yoton.Context()
+sub = yoton.SubChannel(ctx, "data", yoton.BINARY)
+sub.set_sync_mode(True)
+ctx.connect("tcp://localhost:%d" % int(sys.argv[1]), timeout=10)
+print("READY", flush=True)
+threading.Event().wait(60)  # never reads
+"""
+
+
+def test_a_dead_subscriber_does_not_block_the_publisher(contexts):
+    ctx = yoton.Context()
+    contexts.append(ctx)
+    pub = yoton.PubChannel(ctx, "data", yoton.BINARY)
+    conn = ctx.bind("tcp://localhost:0")  # the child is another process
+    child = Yoton2Proc(subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(SILENT_SUBSCRIBER), str(conn.port1)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, encoding="utf-8",
+    ))
+    try:
+        child.expect_line("READY", timeout=GENEROUS)
+        wait_until(lambda: ctx.connection_count == 1)
+        sender = Publisher(pub, 200_000)
+        sender.start()
+        wait_until(lambda: pub._sync_blocked, what="the publisher blocked")
+        assert sender.is_alive()
+        child.kill()
+        sender.join(GENEROUS * 3)  # released when the connection closes, not after a crawl
+        assert not sender.is_alive() and sender.error is None
+    finally:
+        child.kill()
+    assert not pub._sync_blocked

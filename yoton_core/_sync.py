@@ -1,0 +1,216 @@
+"""Sync mode: a SubChannel that cannot keep up slows its publishers down.
+
+Wire protocol (2.x, PROTOCOL.md section 6.2): a subscriber in sync mode sends
+the raw words ``b"full"`` / ``b"ok"`` on its outgoing slot (``base.type.sub-pub``,
+dest 0), so every PubChannel on that slot in the network hears them. A
+publisher blocks its senders while some subscriber is full. Both directions
+interoperate with 2.x peers.
+
+What is different from 2.x (section 10, items 6, 9, 24):
+
+* **No crawl.** 2.x let each ``send`` wait up to 1 s and then send anyway, so a
+  full subscriber turned a publisher into 1 message per second. Our publisher
+  blocks until the *last* full subscriber says ``ok`` and wakes the moment it
+  does; nothing waits on a fixed timer.
+* **Nothing lost.** While in sync mode the subscriber's inbox does not discard
+  at ``queue_params`` N (what was already in flight when ``full`` went out must
+  fit); the full/ok exchange keeps it near :data:`HIGH_WATER`. A hard cap of
+  :data:`SAFETY_FACTOR` x N still protects memory from a publisher that does not
+  take part.
+* **Driven by the IO side.** The subscriber's engine notices a filling inbox as
+  packages arrive and says ``full`` at once; reads say ``ok`` as soon as the
+  inbox drains. All transitions run in the engine thread, so ``full`` and ``ok``
+  can never overtake each other. An engine ticker re-sends ``full`` every
+  :data:`REFRESH_INTERVAL` s while full (2.x publishers expire a lock after
+  10 s) and catches a transition a racing read missed. Without a loop nothing
+  is posted to the event queue.
+* **Expiry.** A lock expires :data:`LOCK_EXPIRY` s after the subscriber's last
+  ``full`` (a subscriber that died cannot block forever), and at once when the
+  connection to that subscriber closes. Closing a SubChannel that is full sends
+  ``ok`` (2.x's close left publishers locked and broke the next ``recv``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from ._engine import get_engine
+from ._wire import Package
+
+if TYPE_CHECKING:
+    from ._pubsub import PubChannel, SubChannel
+
+__all__ = ["SubSync", "pub_forget", "pub_on_sync_message", "pub_wait", "pub_wake", "set_sync_mode"]
+
+logger = logging.getLogger("yoton")
+
+FULL = b"full"
+OK = b"ok"
+#: A subscriber holding more than this many messages says "full"...
+HIGH_WATER = 256
+#: ...and "ok" again once it holds fewer than this.
+LOW_WATER = 64
+#: Re-send "full" this often while full (2.x: 4 s).
+REFRESH_INTERVAL = 4.0
+#: A publisher's lock by one subscriber expires this long after its last "full" (2.x: 10 s).
+LOCK_EXPIRY = 10.0
+#: In sync mode a subscriber's inbox discards only beyond this many times N.
+SAFETY_FACTOR = 100
+
+
+class SubSync:
+    """The sync-mode state of one SubChannel (transitions in the engine thread)."""
+
+    def __init__(self, sub: SubChannel) -> None:
+        self._sub = sub
+        self._queue = sub._queue
+        self.full = False
+        self._scheduled = False
+        self._active = True
+        self._last_sent = 0.0
+        self._engine = get_engine()
+        self._cap = sub._context._queue_n * SAFETY_FACTOR
+
+    # -- hot paths ------------------------------------------------------------------
+
+    def deposit(self, pkg: Package) -> None:
+        """Replaces ``sub._deposit`` in sync mode (under the context lock)."""
+        q = self._queue
+        if len(q) >= self._cap:
+            sub = self._sub
+            sub._n_dropped += 1
+            if not sub._context._queue_discard_old:
+                return
+            q.popleft()
+        q.append(pkg)
+        if not self.full and not self._scheduled and len(q) > HIGH_WATER:
+            self._schedule()
+
+    def after_read(self) -> None:
+        """Called after every read (user thread); cheap unless "ok" is due."""
+        if self.full and not self._scheduled and len(self._queue) < LOW_WATER:
+            self._schedule()
+
+    # -- engine side ------------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        self._scheduled = True
+        self._engine.run_sync_soon(self._update)
+
+    def _update(self) -> None:
+        self._scheduled = False
+        if not self._active:
+            return
+        n = len(self._queue)
+        if not self.full and n > HIGH_WATER:
+            self.full = True
+            self._say(FULL)
+        elif self.full and n < LOW_WATER:
+            self.full = False
+            self._say(OK)
+
+    def _tick(self, _now: float) -> None:
+        if not self._active:
+            return
+        self._update()
+        if self.full and time.monotonic() - self._last_sent >= REFRESH_INTERVAL:
+            self._say(FULL)
+
+    def _say(self, word: bytes) -> None:
+        sub = self._sub
+        ctx = sub._context
+        if not ctx._connected and sub._slot_out not in ctx._recv_channels:
+            return  # nobody to tell (2.x: only when connected); the ticker retries
+        self._last_sent = time.monotonic()
+        pkg = Package(word, sub._slot_out, ctx._id, 0, 0, 0)  # type: ignore[arg-type]
+        try:
+            ctx._send_package(pkg, sub)
+        except Exception:  # pragma: no cover - defensive
+            logger.exception("yoton: could not send sync-mode %r from %r", word, sub)
+
+    def start(self) -> None:
+        self._engine.add_ticker(self)
+        self._engine.run_sync_soon(self._update)
+
+    def stop(self) -> None:
+        """Leave sync mode; a full subscriber releases its publishers."""
+        self._active = False
+        self._engine.remove_ticker(self)
+        self._engine.run_sync_soon(self._release)
+
+    def _release(self) -> None:
+        if self.full:
+            self.full = False
+            self._say(OK)
+
+
+def set_sync_mode(sub: SubChannel, value: Any) -> None:
+    """``SubChannel.set_sync_mode``: switch sync mode on or off."""
+    on = bool(value)
+    current = sub._sync
+    if on == (current is not None):
+        return
+    if on:
+        if sub._closed:
+            return
+        sync = SubSync(sub)
+        sub._sync = sync
+        sub._deposit = sync.deposit  # type: ignore[method-assign]  # instance override
+        sync.start()
+    else:
+        assert current is not None
+        sub._sync = None
+        sub.__dict__.pop("_deposit", None)  # back to the class's bounded inbox
+        current.stop()
+
+
+# -- the publisher side ------------------------------------------------------------
+
+
+def pub_on_sync_message(pub: PubChannel, pkg: Package) -> None:
+    """A subscriber said "full" or something else ("ok"); under the context lock."""
+    cond = pub._sync_cond
+    blocked = pub._sync_blocked
+    with cond:
+        if pkg.data == FULL:
+            blocked[pkg.source_id] = time.monotonic() + LOCK_EXPIRY
+        elif blocked.pop(pkg.source_id, None) is not None and not blocked:
+            cond.notify_all()
+
+
+def pub_forget(pub: PubChannel, peer: int) -> None:
+    """The connection to ``peer`` closed: it no longer blocks us."""
+    cond = pub._sync_cond
+    with cond:
+        if pub._sync_blocked.pop(peer, None) is not None and not pub._sync_blocked:
+            cond.notify_all()
+
+
+def pub_wake(pub: PubChannel) -> None:
+    """Wake blocked senders (the channel closed)."""
+    with pub._sync_cond:
+        pub._sync_cond.notify_all()
+
+
+def pub_wait(pub: PubChannel) -> None:
+    """Block the sending thread while some sync-mode subscriber is full."""
+    if get_engine().in_engine_thread():
+        return  # never block the IO loop: it is what delivers the "ok"
+    cond = pub._sync_cond
+    blocked = pub._sync_blocked
+    pub._sync_waits = getattr(pub, "_sync_waits", 0) + 1  # statistics (tests, benchmarks)
+    with cond:
+        while blocked and not pub._closed:
+            now = time.monotonic()
+            for sid, expiry in list(blocked.items()):
+                if expiry <= now:
+                    del blocked[sid]
+                    logger.info(
+                        "yoton: sync-mode subscriber %#x said nothing for %s s; "
+                        "no longer waiting for it", sid, LOCK_EXPIRY,
+                    )
+            if not blocked:
+                break
+            cond.wait(min(blocked.values()) - now)
