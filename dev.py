@@ -38,9 +38,15 @@ def ensure_env(extras: str) -> None:
         return
     print(f"dev.py: installing yoton[{extras}] into {VENV}", flush=True)
     pip = [str(PY), "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "install", "--upgrade", "pip"], check=True)
     target = f".[{extras}]" if extras else "."
-    subprocess.run([*pip, "install", "-e", target], check=True, cwd=ROOT)
+    for args in (["install", "--upgrade", "pip"], ["install", "-e", target]):
+        # Quiet on success (setuptools is chatty about editable installs);
+        # everything is shown if the step fails.
+        done = subprocess.run([*pip, *args], cwd=ROOT, capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.stdout.write(done.stdout)
+            sys.stderr.write(done.stderr)
+            sys.exit(f"dev.py: 'pip {' '.join(args)}' failed with exit code {done.returncode}")
     stamp_file.write_text(stamp)
 
 
