@@ -57,7 +57,7 @@ def test_the_core_imports_no_transport():
         "print(sorted(yoton.transports()))\n"
     )
     assert result.returncode == 0, result.stderr
-    assert "'inproc', 'tcp', 'unix'" in result.stdout
+    assert "'inproc', 'tcp', 'tls', 'unix'" in result.stdout
 
 
 @pytest.mark.parametrize("typo, meant", [("tpc", "tcp"), ("unx", "unix"), ("inprocc", "inproc")])

@@ -380,7 +380,10 @@ class RepChannel(BaseChannel):
                 if key in self._pre:
                     self._pre[key] = now  # a resend: refreshed, but keeps its place
                 elif key != self._current and key not in self._work_keys:
-                    self._pre[key] = now
+                    if len(self._pre) < self._context._queue_n:  # bounded (README: limits)
+                        self._pre[key] = now
+                    else:
+                        self._n_dropped += 1  # the requester offers again later
             elif data == REQ_RELEASE:
                 self._pre.pop(key, None)
                 if self._current == key:
@@ -403,6 +406,11 @@ class RepChannel(BaseChannel):
             self._pre.pop(key, None)
             if key in self._work_keys:
                 return  # a duplicate (after a direct request that was slow to confirm)
+            if len(self._work) >= self._context._queue_n:
+                # Bounded (README: limits): a flood of unsolicited requests is
+                # dropped and counted; a requester's ping then learns "unknown".
+                self._n_dropped += 1
+                return
             self._work.append(_Work(src, seq, data, False, now))
             self._work_keys.add(key)
             if seq & NEW_STYLE:

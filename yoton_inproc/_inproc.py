@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING
 from yoton_core import BrokenConnectionError, Connection, ConnectionClosedError, Package
 from yoton_core import TimeoutError as YotonTimeoutError
 from yoton_core._address import bind_port_offsets, parse_host_port
+from yoton_core._auth import pairing_problem
 from yoton_core._connection import STATUS_CONNECTED, STATUS_HOSTING, STATUS_WAITING
 from yoton_core._engine import get_engine
 
@@ -195,6 +196,12 @@ class InprocConnection(Connection):
                         raise ConnectionRefusedError(
                             "Could not connect: Handshake failed (context cannot connect to self)."
                         )
+                    # -- auth_key: same rule and reasons as the stream handshake (_auth.py)
+                    problem = pairing_problem(self._context._auth_key, peer._context._auth_key)
+                    if problem is not None:
+                        logger.warning("Yoton: Handshake failed on %s: %s", key, problem[1])
+                        raise ConnectionRefusedError(f"Could not connect: {problem[0]}")
+                    # -- end of auth_key
                     del _registry[key]
                     break
                 remaining = deadline - time.monotonic()
