@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import tracemalloc
+from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from yoton_core._errors import MessageDecodeError, ProtocolError
+from yoton_core._fuzz_targets import EXPECTED_ERRORS, TARGETS, fuzz_frame_decoder, seeds
 from yoton_core._handshake import Handshake
 from yoton_core._hashing import port_hash, slot_hash
 from yoton_core._message_types import MAX_DEPTH, decode_object, encode_object
 from yoton_core._wire import (
     CLOSE_BYTES,
     CLOSE_REQUEST,
+    CONTROL,
+    HEADER,
     HEARTBEAT,
     HEARTBEAT_BYTES,
     ConnectionMessage,
@@ -223,3 +230,161 @@ def test_nesting_up_to_the_limit_round_trips(depth: int) -> None:
 def test_hash_ranges(s: str) -> None:
     assert 8 <= slot_hash(s) < 2**64
     assert 49152 <= port_hash(s) < 65536
+
+
+# -- the shared fuzz targets (yoton_core/_fuzz_targets.py; atheris runs them in fuzz/) ------
+#
+# Same functions as the atheris targets, so a crash found by either side
+# reproduces with ``target(data)``. The deadline turns a hang into a failure
+# (generous: it is about "never returns", not about speed).
+
+TARGET = settings(
+    max_examples=200, deadline=timedelta(seconds=5), suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+def run_target(name: str, data: bytes) -> None:
+    try:
+        TARGETS[name](data)
+    except EXPECTED_ERRORS:
+        pass
+
+
+def mutated(name: str) -> st.SearchStrategy[bytes]:
+    """A seed of target ``name`` with a few bytes overwritten, inserted or cut."""
+
+    def mutate(args: tuple[bytes, list[tuple[int, int, int]]]) -> bytes:
+        data, edits = bytearray(args[0]), args[1]
+        for kind, pos, value in edits:
+            pos %= len(data) + 1
+            if kind == 0 and pos < len(data):
+                data[pos] = value
+            elif kind == 1:
+                data[pos:pos] = bytes([value])
+            else:
+                del data[pos : pos + value % 8]
+        return bytes(data)
+
+    edit = st.tuples(
+        st.integers(0, 2), st.integers(min_value=0), st.integers(min_value=0, max_value=255)
+    )
+    return st.tuples(st.sampled_from(seeds(name)), st.lists(edit, max_size=6)).map(mutate)
+
+
+@pytest.mark.parametrize("name", sorted(TARGETS))
+def test_fuzz_target_seeds_are_accepted(name: str) -> None:
+    for data in seeds(name):
+        TARGETS[name](data)  # valid input: no error at all
+
+
+@pytest.mark.parametrize("name", sorted(TARGETS))
+@TARGET
+@given(data=st.binary(max_size=600))
+def test_fuzz_target_random_bytes(name: str, data: bytes) -> None:
+    run_target(name, data)
+
+
+@pytest.mark.parametrize("name", sorted(TARGETS))
+@TARGET
+@given(data=st.data())
+def test_fuzz_target_mutated_seeds(name: str, data: st.DataObject) -> None:
+    run_target(name, data.draw(mutated(name)))
+
+
+# -- bounded memory for hostile lengths and counts ---------------------------------------
+
+MEMORY_BUDGET = 256 * 1024  # far below every hostile length / count used here
+
+
+def peak_memory(fn: Callable[[], object]) -> int:
+    """Peak bytes traced while ``fn`` runs (its expected protocol error swallowed)."""
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        try:
+            fn()
+        except EXPECTED_ERRORS:
+            pass
+        return tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+def hostile_header(length: int) -> bytes:
+    return HEADER.pack(CONTROL, 1234, 1, 1, 0, 0, length)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    length=st.integers(min_value=2**20, max_value=2**64 - 1),
+    have=st.integers(min_value=0, max_value=4096),
+)
+def test_decoder_does_not_allocate_for_a_hostile_length(length: int, have: int) -> None:
+    """A header announcing a huge payload costs only what actually arrived."""
+    payload = b"p" * have
+
+    def feed() -> None:
+        decoder = FrameDecoder()  # the default limit, 1 GiB
+        decoder.feed(hostile_header(length))
+        decoder.feed(payload)
+        assert decoder.buffered <= 56 + have
+        decoder.eof()
+
+    assert peak_memory(feed) < MEMORY_BUDGET
+
+
+def test_decoder_refuses_a_length_over_the_limit_before_buffering() -> None:
+    decoder = FrameDecoder(max_message_size=1000)
+    with pytest.raises(ProtocolError, match="1001"):
+        decoder.feed(hostile_header(1001) + b"x" * 10)
+    assert decoder.buffered <= 56
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    tag=st.sampled_from(b"sltd"),
+    count=st.integers(min_value=2**16, max_value=2**64 - 1),
+    tail=st.binary(max_size=64),
+)
+def test_object_decoder_does_not_allocate_for_a_hostile_count(
+    tag: int, count: int, tail: bytes
+) -> None:
+    """Counts are checked against the bytes present before anything is allocated."""
+    data = bytes([tag, 255]) + count.to_bytes(8, "little") + tail
+
+    def decode() -> None:
+        decode_object(data)
+        raise AssertionError("a count beyond the data must not decode")
+
+    assert peak_memory(decode) < MEMORY_BUDGET
+
+
+@pytest.mark.parametrize("opener", [b"l\x01", b"t\x01", b"d\x01n"])
+def test_object_decoder_deep_nesting_is_an_error_not_a_recursion_error(opener: bytes) -> None:
+    data = opener * 100_000 + b"n"
+    with pytest.raises(MessageDecodeError, match="deeper"):
+        decode_object(data)
+    assert peak_memory(lambda: decode_object(data)) < 4 * MEMORY_BUDGET
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.sampled_from([b"YOTON!", b"YOTON!" + b"0" * 16 + b".", b"GET / HTTP/1.1"]))
+def test_handshake_buffers_at_most_one_line(prefix: bytes) -> None:
+    """An endless line without CRLF fails at max_line instead of growing a buffer."""
+    hs = Handshake("bind", 0x1234, 99, max_line=64)
+
+    def feed() -> None:
+        hs.receive_data(prefix)
+        for _ in range(2000):
+            hs.receive_data(b"1" * 512)  # 1 MiB in total
+
+    assert peak_memory(feed) < MEMORY_BUDGET
+    assert hs.state == Handshake.FAILED and hs.error
+
+
+def test_shared_decoder_target_reports_truncation_as_a_protocol_error() -> None:
+    """The atheris side treats only EXPECTED_ERRORS as fine; truncation must be one."""
+    data = b"\x3c" + hostile_header(1 << 16) + b"x" * 5000
+    with pytest.raises(ProtocolError):
+        fuzz_frame_decoder(data)  # a legal length, cut short by EOF

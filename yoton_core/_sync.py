@@ -28,6 +28,11 @@ What is different from 2.x (section 10, items 6, 9, 24):
   ``full`` (a subscriber that died cannot block forever), and at once when the
   connection to that subscriber closes. Closing a SubChannel that is full sends
   ``ok`` (2.x's close left publishers locked and broke the next ``recv``).
+* **Links that come and go.** A word that falls due while the subscriber has no
+  connection is said once it has one again (the state flips only when said).
+  Any closed connection of the publisher's context drops every remote lock (an
+  "ok" sent while that link was down is lost for good), and a full subscriber
+  repeats ``full`` when it sees a new context join (NEW_CONNECTION).
 """
 
 from __future__ import annotations
@@ -104,12 +109,13 @@ class SubSync:
         if not self._active:
             return
         n = len(self._queue)
+        # The state flips only once the word is out: one that falls due while we
+        # have no connection is said by the ticker after we reconnect (a lost "ok"
+        # left publishers behind a relay blocked until LOCK_EXPIRY).
         if not self.full and n > HIGH_WATER:
-            self.full = True
-            self._say(FULL)
+            self.full = self._say(FULL)
         elif self.full and n < LOW_WATER:
-            self.full = False
-            self._say(OK)
+            self.full = not self._say(OK)
 
     def _tick(self, _now: float) -> None:
         if not self._active:
@@ -118,17 +124,25 @@ class SubSync:
         if self.full and time.monotonic() - self._last_sent >= REFRESH_INTERVAL:
             self._say(FULL)
 
-    def _say(self, word: bytes) -> None:
+    def _say(self, word: bytes) -> bool:
+        """Send ``word`` to the publishers; False if there is nobody to tell yet."""
         sub = self._sub
         ctx = sub._context
         if not ctx._connected and sub._slot_out not in ctx._recv_channels:
-            return  # nobody to tell (2.x: only when connected); the ticker retries
+            return False  # nobody to tell (2.x: only when connected); the ticker retries
         self._last_sent = time.monotonic()
         pkg = Package(word, sub._slot_out, ctx._id, 0, 0, 0)  # type: ignore[arg-type]
         try:
             ctx._send_package(pkg, sub)
         except Exception:  # pragma: no cover - defensive
             logger.exception("yoton: could not send sync-mode %r from %r", word, sub)
+        return True
+
+    def on_new_peer(self) -> None:
+        """A context joined the network (engine thread): a publisher that just
+        (re)connected has no lock of ours, so repeat "full" at once."""
+        if self._active and self.full:
+            self._say(FULL)
 
     def start(self) -> None:
         self._engine.add_ticker(self)
@@ -181,10 +195,24 @@ def pub_on_sync_message(pub: PubChannel, pkg: Package) -> None:
 
 
 def pub_forget(pub: PubChannel, peer: int) -> None:
-    """The connection to ``peer`` closed: it no longer blocks us."""
+    """A connection of our context (to ``peer``) closed: forget the remote locks.
+
+    Not only ``peer``'s: a subscriber behind that link (through relays) may have
+    said "ok" while it was down, and that "ok" is lost for good, which blocked
+    us until :data:`LOCK_EXPIRY` (found by tests/test_soak.py with publishers
+    that reconnect). We cannot tell which link a lock came through, so every
+    lock but those of subscribers in our own context goes. A subscriber that is
+    still full says "full" again when it sees our NEW_CONNECTION, else within
+    :data:`REFRESH_INTERVAL`; its sync-mode inbox holds SAFETY_FACTOR x N meanwhile.
+    """
+    del peer  # see above: every remote lock goes
+    own = pub._context._id
     cond = pub._sync_cond
     with cond:
-        if pub._sync_blocked.pop(peer, None) is not None and not pub._sync_blocked:
+        blocked = pub._sync_blocked
+        for sid in [sid for sid in blocked if sid != own]:
+            del blocked[sid]
+        if not blocked:
             cond.notify_all()
 
 

@@ -1,0 +1,57 @@
+"""Suite-wide pytest options and markers.
+
+``--soak-seconds`` (or the environment variable ``YOTON_SOAK_SECONDS``) sets how
+long the churn phase of ``tests/test_soak.py`` runs; the default keeps it near a
+minute so the soak test runs in every CI run. Give it more for a real soak::
+
+    .venv/bin/python -m pytest tests/test_soak.py --soak-seconds 1800
+
+``-m "not soak"`` leaves it out.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+DEFAULT_SOAK_SECONDS = 55.0
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--soak-seconds",
+        type=float,
+        default=None,
+        help="churn phase of the soak test in seconds "
+        f"(default: $YOTON_SOAK_SECONDS or {DEFAULT_SOAK_SECONDS:g})",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "soak: long-running multi-process soak test (runs by default, bounded)"
+    )
+
+
+def _soak_seconds(config: pytest.Config) -> float:
+    value = config.getoption("--soak-seconds")
+    if value is None:
+        value = float(os.environ.get("YOTON_SOAK_SECONDS", DEFAULT_SOAK_SECONDS))
+    if value <= 0:
+        raise ValueError(f"--soak-seconds / YOTON_SOAK_SECONDS must be > 0, got {value!r}")
+    return float(value)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The suite-wide timeout (pyproject) is too short for a long soak.
+    seconds = _soak_seconds(config)
+    for item in items:
+        if item.get_closest_marker("soak") is not None:
+            item.add_marker(pytest.mark.timeout(2 * seconds + 120))
+
+
+@pytest.fixture
+def soak_seconds(request: pytest.FixtureRequest) -> float:
+    """How long the soak test's churn phase runs (see the module docstring)."""
+    return _soak_seconds(request.config)
