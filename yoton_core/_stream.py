@@ -7,9 +7,11 @@ the handshake, framing, batching, heartbeats, timed-out detection, flush,
 back-pressure and a clean close that tells the peer.
 
 Threading model: the connection's IO runs as tasks in the process-wide trio
-engine. User threads only append to ``_outq`` (a deque) and wake the sender
-task at most once per batch; the receive task decodes whole chunks and hands
-batches of packages to the context.
+engine. User threads append to ``_outq`` (a deque) and wake the sender task at
+most once per batch -- or, when the link is idle and the stream a plain
+socket, write the package themselves (``_stream_queue.py`` has the queue, the
+direct path and its ownership protocol, back-pressure and flush); the receive
+task decodes whole chunks and hands batches of packages to the context.
 """
 
 from __future__ import annotations
@@ -18,22 +20,23 @@ import collections
 import logging
 import os
 import socket
-import threading
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ._auth import HELLO as AUTH_HELLO
+from ._auth import NO_KEY_REASON, NO_KEY_REPLY, Authenticator, authenticate_stream, is_auth_message
 from ._connection import (
-    STATUS_CLOSED,
     STATUS_CONNECTED,
     STATUS_HOSTING,
     STATUS_WAITING,
     Connection,
 )
 from ._engine import get_engine
-from ._errors import BrokenConnectionError, ConnectionClosedError, HandshakeError, ProtocolError
+from ._errors import HandshakeError, ProtocolError
 from ._errors import TimeoutError as YotonTimeoutError
 from ._handshake import Handshake
+from ._stream_queue import StreamQueue
 from ._wire import CLOSE_BYTES, CONTROL, HEADER, HEARTBEAT_BYTES, FrameDecoder, Package
 
 if TYPE_CHECKING:
@@ -49,16 +52,11 @@ HEARTBEAT_INTERVAL = 0.2
 BATCH_BYTES = 256 * 1024
 #: Payloads at least this large are written on their own, without a join copy.
 LARGE_PAYLOAD = 256 * 1024
-#: Outgoing-queue levels for user-thread back-pressure.
-HIGH_WATER_PACKAGES = 4096
-HIGH_WATER_BYTES = 16 * 1024 * 1024
-#: How long a user thread waits for a congested peer before it stops waiting.
-BACKPRESSURE_TIMEOUT = 1.0
 #: How long a graceful close may take to send what is queued plus CLOSE.
 CLOSE_GRACE = 1.0
 
 
-class StreamConnection(Connection):
+class StreamConnection(StreamQueue, Connection):
     """Base class of connections that carry yoton's framed byte stream.
 
     Subclasses implement :meth:`_parse_address`, :meth:`_open_listener` and
@@ -72,22 +70,13 @@ class StreamConnection(Connection):
     #: arrive the oldest pending one is dropped, so silent clients cannot keep a
     #: real peer out.
     max_pending_handshakes: int = 16
+    #: Let user threads write to an idle socket themselves (see _stream_queue.py).
+    direct_writes: bool = True
 
     def __init__(self, context: Context, name: str = "") -> None:
         super().__init__(context, name)
         self._engine = get_engine()
-        self._outq: collections.deque[Package] = collections.deque()
-        # Queue accounting. Pushers (always under the context lock) own the
-        # "pushed"/"discarded" counters and the engine owns "written", so no
-        # counter is ever updated from two threads.
-        self._pushed = 0
-        self._bytes_pushed = 0
-        self._discarded = 0
-        self._bytes_discarded = 0
-        self._written = 0
-        self._bytes_written = 0
-        self._wake_pending = False
-        self._send_event: trio.Event | None = None
+        self._init_queue()  # outgoing queue and direct writes (_stream_queue.py)
         self._scope: trio.CancelScope | None = None
         self._graceful = False
         self._close_sent = False
@@ -96,10 +85,8 @@ class StreamConnection(Connection):
         self._last_tx = 0.0
         self._timed_out = False
         self._hb_due = False
-        self._flush_cond = threading.Condition(threading.Lock())
-        self._flush_waiters = 0
-        self._drain_waiters = 0
-        self._congested = False
+        if context._handshake_timeout is not None:  # Context(handshake_timeout=...)
+            self.handshake_timeout = context._handshake_timeout
 
     # -- what a stream transport implements ---------------------------------
 
@@ -124,6 +111,19 @@ class StreamConnection(Connection):
         if isinstance(target, tuple) and len(target) == 2:
             return str(target[0]), int(target[1])
         return str(target), 0
+
+    def _plain_socket(self, stream: trio.abc.Stream) -> socket.socket | None:
+        """The stdlib socket under ``stream`` if its bytes reach it unchanged, else None.
+
+        Only a plain ``trio.SocketStream`` qualifies (TLS, for one, must encrypt
+        in order in one place). Such a socket is read without trio's stream
+        layers and, with ``direct_writes``, written by user threads while the
+        connection is idle (see _stream_queue.py).
+        """
+        if type(stream) is not trio.SocketStream:
+            return None
+        sock = getattr(stream.socket, "_sock", None)  # trio's wrapped stdlib socket
+        return sock if isinstance(sock, socket.socket) else None
 
     def _stream_peer(self, stream: trio.abc.Stream) -> tuple[str, int]:
         """(hostname2, port2) of an accepted stream."""
@@ -274,7 +274,10 @@ class StreamConnection(Connection):
 
     async def _handshake(self, stream: trio.abc.Stream, role: str) -> tuple[int, int, bytes]:
         hs = Handshake(role, self._context.id, os.getpid())  # type: ignore[arg-type]
+        key = self._context._auth_key
         out = hs.initiate()
+        if out and key is not None:  # a keyed connect side announces itself (_auth.py)
+            out += AUTH_HELLO
         if out:
             await stream.send_all(out)
         while hs.state == Handshake.AWAITING:
@@ -284,12 +287,22 @@ class StreamConnection(Connection):
                     "Handshake failed: the peer closed the connection during the handshake."
                 )
             out = hs.receive_data(data)
-            if out:
-                await stream.send_all(out)
+            if out and not (key is not None and hs.state == Handshake.DONE):
+                await stream.send_all(out)  # (a keyed bind side sends its line with the challenge)
         if hs.state != Handshake.DONE:
             raise HandshakeError(hs.error or "Handshake failed.")
         assert hs.peer_id is not None and hs.peer_pid is not None
-        return hs.peer_id, hs.peer_pid, hs.leftover
+        leftover = hs.leftover
+        # -- authentication (_auth.py): after the 2.x lines, before any package
+        if key is not None:
+            auth = Authenticator(role, key, self._context.id, hs.peer_id)  # type: ignore[arg-type]
+            leftover = await authenticate_stream(stream, auth, out, leftover)
+        elif is_auth_message(leftover):  # we have no key; the peer has one
+            with trio.move_on_after(0.5):
+                await stream.send_all(NO_KEY_REPLY)
+            raise HandshakeError(NO_KEY_REASON)
+        # -- end of authentication
+        return hs.peer_id, hs.peer_pid, leftover
 
     # -- established phase ----------------------------------------------------
 
@@ -311,12 +324,15 @@ class StreamConnection(Connection):
                 elif self._end_reason is not None:  # closed while establishing
                     return
                 self._engine.add_ticker(self)
+                if not self._graceful:
+                    self._enable_direct(self._plain_socket(stream) if self.direct_writes else None)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._receiver_loop, stream, leftover, nursery.cancel_scope)
                     await self._sender_loop(stream)
                     nursery.cancel_scope.cancel()
         finally:
             self._engine.remove_ticker(self)
+            self._enable_direct(None)  # no user thread may write from here on
             with trio.CancelScope(shield=True):
                 with trio.move_on_after(CLOSE_GRACE):
                     if self._close_sent:
@@ -340,11 +356,17 @@ class StreamConnection(Connection):
                 await self._send_event.wait()
                 self._send_event = trio.Event()
                 self._wake_pending = False
+                partial = self._start_writing()  # user threads stop writing directly
+                if partial is not None:
+                    await stream.send_all(partial)
+                    self._partial_written()
+                    self._last_tx = trio.current_time()
+                    self._after_drain()
                 if not q and self._hb_due and not self._graceful:
                     self._hb_due = False
                     await stream.send_all(HEARTBEAT_BYTES)
                     self._last_tx = trio.current_time()
-                while q:
+                while q or not (self._graceful or self._stop_writing()):
                     parts: list[bytes] = []
                     size = 0
                     count = 0
@@ -373,6 +395,7 @@ class StreamConnection(Connection):
                     self._last_tx = trio.current_time()
                     self._after_drain()
                 if self._graceful:
+                    self._enable_direct(None)  # nothing may follow CLOSE
                     await stream.send_all(CLOSE_BYTES)
                     self._close_sent = True
                     self._end(self._end_reason or "Closed on command.")
@@ -380,24 +403,16 @@ class StreamConnection(Connection):
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._end(f"Other end dropped the connection ({_exc_text(exc)}).")
 
-    def _after_drain(self) -> None:
-        q = self._outq
-        if len(q) <= HIGH_WATER_PACKAGES // 2 and self._queued_bytes <= HIGH_WATER_BYTES // 2:
-            self._congested = False
-            self._congestion_check = False
-            if self._drain_waiters:
-                with self._flush_cond:
-                    self._flush_cond.notify_all()
-        if self._flush_waiters:
-            with self._flush_cond:
-                self._flush_cond.notify_all()
-
     async def _receiver_loop(
         self, stream: trio.abc.Stream, leftover: bytes, scope: trio.CancelScope
     ) -> None:
         decoder = FrameDecoder(self._context._max_message_size)
         recv = self._context._recv_packages
         size = 65536
+        # A plain socket is read directly: trio's SocketStream layers cost
+        # ~10 us per wake-up, a fifth of a request/reply round trip.
+        sock = self._plain_socket(stream)
+        wait_readable = trio.lowlevel.wait_readable
         try:
             data = leftover
             while True:
@@ -419,7 +434,15 @@ class StreamConnection(Connection):
                             self._n_recv += len(pkgs)
                             recv(self, pkgs)
                     size = 1 << 20 if decoder.buffered > 65536 else 65536
-                data = await stream.receive_some(size)
+                if sock is None:
+                    data = await stream.receive_some(size)
+                else:
+                    await wait_readable(sock)  # the checkpoint (trio's receive_some has one too)
+                    try:
+                        data = sock.recv(size)
+                    except (BlockingIOError, InterruptedError):
+                        data = b""
+                        continue
                 if not data:
                     decoder.eof()
                     self._end("Other end dropped the connection.")
@@ -459,6 +482,9 @@ class StreamConnection(Connection):
     def _tick(self, now: float) -> None:
         if self._status < STATUS_HOSTING or self._send_event is None:
             return
+        if self._direct_tx:  # user threads wrote directly since the last tick
+            self._direct_tx = False
+            self._last_tx = now
         if now - self._last_tx >= HEARTBEAT_INTERVAL and not self._outq:
             self._hb_due = True
             self._send_event.set()
@@ -466,107 +492,7 @@ class StreamConnection(Connection):
             self._timed_out = True
             self.timedout.emit(self, True)
 
-    # -- queue (user threads and engine) --------------------------------------
-
-    @property
-    def _queued_bytes(self) -> int:
-        return self._bytes_pushed - self._bytes_discarded - self._bytes_written
-
-    def _retired(self) -> int:
-        """Packages that left the queue: written to the OS or discarded."""
-        return self._written + self._discarded
-
-    def _push(self, package: Package) -> None:
-        q = self._outq
-        if len(q) >= self._context._queue_n:
-            self._n_dropped += 1
-            if not self._context._queue_discard_old:
-                return
-            try:
-                old = q.popleft()
-            except IndexError:  # the sender emptied the queue meanwhile
-                pass
-            else:
-                self._discarded += 1
-                self._bytes_discarded += len(old.data)
-        q.append(package)
-        self._bytes_pushed += len(package.data)
-        self._pushed += 1
-        if len(q) >= HIGH_WATER_PACKAGES or self._queued_bytes >= HIGH_WATER_BYTES:
-            self._congestion_check = True
-        if not self._wake_pending and self._send_event is not None:
-            self._wake_pending = True
-            if self._engine.in_engine_thread():
-                self._send_event.set()
-            else:
-                self._engine.run_sync_soon(self._wake)
-
-    def _wake(self) -> None:
-        if self._send_event is not None:
-            self._send_event.set()
-
-    def _queued_count(self) -> int:
-        return len(self._outq)
-
-    def _wait_writable(self) -> None:
-        q = self._outq
-        if len(q) < HIGH_WATER_PACKAGES and self._queued_bytes < HIGH_WATER_BYTES:
-            return
-        if self._congested or self._status < STATUS_HOSTING or self._engine.in_engine_thread():
-            return
-        with self._flush_cond:
-            self._drain_waiters += 1
-            try:
-                ok = self._flush_cond.wait_for(
-                    lambda: not self._congestion_check or self._status < STATUS_HOSTING,
-                    BACKPRESSURE_TIMEOUT,
-                )
-            finally:
-                self._drain_waiters -= 1
-        if not ok:
-            self._congested = True
-
-    def _drop_queue(self) -> None:
-        """The link is gone: forget the queue and wake flush() waiters (engine)."""
-        self._outq.clear()
-        with self._flush_cond:
-            self._flush_cond.notify_all()
-
-    # -- flush and close -----------------------------------------------------
-
-    def flush(self, timeout: float = 3.0) -> None:
-        """Block until everything queued so far was handed to the OS.
-
-        Raises:
-            yoton.TimeoutError: if that takes longer than ``timeout`` seconds.
-            ConnectionClosedError / BrokenConnectionError: if the connection
-                closes before the data went out.
-        """
-        if self._status == STATUS_WAITING:
-            return
-        if self._engine.in_engine_thread():
-            raise RuntimeError("flush() cannot be called from the engine thread")
-        target = self._pushed
-        with self._flush_cond:
-            self._flush_waiters += 1
-            try:
-                ok = self._flush_cond.wait_for(
-                    lambda: self._retired() >= target or self._status == STATUS_CLOSED,
-                    timeout,
-                )
-            finally:
-                self._flush_waiters -= 1
-        if self._status == STATUS_CLOSED and self._retired() < target:
-            raise BrokenConnectionError(
-                f"Connection closed before its data was flushed: {self._close_reason}"
-            )
-        if not ok:
-            raise YotonTimeoutError(
-                f"Sending the packages timed out after {timeout} s "
-                f"({len(self._outq)} packages still queued)."
-            )
-        if self._status == STATUS_CLOSED and target == 0:
-            raise ConnectionClosedError(f"Connection is closed: {self._close_reason}")
+    # -- close -------------------------------------------------------------
 
     def _request_close(self, reason: str, notify_peer: bool) -> None:
         if notify_peer and self._send_event is not None:

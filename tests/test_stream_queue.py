@@ -1,0 +1,134 @@
+"""The direct-write path of stream connections (_stream_queue.py), white-box.
+
+A user thread may write a package to an idle socket itself; these tests drive
+that ownership protocol by hand on a real socket pair (the engine's part is
+played by the test) and check what a defect would break: bytes leave in push
+order, a partial write is finished before anything queued after it, nothing
+is written while the sender owns the socket or after direct writes are
+switched off, and the flush accounting counts a package only once it is out.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+import yoton
+from yoton_core._wire import FrameDecoder, Package, encode_package
+from yoton_tcp import TcpConnection
+
+SLOT = 12345
+
+
+@pytest.fixture
+def link() -> Iterator[tuple[TcpConnection, socket.socket, socket.socket]]:
+    ctx = yoton.Context()
+    conn = TcpConnection(ctx)
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    conn._send_event = threading.Event()  # type: ignore[assignment]  # the sender's wake-up
+    conn._enable_direct(a)
+    try:
+        yield conn, a, b
+    finally:
+        conn._enable_direct(None)
+        a.close()
+        b.close()
+
+
+def _pkg(i: int, size: int = 10) -> Package:
+    return Package(str(i).encode().ljust(size, b"."), SLOT, 7, i + 1)
+
+
+def _idle(conn: TcpConnection) -> None:
+    """Make the next push look like the first in a while (the "quiet" rule)."""
+    conn._last_idle_push = -1e9
+
+
+def _read_all(b: socket.socket, n_packages: int) -> list[Package]:
+    dec = FrameDecoder()
+    out: list[Package] = []
+    b.settimeout(10)
+    while len(out) < n_packages:
+        chunk = b.recv(1 << 20)
+        assert chunk, "socket closed early"
+        out.extend(p for p in dec.feed(chunk) if isinstance(p, Package))
+    return out
+
+
+def test_idle_push_is_written_by_the_pushing_thread(link) -> None:  # type: ignore[no-untyped-def]
+    conn, _a, b = link
+    _idle(conn)
+    conn._push(_pkg(1))
+    assert conn._queued_count() == 0
+    assert conn._retired() == conn._pushed == 1
+    assert not conn._send_event.is_set()  # the engine was not needed
+    assert [p.data for p in _read_all(b, 1)] == [_pkg(1).data]
+
+
+def test_no_direct_write_while_the_sender_owns_the_socket(link) -> None:  # type: ignore[no-untyped-def]
+    conn, _a, b = link
+    assert conn._start_writing() is None
+    _idle(conn)
+    conn._push(_pkg(1))
+    assert conn._queued_count() == 1  # queued for the sender, not written
+    assert not conn._stop_writing()  # the sender may not leave with work queued
+    conn._outq.clear()
+    assert conn._stop_writing()
+
+
+def test_switched_off_means_queued(link) -> None:  # type: ignore[no-untyped-def]
+    conn, _a, _b = link
+    conn._enable_direct(None)
+    _idle(conn)
+    conn._push(_pkg(1))
+    assert conn._queued_count() == 1
+    assert conn._retired() == 0
+
+
+def test_partial_write_is_finished_first_and_counted_once(link) -> None:  # type: ignore[no-untyped-def]
+    conn, a, b = link
+    # Fill the socket buffer with whole packages, so the stream stays decodable.
+    filler = encode_package(_pkg(0, 1000))
+    n_fill = 0
+    rest = b""  # of a filler package the full buffer took only in part
+    while True:
+        try:
+            n = a.send(filler)
+        except BlockingIOError:
+            break
+        n_fill += 1
+        if n < len(filler):
+            rest = filler[n:]
+            break
+    big = _pkg(1, 60000)
+    _idle(conn)
+    conn._push(big)  # the buffer is full: at most part of it goes out
+    assert conn._partial is not None
+    assert conn._send_event.wait(10)  # the engine is asked to finish it
+    assert conn._retired() == 0  # not out yet: flush() must still wait
+    conn._push(_pkg(2))  # queued behind the remainder
+    assert conn._queued_count() == 2
+
+    # Play the sender: take the socket, write the remainder, then the queue.
+    reader_out: list[Package] = []
+    reader = threading.Thread(target=lambda: reader_out.extend(_read_all(b, n_fill + 2)))
+    reader.start()
+    partial = conn._start_writing()
+    assert partial is not None and conn._partial is None
+    a.setblocking(True)
+    a.sendall(rest)  # (the test's own bytes were first in the stream)
+    a.sendall(partial)
+    conn._partial_written()
+    queued = conn._outq.popleft()
+    a.sendall(encode_package(queued))
+    conn._written += 1
+    a.setblocking(False)
+    assert conn._stop_writing()
+    reader.join(20)
+    assert conn._retired() == conn._pushed == 2
+    got = [p.data for p in reader_out]
+    assert got == [_pkg(0, 1000).data] * n_fill + [big.data, _pkg(2).data]

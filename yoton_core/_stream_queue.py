@@ -1,0 +1,309 @@
+"""The outgoing side of a stream connection: queue, direct writes, back-pressure, flush.
+
+User threads hand packages to a connection with :meth:`_push`, always under
+their context's lock (so packages of one context enter every queue in sequence
+order). Two ways lead from there to the socket:
+
+* **The engine path.** The package is appended to ``_outq`` and the sender
+  task in the IO engine is woken (at most once per batch); it packs whole
+  batches into one write. This is what carries throughput.
+* **The direct path.** When the connection is idle -- nothing queued, no
+  partial write pending, and the sender task not writing -- the pushing thread
+  writes header and payload to the socket itself with one non-blocking
+  ``send``. A request/reply round trip then no longer waits for the engine
+  thread to be scheduled and to take the GIL, twice per round trip. Only
+  streams whose bytes go to the socket unchanged can do this (a plain
+  ``trio.SocketStream``, not TLS); see :meth:`StreamConnection._direct_socket`.
+
+Ownership protocol of the socket's write side: ``_wlock`` guards ``_writing``,
+``_partial`` and ``_direct_sock``. The sender task sets ``_writing`` (under the
+lock) before it takes anything from the queue and clears it only when the queue
+is empty; a pushing thread writes only while holding the lock (taken without
+blocking: a busy lock means "use the queue"), with ``_writing`` clear and the
+queue empty, so the engine and a user thread never write at the same time and
+bytes leave in push order. What a direct ``send`` could not write (socket
+buffer full, or an error) becomes ``_partial``, which the sender writes before
+anything else. Closing clears ``_direct_sock`` under the lock before the CLOSE
+package or the socket's close, so nothing is written after either.
+
+Counters: pushers (under the context lock) own "pushed"/"discarded", the engine
+owns "written", and direct writers (under ``_wlock``) own "direct written", so
+no counter is ever updated from two threads.
+"""
+
+from __future__ import annotations
+
+import collections
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import trio
+
+from ._connection import STATUS_CLOSED, STATUS_HOSTING, STATUS_WAITING
+from ._errors import BrokenConnectionError, ConnectionClosedError
+from ._errors import TimeoutError as YotonTimeoutError
+from ._wire import CONTROL, HEADER
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+    from ._wire import Package
+
+__all__ = ["StreamQueue"]
+
+#: Outgoing-queue levels for user-thread back-pressure.
+HIGH_WATER_PACKAGES = 4096
+HIGH_WATER_BYTES = 16 * 1024 * 1024
+#: How long a user thread waits for a congested peer before it stops waiting.
+BACKPRESSURE_TIMEOUT = 1.0
+#: Packages larger than this never take the direct path (they would block the
+#: pushing thread's context lock for a long copy, and the engine batches them
+#: as well anyway).
+DIRECT_MAX = 64 * 1024
+#: A package takes the direct path only if the previous push that found the
+#: queue empty was at least this long ago. A stream of packages (pub/sub) then
+#: goes through the engine, which writes whole batches with one system call,
+#: while request/reply traffic, which comes in ones, is written at once.
+DIRECT_QUIET = 50e-6
+
+_monotonic = time.monotonic
+
+
+class StreamQueue:
+    """Mixin of :class:`StreamConnection`: everything between ``_push`` and the socket."""
+
+    _engine: Engine
+    _status: int
+    _close_reason: str | None
+    _n_dropped: int
+    _n_sent: int
+    _b_sent: int
+    _congestion_check: bool
+    _context: object
+
+    def _init_queue(self) -> None:
+        self._outq: collections.deque[Package] = collections.deque()
+        self._pushed = 0
+        self._bytes_pushed = 0
+        self._discarded = 0
+        self._bytes_discarded = 0
+        self._written = 0
+        self._bytes_written = 0
+        self._direct_written = 0
+        self._direct_bytes = 0
+        self._wake_pending = False
+        self._send_event: trio.Event | None = None
+        self._flush_cond = threading.Condition(threading.Lock())
+        self._flush_waiters = 0
+        self._drain_waiters = 0
+        self._congested = False
+        # The direct path (see the module docstring).
+        self._wlock = threading.Lock()
+        self._writing = False
+        self._partial: bytes | None = None
+        self._partial_bytes = 0
+        self._direct_sock: socket.socket | None = None
+        self._direct_tx = False  # a direct write happened since the last tick
+        self._last_idle_push = 0.0
+
+    # -- accounting ------------------------------------------------------------
+
+    @property
+    def _queued_bytes(self) -> int:
+        return self._bytes_pushed - self._bytes_discarded - self._bytes_written - self._direct_bytes
+
+    def _retired(self) -> int:
+        """Packages that left the queue: written to the OS or discarded."""
+        return self._written + self._direct_written + self._discarded
+
+    def _queued_count(self) -> int:
+        return len(self._outq) + (self._partial is not None)
+
+    # -- pushing (user threads and engine, under the context lock) -------------
+
+    def _push(self, package: Package) -> None:
+        q = self._outq
+        data = package.data
+        n = len(data)
+        self._bytes_pushed += n
+        self._pushed += 1
+        if not q and self._direct_sock is not None:
+            # The link looks idle. Write the package ourselves, unless packages
+            # come in a stream (two pushes that found the queue empty in quick
+            # succession): those are for the engine to batch.
+            now = _monotonic()
+            quiet = now - self._last_idle_push >= DIRECT_QUIET
+            self._last_idle_push = now
+            if quiet and n <= DIRECT_MAX and self._wlock.acquire(False):
+                try:
+                    sock = self._direct_sock
+                    if sock is not None and not self._writing and not q and self._partial is None:
+                        self._write_direct(sock, package, data, n)
+                        return
+                finally:
+                    self._wlock.release()
+        ctx = self._context
+        if len(q) >= ctx._queue_n:  # type: ignore[attr-defined]
+            self._n_dropped += 1
+            if not ctx._queue_discard_old:  # type: ignore[attr-defined]
+                self._discarded += 1
+                self._bytes_discarded += n
+                return
+            try:
+                old = q.popleft()
+            except IndexError:  # the sender emptied the queue meanwhile
+                pass
+            else:
+                self._discarded += 1
+                self._bytes_discarded += len(old.data)
+        q.append(package)
+        if len(q) >= HIGH_WATER_PACKAGES or (
+            self._bytes_pushed - self._bytes_discarded - self._bytes_written - self._direct_bytes
+            >= HIGH_WATER_BYTES  # self._queued_bytes, inlined
+        ):
+            self._congestion_check = True
+        if not self._wake_pending and self._send_event is not None:
+            self._wake_pending = True
+            if self._engine.in_engine_thread():
+                self._send_event.set()
+            else:
+                self._engine.run_sync_soon(self._wake)
+
+    def _write_direct(self, sock: socket.socket, p: Package, data: bytes, n: int) -> None:
+        """Write one package from the pushing thread (``_wlock`` held, link idle)."""
+        frame = HEADER.pack(CONTROL, p.slot, p.source_id, p.source_seq, p.dest_id,
+                            p.dest_seq, n) + data
+        try:
+            sent = sock.send(frame)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            sent = 0  # the sender task meets the error too and ends the connection
+        self._direct_tx = True
+        if sent == len(frame):
+            self._direct_written += 1
+            self._direct_bytes += n
+            self._n_sent += 1
+            self._b_sent += n + 56
+            if self._flush_waiters:
+                with self._flush_cond:
+                    self._flush_cond.notify_all()
+            return
+        # The rest goes through the engine, ahead of anything queued later;
+        # the sender counts the package as written once it is all out.
+        self._partial = frame[sent:] if sent else frame
+        self._partial_bytes = n
+        if not self._wake_pending and self._send_event is not None:
+            self._wake_pending = True
+            if self._engine.in_engine_thread():
+                self._send_event.set()
+            else:
+                self._engine.run_sync_soon(self._wake)
+
+    def _wake(self) -> None:
+        if self._send_event is not None:
+            self._send_event.set()
+
+    def _enable_direct(self, sock: socket.socket | None) -> None:
+        """Allow (a socket) or forbid (None) direct writes; engine thread."""
+        with self._wlock:
+            self._direct_sock = sock
+
+    def _start_writing(self) -> bytes | None:
+        """The sender task takes the write side; returns a pending partial frame."""
+        with self._wlock:
+            self._writing = True
+            partial, self._partial = self._partial, None
+        return partial
+
+    def _stop_writing(self) -> bool:
+        """The sender task gives the write side back if nothing is left; True if it did."""
+        with self._wlock:
+            if self._outq or self._partial is not None:
+                return False
+            self._writing = False
+            return True
+
+    def _partial_written(self) -> None:
+        """The sender finished writing a direct write's remainder (engine)."""
+        n = self._partial_bytes
+        self._written += 1
+        self._bytes_written += n
+        self._n_sent += 1
+        self._b_sent += n + 56
+
+    # -- back-pressure -----------------------------------------------------------
+
+    def _after_drain(self) -> None:
+        q = self._outq
+        if len(q) <= HIGH_WATER_PACKAGES // 2 and self._queued_bytes <= HIGH_WATER_BYTES // 2:
+            self._congested = False
+            self._congestion_check = False
+            if self._drain_waiters:
+                with self._flush_cond:
+                    self._flush_cond.notify_all()
+        if self._flush_waiters:
+            with self._flush_cond:
+                self._flush_cond.notify_all()
+
+    def _wait_writable(self) -> None:
+        q = self._outq
+        if len(q) < HIGH_WATER_PACKAGES and self._queued_bytes < HIGH_WATER_BYTES:
+            return
+        if self._congested or self._status < STATUS_HOSTING or self._engine.in_engine_thread():
+            return
+        with self._flush_cond:
+            self._drain_waiters += 1
+            try:
+                ok = self._flush_cond.wait_for(
+                    lambda: not self._congestion_check or self._status < STATUS_HOSTING,
+                    BACKPRESSURE_TIMEOUT,
+                )
+            finally:
+                self._drain_waiters -= 1
+        if not ok:
+            self._congested = True
+
+    def _drop_queue(self) -> None:
+        """The link is gone: forget the queue and wake flush() waiters (engine)."""
+        self._enable_direct(None)
+        self._outq.clear()
+        with self._flush_cond:
+            self._flush_cond.notify_all()
+
+    # -- flush ---------------------------------------------------------------------
+
+    def flush(self, timeout: float = 3.0) -> None:
+        """Block until everything queued so far was handed to the OS.
+
+        Raises:
+            yoton.TimeoutError: if that takes longer than ``timeout`` seconds.
+            ConnectionClosedError / BrokenConnectionError: if the connection
+                closes before the data went out.
+        """
+        if self._status == STATUS_WAITING:
+            return
+        if self._engine.in_engine_thread():
+            raise RuntimeError("flush() cannot be called from the engine thread")
+        target = self._pushed
+        with self._flush_cond:
+            self._flush_waiters += 1
+            try:
+                ok = self._flush_cond.wait_for(
+                    lambda: self._retired() >= target or self._status == STATUS_CLOSED,
+                    timeout,
+                )
+            finally:
+                self._flush_waiters -= 1
+        if self._status == STATUS_CLOSED and self._retired() < target:
+            raise BrokenConnectionError(
+                f"Connection closed before its data was flushed: {self._close_reason}"
+            )
+        if not ok:
+            raise YotonTimeoutError(
+                f"Sending the packages timed out after {timeout} s "
+                f"({self._queued_count()} packages still queued)."
+            )
+        if self._status == STATUS_CLOSED and target == 0:
+            raise ConnectionClosedError(f"Connection is closed: {self._close_reason}")
