@@ -509,7 +509,8 @@ def test_cycle_no_duplicates_no_self_delivery(contexts: Any) -> None:
     got: dict[str, list[str]] = {k: [] for k in "abc"}
     for k in "bc":
         got[k] = recv_n(subs[k], n + 1)
-        assert got[k][-1] == "end"
+        # (another context's sync marker may already have arrived after "end")
+        assert [m for m in got[k] if not m.startswith("sync-")][-1] == "end"
         # Everything the forwarders sent before this marker precedes it on every link.
         pubs[k].send(f"sync-{k}")
     for k in "abc":
