@@ -35,6 +35,7 @@ __all__ = [
     "Commands",
     "Role",
     "US",
+    "cpu_seconds",
     "fmt_rate",
     "pyzo_dir",
     "roles",
@@ -225,6 +226,17 @@ def roles() -> Iterator[list[Role]]:
     finally:
         for r in started:
             r.stop()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux ``/proc``; 0.0 elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # fields[0] is the state (field 3 of stat); utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def fmt_rate(value: float) -> str:

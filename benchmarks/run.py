@@ -4,7 +4,7 @@
 Usage (``python3 dev.py bench`` runs this with the project's venv)::
 
     python benchmarks/run.py [--quick] [--only LIB ...] [--scenario TEXT ...]
-                             [--markdown FILE]
+                             [--markdown FILE] [--plot FILE]
 
 Every scenario measures this project against the peers a user would pick
 instead -- yoton 2.x (pyzo's copy), pyzmq, pynng -- plus a raw-socket loop as
@@ -37,6 +37,21 @@ row dicts, one per library:
   and memory, so that the ratio still reads "> 1 = we are better";
 * ``detail_title`` (str, optional): column title of ``detail`` (default
   ``"received/sent"`` for msg/s rows, else ``"detail"``).
+* ``target_ratio`` (float, optional): on a peer's row, the issue's target as
+  a minimum of its "ratio us/peer" (e.g. 0.3 for "at least 0.3x pyzmq", 0.5
+  for "a median at most 2x pyzmq's");
+* ``target_max`` / ``target_met`` (optional): an absolute target on our own
+  row (e.g. at most 8 threads) and whether the run met it;
+* ``no_ratio`` (bool, optional): show no ratio for this row (e.g. inproc,
+  which hands messages over by reference, beside copies over sockets);
+* ``series`` (dict size -> value, optional): figures against message size;
+  such a group is shown as one column per size and drawn in the plot
+  (``series_detail``: size -> text, for losses).
+
+Output: the tables, then a summary of every target (met / MISSED), printed
+and written to ``--markdown`` (default ``benchmarks/results/latest.md``); the
+plot of throughput against message size goes to ``--plot`` (default
+``benchmarks/results/throughput.png``).
 
 Roles run in their own processes through ``_util.start_role`` (yoton 2.x with
 ``yoton2=True``). A module that fails to import, or an ``fn`` that raises, is
@@ -52,6 +67,7 @@ import glob
 import importlib
 import os
 import platform
+import shlex
 import sys
 import time
 import traceback
@@ -61,6 +77,15 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _util import BENCH_DIR, US  # noqa: E402
+
+ROOT = os.path.dirname(BENCH_DIR)
+README = os.path.join(ROOT, "README.md")
+README_PLOT = os.path.join(ROOT, "docs", "throughput.png")
+README_BEGIN = "<!-- benchmark results: begin (written by benchmarks/run.py --readme) -->"
+README_END = "<!-- benchmark results: end -->"
+RESULTS_DIR = os.path.join(BENCH_DIR, "results")
+DEFAULT_MARKDOWN = os.path.join(RESULTS_DIR, "latest.md")
+DEFAULT_PLOT = os.path.join(RESULTS_DIR, "throughput.png")
 
 Scenario = tuple[str, Callable[[argparse.Namespace], list[dict[str, Any]]]]
 
@@ -87,38 +112,167 @@ def discover() -> list[tuple[str, list[Scenario] | Exception]]:
 def _fmt(value: float | None, metric: str) -> str:
     if value is None:
         return "n/a"
-    if value >= 1000:
+    if value >= 1000 or (value >= 10 and float(value).is_integer()):
         return f"{value:,.0f}"
     if value >= 10:
         return f"{value:,.1f}"
     return f"{value:.3g}"
 
 
+def _ratio(ours: float | None, value: float | None, higher: bool) -> float | None:
+    if not ours or not value:
+        return None
+    return ours / value if higher else value / ours
+
+
+def _target_cell(r: dict[str, Any], ratio: float | None) -> str:
+    if "target_ratio" in r:
+        want = r["target_ratio"]
+        met = ratio is not None and ratio >= want
+        return f"≥ {want:.2f}: {'met' if met else '**MISSED**'}"
+    if "target_max" in r:
+        return f"≤ {r['target_max']:g}: {'met' if r.get('target_met') else '**MISSED**'}"
+    return ""
+
+
+def _size_label(size: int) -> str:
+    for unit, name in ((1 << 20, "MiB"), (1 << 10, "KiB")):
+        if size >= unit:
+            return f"{size // unit} {name}"
+    return f"{size} B"
+
+
+def series_table(rows: list[dict[str, Any]]) -> str:
+    """One row per library, one column per message size."""
+    sizes = sorted({int(k) for r in rows for k in (r.get("series") or {})})
+    metric = rows[0].get("metric", "value")
+    lines = [
+        f"| library ({metric}) | " + " | ".join(_size_label(z) for z in sizes) + " |",
+        "|---|" + "---:|" * len(sizes),
+    ]
+    notes = []
+    for r in rows:
+        series = {int(k): v for k, v in (r.get("series") or {}).items()}
+        if not series:
+            lines.append(f"| {r.get('library')} | " + " | ".join(
+                ["n/a"] * len(sizes)) + f" |  <!-- {r.get('detail', '')} -->")
+            notes.append(f"{r.get('library')}: {r.get('detail', '')}")
+            continue
+        cells = [_fmt(series.get(z), metric) for z in sizes]
+        lines.append(f"| {r.get('library')} | " + " | ".join(cells) + " |")
+        for z, text in (r.get("series_detail") or {}).items():
+            if "lost" in str(text) or "dropped" in str(text):
+                notes.append(f"{r.get('library')}, {_size_label(int(z))}: {text}")
+    if notes:
+        lines += ["", "Received/sent where not all arrived: " + "; ".join(notes) + "."]
+    return "\n".join(lines)
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     """One markdown table for the rows of one scenario."""
+    if any("series" in r for r in rows):
+        return series_table(rows)
     metric = rows[0].get("metric", "value")
     detail_title = rows[0].get("detail_title") or (
         "received/sent" if metric == "msg/s" else "detail"
     )
     higher = rows[0].get("higher_is_better", True)
     ours = next((r.get("value") for r in rows if r.get("library") == US), None)
+    with_targets = any("target_ratio" in r or "target_max" in r for r in rows)
     lines = [
-        f"| library | {metric} | {detail_title} | ratio us/peer |",
-        "|---|---:|---|---:|",
+        f"| library | {metric} | {detail_title} | ratio us/peer |"
+        + (" target |" if with_targets else ""),
+        "|---|---:|---|---:|" + ("---|" if with_targets else ""),
     ]
     for r in rows:
         value = r.get("value")
         if r.get("library") == US:
-            ratio = "1.00" if value else "n/a"
-        elif ours and value:
-            x = ours / value if higher else value / ours
-            ratio = f"{x:.2f}"
+            ratio: float | None = None
+            shown = "1.00" if value else "n/a"
+        elif r.get("no_ratio"):
+            ratio, shown = None, "—"
         else:
-            ratio = "n/a"
-        lines.append(
-            f"| {r.get('library', '?')} | {_fmt(value, metric)} | {r.get('detail', '')} | {ratio} |"
+            ratio = _ratio(ours, value, higher)
+            shown = f"{ratio:.2f}" if ratio is not None else "n/a"
+        line = (
+            f"| {r.get('library', '?')} | {_fmt(value, metric)} | {r.get('detail', '')} "
+            f"| {shown} |"
         )
+        if with_targets:
+            line += f" {_target_cell(r, ratio)} |"
+        lines.append(line)
     return "\n".join(lines)
+
+
+def target_summary(groups: dict[str, list[dict[str, Any]]]) -> str:
+    """Every target of the run: what, measured, met."""
+    lines = ["| scenario | target | measured | met |", "|---|---|---:|---|"]
+    for title, rows in groups.items():
+        higher = rows[0].get("higher_is_better", True)
+        ours = next((r.get("value") for r in rows if r.get("library") == US), None)
+        for r in rows:
+            if "target_ratio" in r:
+                ratio = _ratio(ours, r.get("value"), higher)
+                met = ratio is not None and ratio >= r["target_ratio"]
+                want = f"us/{r['library']} ≥ {r['target_ratio']:.2f}"
+                got = f"{ratio:.2f}" if ratio is not None else "n/a"
+            elif "target_max" in r:
+                met = bool(r.get("target_met"))
+                want = f"≤ {r['target_max']:g} {r.get('metric', '')}"
+                got = _fmt(r.get("value"), "")
+            else:
+                continue
+            lines.append(f"| {title} | {want} | {got} | {'met' if met else '**MISSED**'} |")
+    return "\n".join(lines) if len(lines) > 2 else "No targets were measured in this run."
+
+
+def plot(groups: dict[str, list[dict[str, Any]]], path: str, subtitle: str) -> bool:
+    """Log-log plot of every ``series`` row (throughput against message size)."""
+    series_rows = [r for rows in groups.values() for r in rows if r.get("series")]
+    if not series_rows:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=110)
+    for r in series_rows:
+        pts = sorted((int(k), v) for k, v in r["series"].items() if v)
+        if not pts:
+            continue
+        style = "-" if r.get("library") == US else "--"
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", markersize=3,
+                label=r.get("library"), linewidth=2.2 if r.get("library") == US else 1.3)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    sizes = sorted({int(k) for r in series_rows for k in r["series"]})
+    ax.set_xticks(sizes, [_size_label(z) for z in sizes], rotation=50, fontsize=8)
+    ax.set_xlabel("message size")
+    ax.set_ylabel(f"throughput, {series_rows[0].get('metric', '')} (log)")
+    ax.set_title(f"pub/sub throughput against message size\n{subtitle}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def update_readme(body: str, path: str = README) -> None:
+    """Replace the text between the README's benchmark markers with ``body``."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        a = text.index(README_BEGIN) + len(README_BEGIN)
+        b = text.index(README_END, a)
+    except ValueError:
+        raise ValueError(
+            f"{path} has no benchmark markers ({README_BEGIN!r} ... {README_END!r})"
+        ) from None
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text[:a] + "\n" + body.strip() + "\n" + text[b:])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,17 +280,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer messages/rounds (smoke run)")
     ap.add_argument("--only", nargs="+", metavar="LIB", help="only libraries matching these")
     ap.add_argument("--scenario", nargs="+", metavar="TEXT", help="only scenarios matching these")
-    ap.add_argument("--markdown", metavar="FILE", help="also write the tables to FILE")
+    ap.add_argument("--markdown", metavar="FILE", default=DEFAULT_MARKDOWN,
+                    help=f"write the tables to FILE (default {DEFAULT_MARKDOWN})")
+    ap.add_argument("--plot", metavar="FILE", default=DEFAULT_PLOT,
+                    help=f"write the throughput/size plot to FILE (default {DEFAULT_PLOT})")
+    ap.add_argument("--readme", action="store_true",
+                    help="also put the tables into README.md (between its benchmark markers) "
+                         "and the plot at docs/throughput.png")
     opts = ap.parse_args(argv)
 
+    machine = (
+        f"{platform.system()} {platform.release()} {platform.machine()}, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}"
+    )
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    stamp = f"{datetime.datetime.now():%Y-%m-%d %H:%M}"
+    args = argv if argv is not None else sys.argv[1:]
     header = (
-        f"# yoton benchmarks\n\n{datetime.datetime.now():%Y-%m-%d %H:%M}, "
-        f"Python {platform.python_version()}, {platform.system()} {platform.machine()}, "
-        f"{os.cpu_count()} CPUs{', quick run' if opts.quick else ''}.\n"
-        "Ratio us/peer > 1 means this project is better.\n"
+        f"# yoton benchmarks\n\n{stamp}, {machine}{', quick run' if opts.quick else ''}.\n"
+        f"Command: `{shlex.join(['python3', 'dev.py', 'bench', *args])}`"
+        f"\nLoad average before the run: {load} (other work on the machine skews figures)."
+        "\n\nRatio us/peer > 1 means this project is better.\n"
     )
     print(header, flush=True)
     sections = [header]
+    groups: dict[str, list[dict[str, Any]]] = {}
     t_start = time.monotonic()
     for module, scenarios in discover():
         if isinstance(scenarios, Exception):
@@ -160,12 +328,29 @@ def main(argv: list[str] | None = None) -> int:
             for r in rows:
                 by_scenario.setdefault(r.get("scenario", name), []).append(r)
             for title, group in by_scenario.items():
+                groups[title] = group
                 text = f"## {title}\n\n{table(group)}\n"
                 print(text, flush=True)
                 sections.append(text)
             print(f"({name}: {time.monotonic() - t0:.1f} s)", file=sys.stderr, flush=True)
+    text = f"## Targets\n\n{target_summary(groups)}\n"
+    print(text, flush=True)
+    sections.append(text)
     print(f"total {time.monotonic() - t_start:.1f} s", file=sys.stderr)
+    if opts.plot:
+        try:
+            if plot(groups, opts.plot, f"{stamp}, {machine}"):
+                print(f"wrote {opts.plot}", file=sys.stderr)
+        except Exception:  # the tables matter more than the picture
+            print(f"plot failed:\n{traceback.format_exc()}", file=sys.stderr)
+    if opts.readme:
+        if plot(groups, README_PLOT, f"{stamp}, {machine}"):
+            print(f"wrote {README_PLOT}", file=sys.stderr)
+        body = "\n".join(sections).replace("# yoton benchmarks\n\n", "", 1)
+        update_readme(body.replace("\n## ", "\n#### "))
+        print(f"updated {README}", file=sys.stderr)
     if opts.markdown:
+        os.makedirs(os.path.dirname(os.path.abspath(opts.markdown)), exist_ok=True)
         with open(opts.markdown, "w", encoding="utf-8") as f:
             f.write("\n".join(sections))
         print(f"wrote {opts.markdown}", file=sys.stderr)

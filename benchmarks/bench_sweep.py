@@ -1,0 +1,516 @@
+"""Pub/sub throughput against message size, 2 B ... 16 MiB, for every library.
+
+Libraries: this project over tcp, unix and inproc; yoton 2.x (pyzo's copy);
+pyzmq PUB/SUB; pynng pub0/sub0; and a raw-socket loop (4-byte length prefix,
+small frames batched into 64 KiB writes, large ones sent as they are and
+received with ``recv_into`` a buffer of the frame's size) as the physical
+reference. All over TCP on 127.0.0.1 unless said otherwise.
+
+Procedure, one publisher/subscriber pair per library, each role in its own
+process (inproc: both in one process, the subscriber in a thread), set up
+once and then run through the sizes one *phase* at a time:
+
+1. The subscriber binds and reports its port; the publisher connects and
+   sends warm-up messages until the subscriber has seen one (slow-joiner
+   safe); warm-up and set-up are not timed.
+2. For each size the runner arms the subscriber for phase ``k`` and then
+   tells the publisher to send ``n`` messages of that size tagged ``M<k>``
+   (or as many as it manages within a time limit), followed by end markers
+   ``E<k>`` until the phase is over.
+3. The subscriber counts the ``M<k>`` messages and times the first to the
+   last; it stops at ``n``, at an end marker, after 2 s of silence or at the
+   phase deadline. Messages of other phases (late end markers) are ignored.
+   The figure is the receive rate in MB/s (10^6 bytes per second); received
+   and sent counts go beside it, so drops are shown, never hidden.
+
+The 1 MiB and 16 MiB phases are the "bandwidth" tables; the whole sweep is
+the plot ``throughput.png`` (log-log, MB/s against size).
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+from argparse import Namespace
+from typing import Any
+
+from _util import US, Commands, roles, say, say_json, start_role
+from bench_pubsub import NngReceiver, NngSender, YotonReceiver, YotonSender, ZmqReceiver, ZmqSender
+
+KiB = 1024
+MiB = 1024 * KiB
+#: The sizes of the sweep: powers of eight from 2 B, plus 1 MiB and 16 MiB.
+SIZES = [2, 16, 128, KiB, 8 * KiB, 64 * KiB, 512 * KiB, MiB, 4 * MiB, 16 * MiB]
+IDLE_TIMEOUT = 2.0
+SWEEP = "pub/sub throughput against message size (MB/s)"
+
+LIBRARIES = {
+    # key: (display name, byte budget per phase, max messages, time limit per phase in s)
+    "yoton-tcp": (US, 384 * MiB, 150_000, 1.5),
+    "yoton-unix": ("yoton 3 over unix", 384 * MiB, 150_000, 1.5),
+    "yoton-inproc": ("yoton 3 over inproc (one process, by reference)", 384 * MiB, 150_000, 1.5),
+    "yoton2": ("yoton 2.2 (pyzo)", 48 * MiB, 10_000, 1.5),
+    "zmq": ("pyzmq PUB/SUB", 384 * MiB, 150_000, 1.5),
+    "nng": ("pynng pub0/sub0", 384 * MiB, 150_000, 1.5),
+    "raw": ("raw socket loop", 384 * MiB, 150_000, 1.5),
+}
+
+
+def phase_count(lib: str, size: int, quick: bool) -> int:
+    """How many messages one phase sends: bounded by bytes and by count."""
+    _, budget, most, _ = LIBRARIES[lib]
+    if quick:
+        budget, most = budget // 4, most // 5
+    least = 6 if size >= 4 * MiB else 16
+    return max(least, min(most, budget // size))
+
+
+def tagged(tag: bytes, phase: int, size: int) -> bytes:
+    head = tag + bytes([phase])
+    return head + b"x" * (size - len(head))
+
+
+# -- endpoints not shared with bench_pubsub ----------------------------------------------
+
+
+class SchemeYotonReceiver(YotonReceiver):
+    """This project (or 2.x) bound on ``scheme://localhost:0``."""
+
+    def __init__(self, scheme: str = "") -> None:
+        super().__init__()
+        self.scheme = scheme
+
+    def bind(self) -> int:
+        prefix = f"{self.scheme}://" if self.scheme else ""
+        self.conn = self.ctx.bind(f"{prefix}localhost:0")
+        return int(self.conn.port1)
+
+
+class SchemeYotonSender(YotonSender):
+    def __init__(self, scheme: str = "") -> None:
+        super().__init__()
+        self.scheme = scheme
+
+    def connect(self, port: int) -> None:
+        prefix = f"{self.scheme}://" if self.scheme else ""
+        self.conn = self.ctx.connect(f"{prefix}localhost:{port}", timeout=10)
+
+
+class BigNngReceiver(NngReceiver):
+    """pynng refuses messages over 1 MiB unless ``recv_max_size`` is lifted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sock.recv_max_size = 0
+
+
+_LEN = struct.Struct("<I")
+
+
+class RawReceiver:
+    """Length-prefixed frames; every frame becomes its own bytes-like object."""
+
+    def __init__(self) -> None:
+        import collections
+
+        self.frames: collections.deque[bytes | bytearray] = collections.deque()
+        self.buf = b""
+
+    def bind(self) -> int:
+        import socket
+
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        return int(self.listener.getsockname()[1])
+
+    def _fill_big(self, head: bytes, size: int) -> bytearray:
+        """Receive a frame larger than one chunk straight into its own buffer."""
+        out = bytearray(size)
+        view = memoryview(out)
+        view[: len(head)] = head
+        got = len(head)
+        recv_into = self.sock.recv_into
+        while got < size:
+            k = recv_into(view[got:], size - got)
+            if not k:
+                raise ConnectionError("raw peer closed mid-frame")
+            got += k
+        return out
+
+    def recv(self, timeout: float) -> bytes | bytearray | None:
+        frames = self.frames
+        if frames:
+            return frames.popleft()
+        if not hasattr(self, "sock"):
+            self.listener.settimeout(timeout)
+            try:
+                self.sock, _ = self.listener.accept()
+            except TimeoutError:
+                return None
+        self.sock.settimeout(timeout)
+        while not frames:
+            try:
+                chunk = self.sock.recv(262144)
+            except TimeoutError:
+                return None
+            if not chunk:
+                return None
+            buf = self.buf + chunk if self.buf else chunk
+            off, n = 0, len(buf)
+            unpack = _LEN.unpack_from
+            append = frames.append
+            while n - off >= 4:
+                (size,) = unpack(buf, off)
+                end = off + 4 + size
+                if end > n:
+                    if size > 262144:
+                        append(self._fill_big(buf[off + 4 :], size))
+                        off = n
+                    break
+                append(buf[off + 4 : end])
+                off = end
+            self.buf = buf[off:]
+        return frames.popleft()
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        if hasattr(self, "sock"):
+            self.sock.close()
+        self.listener.close()
+
+
+class RawSender:
+    """Small frames batched into >= 64 KiB writes; large ones written as they are."""
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+
+    def connect(self, port: int) -> None:
+        import socket
+
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def send(self, data: bytes) -> None:
+        out = self.out
+        if len(data) >= 65536:
+            out += _LEN.pack(len(data))
+            self.sock.sendall(out)
+            out.clear()
+            self.sock.sendall(data)
+            return
+        out += _LEN.pack(len(data))
+        out += data
+        if len(out) >= 65536:
+            self.sock.sendall(out)
+            out.clear()
+
+    def flush(self) -> None:
+        if self.out:
+            self.sock.sendall(self.out)
+            self.out.clear()
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        self.flush()
+        self.sock.close()
+
+
+def receiver_for(lib: str) -> Any:
+    if lib.startswith("yoton-"):
+        return SchemeYotonReceiver(lib.split("-", 1)[1])
+    if lib == "yoton2":
+        return SchemeYotonReceiver()
+    return {"zmq": ZmqReceiver, "nng": BigNngReceiver, "raw": RawReceiver}[lib]()
+
+
+def sender_for(lib: str) -> Any:
+    if lib.startswith("yoton-"):
+        return SchemeYotonSender(lib.split("-", 1)[1])
+    if lib == "yoton2":
+        return SchemeYotonSender()
+    return {"zmq": ZmqSender, "nng": NngSender, "raw": RawSender}[lib]()
+
+
+# -- the two halves of one phase (shared by the process roles and inproc) ----------------
+
+
+def wait_warm(r: Any, deadline_s: float = 60.0) -> bool:
+    deadline = time.monotonic() + deadline_s
+    while r.recv(0.5) is None:
+        if time.monotonic() > deadline:
+            return False
+    return True
+
+
+def stats_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The counters of ``after`` less those of ``before`` (drops of this phase only)."""
+    return {
+        k: v - before.get(k, 0) if isinstance(v, int) and not isinstance(v, bool) else v
+        for k, v in after.items()
+    }
+
+
+def receive_phase(r: Any, phase: int, n: int, deadline_s: float) -> dict[str, Any]:
+    """Count ``M<phase>`` messages; stop at n, an end marker, silence or the deadline."""
+    before = r.stats()
+    recv = r.recv
+    clock = time.perf_counter
+    mark = bytes([phase])
+    count = 0
+    first = last = 0.0
+    end_reason = "all received"
+    deadline = time.monotonic() + deadline_s
+    while count < n:
+        m = recv(IDLE_TIMEOUT)
+        if m is None:
+            end_reason = f"{IDLE_TIMEOUT} s of silence"
+            break
+        if m[1:2] != mark:
+            continue  # a late message of an earlier phase
+        tag = m[:1]
+        if tag == b"M":
+            last = clock()
+            if not count:
+                first = last
+            count += 1
+            if count & 63 == 0 and time.monotonic() > deadline:
+                end_reason = "phase deadline"
+                break
+        elif tag == b"E":
+            end_reason = "end marker"
+            break
+    result = {"received": count, "seconds": last - first, "end": end_reason}
+    result.update(stats_delta(before, r.stats()))
+    return result
+
+
+def send_phase(s: Any, phase: int, size: int, n: int, time_limit: float) -> dict[str, Any]:
+    msg = tagged(b"M", phase, size)
+    send = s.send
+    clock = time.perf_counter
+    sent = 0
+    t0 = clock()
+    deadline = t0 + time_limit
+    step = 1000 if size < 64 * KiB else 1
+    while sent < n:
+        k = min(step, n - sent)
+        for _ in range(k):
+            send(msg)
+        sent += k
+        if clock() > deadline:
+            break
+    s.flush()
+    return {"sent": sent, "seconds": clock() - t0}
+
+
+def send_end_markers(s: Any, phase: int, stop: Any) -> None:
+    end = tagged(b"E", phase, 2)
+    while not stop():
+        s.send(end)
+        s.flush()
+        time.sleep(0.02)
+
+
+# -- roles (each in its own process) ---------------------------------------------------
+
+
+def subscriber(lib: str) -> None:
+    r = receiver_for(lib)
+    say("PORT", r.bind())
+    if not wait_warm(r):
+        say_json("RESULT", {"error": "no warm-up message arrived"})
+        return
+    say("READY")
+    cmds = Commands()
+    phase = 0
+    while True:
+        line = cmds.wait(f"ARM{phase}", 600)
+        if line == "DONE":
+            break
+        n, deadline_s = line.split()
+        say("ARMED")
+        say_json("RESULT", receive_phase(r, phase, int(n), float(deadline_s)))
+        phase += 1
+    r.close()
+
+
+def publisher(lib: str, port: int) -> None:
+    s = sender_for(lib)
+    s.connect(port)
+    say("CONNECTED")
+    cmds = Commands()
+    warm = tagged(b"W", 255, 2)
+    while not cmds.seen("GO"):
+        s.send(warm)
+        s.flush()
+        time.sleep(0.002)
+    phase = 0
+    while True:
+        line = cmds.wait(f"SEND{phase}", 600)
+        if line == "DONE":
+            break
+        size, n, limit = line.split()
+        before = s.stats()
+        result = send_phase(s, phase, int(size), int(n), float(limit))
+        result.update(stats_delta(before, s.stats()))
+        say_json("SENT", result)
+        send_end_markers(s, phase, lambda p=phase: cmds.seen(f"STOP{p}") or cmds.seen("EOF"))
+        phase += 1
+    s.close()
+
+
+def inproc_pair(plan: list[tuple[int, int, float, float]]) -> None:
+    """Both ends in this process: the subscriber in a thread, the publisher here."""
+    r = receiver_for("yoton-inproc")
+    port = r.bind()
+    s = sender_for("yoton-inproc")
+    s.connect(port)
+    warm = tagged(b"W", 255, 2)
+    ready = threading.Event()
+
+    def warm_up() -> None:
+        if wait_warm(r):
+            ready.set()
+
+    t = threading.Thread(target=warm_up)
+    t.start()
+    while not ready.is_set():
+        s.send(warm)
+        time.sleep(0.002)
+        if not t.is_alive():
+            break
+    t.join()
+    results = []
+    for phase, (size, n, limit, deadline_s) in enumerate(plan):
+        got: dict[str, Any] = {}
+        reader = threading.Thread(
+            target=lambda p=phase, k=n, d=deadline_s, out=got: out.update(
+                receive_phase(r, p, k, d)
+            )
+        )
+        reader.start()
+        sent = send_phase(s, phase, size, n, limit)
+        stop = threading.Event()
+        ender = threading.Thread(target=send_end_markers, args=(s, phase, stop.is_set))
+        ender.start()
+        reader.join()
+        stop.set()
+        ender.join()
+        results.append({"sent": sent, "recv": got})
+    say_json("RESULTS", results)
+    s.close()
+    r.close()
+
+
+# -- runner side -----------------------------------------------------------------------
+
+
+def plan_for(lib: str, quick: bool) -> list[tuple[int, int, float, float]]:
+    """(size, n, publisher time limit, subscriber deadline) per phase."""
+    limit = LIBRARIES[lib][3] * (0.5 if quick else 1.0)
+    return [(size, phase_count(lib, size, quick), limit, limit + 8.0) for size in SIZES]
+
+
+def measure(lib: str, quick: bool) -> list[dict[str, Any]]:
+    """Run the whole sweep for ``lib``; return one {sent, recv} per size."""
+    plan = plan_for(lib, quick)
+    if lib == "yoton-inproc":
+        with roles() as started:
+            pair = start_role("bench_sweep", "inproc_pair", plan, name="inproc pair")
+            started.append(pair)
+            return pair.expect_json("RESULTS", 300)  # type: ignore[no-any-return]
+    yoton2 = lib == "yoton2"
+    out = []
+    with roles() as started:
+        sub = start_role("bench_sweep", "subscriber", lib, yoton2=yoton2, name=f"{lib} sub")
+        started.append(sub)
+        port = int(sub.expect("PORT"))
+        pub = start_role("bench_sweep", "publisher", lib, port, yoton2=yoton2, name=f"{lib} pub")
+        started.append(pub)
+        pub.expect("CONNECTED")
+        sub.expect("READY", 60)
+        pub.send("GO")
+        for phase, (size, n, limit, deadline_s) in enumerate(plan):
+            sub.send(f"ARM{phase} {n} {deadline_s}")
+            sub.expect("ARMED")
+            pub.send(f"SEND{phase} {size} {n} {limit}")
+            sent = pub.expect_json("SENT", limit + 120)
+            got = sub.expect_json("RESULT", deadline_s + IDLE_TIMEOUT + 30)
+            pub.send(f"STOP{phase}")
+            out.append({"sent": sent, "recv": got})
+        sub.send(f"ARM{len(plan)} DONE")
+        pub.send(f"SEND{len(plan)} DONE")
+    return out
+
+
+def figure(size: int, fig: dict[str, Any]) -> tuple[float | None, str]:
+    """(MB/s or None, detail with received/sent and drops) of one phase."""
+    received, secs = fig["recv"].get("received", 0), fig["recv"].get("seconds", 0.0)
+    sent = fig["sent"]["sent"]
+    value = (received - 1) * size / secs / 1e6 if received > 1 and secs > 0 else None
+    detail = f"{received:,}/{sent:,}"
+    if received != sent:
+        detail += f" ({sent - received:,} lost or late; {fig['recv'].get('end')})"
+    for key in ("inbox_dropped", "queue_dropped"):
+        for part in (fig["recv"], fig["sent"]):
+            if part.get(key):
+                detail += f"; {key.replace('_', ' ')} {part[key]}"
+    return value, detail
+
+
+def size_label(size: int) -> str:
+    if size >= MiB:
+        return f"{size // MiB} MiB"
+    if size >= KiB:
+        return f"{size // KiB} KiB"
+    return f"{size} B"
+
+
+#: Targets on the bandwidth tables: (scenario size, peer key) -> minimum ratio us/peer.
+TARGETS = {(16 * MiB, "raw"): 0.7}
+
+
+def run(opts: Namespace) -> list[dict[str, Any]]:
+    quick = bool(getattr(opts, "quick", False))
+    only = getattr(opts, "only", None)
+    rows: list[dict[str, Any]] = []
+    bandwidth: dict[int, list[dict[str, Any]]] = {MiB: [], 16 * MiB: []}
+    for lib, (display, *_rest) in LIBRARIES.items():
+        if only and not any(o.lower() in f"{lib} {display}".lower() for o in only):
+            continue
+        row: dict[str, Any] = {"scenario": SWEEP, "library": display, "metric": "MB/s"}
+        try:
+            figs = measure(lib, quick)
+        except Exception as exc:  # one broken peer must not hide the others
+            row.update(value=None, detail=f"failed: {str(exc).splitlines()[0][:150]}")
+            rows.append(row)
+            for size, group in bandwidth.items():
+                group.append({"scenario": f"pub/sub bandwidth {size_label(size)}",
+                              "library": display, "metric": "MB/s", "value": None,
+                              "detail": row["detail"]})
+            continue
+        series: dict[int, float | None] = {}
+        details: dict[int, str] = {}
+        for size, fig in zip(SIZES, figs, strict=True):
+            series[size], details[size] = figure(size, fig)
+        row.update(value=series.get(16 * MiB), series=series, series_detail=details)
+        rows.append(row)
+        for size, group in bandwidth.items():
+            b = {"scenario": f"pub/sub bandwidth {size_label(size)}", "library": display,
+                 "metric": "MB/s", "value": series[size], "detail": details[size]}
+            if lib == "yoton-inproc":
+                b["no_ratio"] = True
+            if (size, lib) in TARGETS:
+                b["target_ratio"] = TARGETS[(size, lib)]
+            group.append(b)
+    for group in bandwidth.values():
+        rows.extend(group)
+    return rows
+
+
+SCENARIOS = [(SWEEP, run)]
