@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import yoton
+from yoton_core.testing import wait_for as wait_until  # noqa: F401 - shared helper
 
 GENEROUS = 10.0
-
-
-def wait_until(predicate, timeout: float = GENEROUS, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout} s"
-        time.sleep(0.002)
 
 
 def join(a: yoton.Context, b: yoton.Context) -> None:

@@ -14,14 +14,13 @@ import random
 import socket
 import struct
 import threading
-import time
 import tracemalloc
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
 import yoton
+from yoton_core.testing import wait_for
 from yoton_tcp import TcpConnection
 
 pytestmark = pytest.mark.timeout(60)
@@ -29,14 +28,6 @@ pytestmark = pytest.mark.timeout(60)
 HEADER = struct.Struct("<7Q")
 CONTROL = b"YOTON   "
 RAW_ID = 0x0BADC0DE00000001
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.002)
 
 
 def raw_connect(port: int) -> socket.socket:

@@ -20,18 +20,11 @@ import pytest
 from yoton2 import Yoton2Proc, run_yoton
 
 import yoton
+from yoton_core.testing import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
 needs_sigstop = pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP")
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.002)
 
 
 def recv_n(sub: yoton.SubChannel, n: int, timeout: float = 15.0) -> list[Any]:

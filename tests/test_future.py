@@ -11,7 +11,6 @@ import builtins
 import concurrent.futures
 import pickle
 import threading
-import time
 
 import pytest
 
@@ -31,13 +30,6 @@ def empty_event_queue():
     app.process_events()
     yield
     app.process_events()
-
-
-def wait_until(predicate, timeout: float = GENEROUS) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.001)
 
 
 # -- states -------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import pytest
 from yoton2 import Yoton2Proc, run_yoton2
 
 import yoton
+from yoton_core.testing import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -224,14 +225,6 @@ class Peer:
 def peer() -> Iterator[Peer]:
     with run_yoton2(DRIVER, timeout=55) as proc:
         yield Peer(proc)
-
-
-def wait_for(cond: Any, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.002)
 
 
 def recv_n(sub: yoton.SubChannel, n: int, timeout: float = 10.0) -> list[Any]:

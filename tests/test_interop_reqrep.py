@@ -17,17 +17,11 @@ import pytest
 from yoton2 import run_yoton2
 
 import yoton
+from yoton_core.testing import wait_for as wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
 GENEROUS = 10.0
-
-
-def wait_until(predicate, timeout: float = GENEROUS, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout} s"
-        time.sleep(0.002)
 
 
 @pytest.fixture

@@ -10,19 +10,13 @@ import pytest
 import yoton
 from yoton_core import _state
 from yoton_core._eventloop import app
+from yoton_core.testing import wait_for as wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
 GENEROUS = 10.0
 #: How long a late (delayed, suppressible) re-send could still come after a join.
 RESEND_WINDOW = _state.RESEND_DELAY[1] + 0.35
-
-
-def wait_until(predicate, timeout: float = GENEROUS, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout} s"
-        time.sleep(0.002)
 
 
 @pytest.fixture

@@ -20,17 +20,11 @@ from yoton2 import Yoton2Proc
 
 import yoton
 from yoton_core import _sync
+from yoton_core.testing import wait_for as wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
 GENEROUS = 10.0
-
-
-def wait_until(predicate, timeout: float = GENEROUS, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout} s"
-        time.sleep(0.002)
 
 
 @pytest.fixture
@@ -94,8 +88,9 @@ def blocked_pair(contexts, n):  # type: ignore[no-untyped-def]
     join(p, s)
     sender = Publisher(pub, n)
     sender.start()
-    wait_until(lambda: pub._sync_blocked and getattr(pub, "_sync_waits", 0),
-               what="the publisher blocked")
+    wait_until(
+        lambda: pub._sync_blocked and getattr(pub, "_sync_waits", 0), what="the publisher blocked"
+    )
     return pub, sub, sender
 
 
@@ -137,11 +132,16 @@ def test_sync_subscriber_loses_nothing_of_a_million_message_burst(contexts):
     contexts.append(ctx)
     pub = yoton.PubChannel(ctx, "burst", yoton.BINARY)
     conn = ctx.bind("tcp://localhost:0")  # the child is another process
-    child = Yoton2Proc(subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(SUBSCRIBER), str(conn.port1), str(n)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, encoding="utf-8",
-    ))
+    child = Yoton2Proc(
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(SUBSCRIBER), str(conn.port1), str(n)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+        )
+    )
     try:
         child.expect_line("READY", timeout=GENEROUS)
         wait_until(lambda: ctx.connection_count == 1)
@@ -260,11 +260,16 @@ def test_a_dead_subscriber_does_not_block_the_publisher(contexts):
     contexts.append(ctx)
     pub = yoton.PubChannel(ctx, "data", yoton.BINARY)
     conn = ctx.bind("tcp://localhost:0")  # the child is another process
-    child = Yoton2Proc(subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(SILENT_SUBSCRIBER), str(conn.port1)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, encoding="utf-8",
-    ))
+    child = Yoton2Proc(
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(SILENT_SUBSCRIBER), str(conn.port1)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+        )
+    )
     try:
         child.expect_line("READY", timeout=GENEROUS)
         wait_until(lambda: ctx.connection_count == 1)

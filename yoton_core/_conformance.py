@@ -43,7 +43,9 @@ class ConformanceSkip(Exception):
     """A check does not apply to this transport; the message says why."""
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
+def wait_for(
+    predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition"
+) -> None:
     """Poll ``predicate`` until true; AssertionError naming ``what`` after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     delay = 0.001
@@ -354,7 +356,6 @@ def check_context_close(t: TransportUnderTest) -> None:
         raise AssertionError("send on a channel of a closed context did not raise OSError")
 
 
-
 class _KitReplier(RepChannel):
     """The replier of the req/rep check."""
 
@@ -410,7 +411,10 @@ def _spawn_peer(t: TransportUnderTest, role: str, address: str) -> tuple[subproc
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     proc = subprocess.Popen(
         [sys.executable, "-c", _CHILD, t.scheme, module, role, address],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()  # the child prints READY or dies (EOF)
@@ -449,7 +453,9 @@ def check_peer_death(t: TransportUnderTest) -> None:
         _kill(proc)
     assert ours.wait_closed(t.timeout), "the death of the connected peer went unnoticed"
     assert ours.close_reason and ours.close_reason not in (
-        "Closed on command.", "Closed from other end."), ours.close_reason
+        "Closed on command.",
+        "Closed from other end.",
+    ), ours.close_reason
     # We connect to the child.
     child_address = t.make_address() if t.make_address is not None else ""
     proc, port = _spawn_peer(t, "bind", child_address or f"{t.scheme}://localhost:0")
