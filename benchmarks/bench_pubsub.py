@@ -25,11 +25,11 @@ of 10,000 messages per queue; losses are still reported.
 
 from __future__ import annotations
 
-import struct
 import time
 from argparse import Namespace
 from typing import Any
 
+from _raw import RawReceiver, RawSender
 from _util import US, Commands, cpu_seconds, roles, say, say_json, start_role
 
 PAYLOAD_SIZE = 100
@@ -222,98 +222,6 @@ class NngSender:
         self.sock.close()
 
 
-_LEN = struct.Struct("<I")
-
-
-class RawReceiver:
-    """Length-prefixed frames; every frame becomes its own bytes object."""
-
-    def __init__(self) -> None:
-        import collections
-
-        self.frames: collections.deque[bytes] = collections.deque()
-        self.buf = b""
-
-    def bind(self) -> int:
-        import socket
-
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        return int(self.listener.getsockname()[1])
-
-    def recv(self, timeout: float) -> bytes | None:
-        frames = self.frames
-        if frames:
-            return frames.popleft()
-        if not hasattr(self, "sock"):
-            self.listener.settimeout(timeout)
-            try:
-                self.sock, _ = self.listener.accept()
-            except TimeoutError:
-                return None
-        self.sock.settimeout(timeout)
-        while not frames:
-            try:
-                chunk = self.sock.recv(262144)
-            except TimeoutError:
-                return None
-            if not chunk:
-                return None
-            buf = self.buf + chunk if self.buf else chunk
-            off, n = 0, len(buf)
-            unpack = _LEN.unpack_from
-            append = frames.append
-            while n - off >= 4:
-                (size,) = unpack(buf, off)
-                end = off + 4 + size
-                if end > n:
-                    break
-                append(buf[off + 4 : end])
-                off = end
-            self.buf = buf[off:]
-        return frames.popleft()
-
-    def stats(self) -> dict[str, Any]:
-        return {}
-
-    def close(self) -> None:
-        if hasattr(self, "sock"):
-            self.sock.close()
-        self.listener.close()
-
-
-class RawSender:
-    """Batches frames into >= 64 KiB writes (the best case for a sender)."""
-
-    def __init__(self) -> None:
-        self.out = bytearray()
-
-    def connect(self, port: int) -> None:
-        import socket
-
-        self.sock = socket.create_connection(("127.0.0.1", port))
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def send(self, data: bytes) -> None:
-        out = self.out
-        out += _LEN.pack(len(data))
-        out += data
-        if len(out) >= 65536:
-            self.sock.sendall(out)
-            out.clear()
-
-    def flush(self) -> None:
-        if self.out:
-            self.sock.sendall(self.out)
-            self.out.clear()
-
-    def stats(self) -> dict[str, Any]:
-        return {}
-
-    def close(self) -> None:
-        self.flush()
-        self.sock.close()
-
-
 ENDPOINTS: dict[str, tuple[type, type]] = {
     "yoton": (YotonReceiver, YotonSender),
     "yoton2": (YotonReceiver, YotonSender),
@@ -459,8 +367,10 @@ def run(opts: Namespace) -> list[dict[str, Any]]:
             detail += f" ({sent - received:,} lost)"
         if extra:
             detail += "; " + ", ".join(extra)
-        detail += (f"; CPU s in {fig['wall']:.1f} s: publisher {fig['cpu'][0]:.2f}, "
-                   f"subscriber {fig['cpu'][1]:.2f}")
+        detail += (
+            f"; CPU s in {fig['wall']:.1f} s: publisher {fig['cpu'][0]:.2f}, "
+            f"subscriber {fig['cpu'][1]:.2f}"
+        )
         row.update(
             value=rate,
             detail=detail,

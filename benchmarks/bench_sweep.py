@@ -29,12 +29,12 @@ the plot ``throughput.png`` (log-log, MB/s against size).
 
 from __future__ import annotations
 
-import struct
 import threading
 import time
 from argparse import Namespace
 from typing import Any
 
+from _raw import RawReceiver, RawSender
 from _util import US, Commands, roles, say, say_json, start_role
 from bench_pubsub import NngReceiver, NngSender, YotonReceiver, YotonSender, ZmqReceiver, ZmqSender
 
@@ -103,121 +103,6 @@ class BigNngReceiver(NngReceiver):
     def __init__(self) -> None:
         super().__init__()
         self.sock.recv_max_size = 0
-
-
-_LEN = struct.Struct("<I")
-
-
-class RawReceiver:
-    """Length-prefixed frames; every frame becomes its own bytes-like object."""
-
-    def __init__(self) -> None:
-        import collections
-
-        self.frames: collections.deque[bytes | bytearray] = collections.deque()
-        self.buf = b""
-
-    def bind(self) -> int:
-        import socket
-
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        return int(self.listener.getsockname()[1])
-
-    def _fill_big(self, head: bytes, size: int) -> bytearray:
-        """Receive a frame larger than one chunk straight into its own buffer."""
-        out = bytearray(size)
-        view = memoryview(out)
-        view[: len(head)] = head
-        got = len(head)
-        recv_into = self.sock.recv_into
-        while got < size:
-            k = recv_into(view[got:], size - got)
-            if not k:
-                raise ConnectionError("raw peer closed mid-frame")
-            got += k
-        return out
-
-    def recv(self, timeout: float) -> bytes | bytearray | None:
-        frames = self.frames
-        if frames:
-            return frames.popleft()
-        if not hasattr(self, "sock"):
-            self.listener.settimeout(timeout)
-            try:
-                self.sock, _ = self.listener.accept()
-            except TimeoutError:
-                return None
-        self.sock.settimeout(timeout)
-        while not frames:
-            try:
-                chunk = self.sock.recv(262144)
-            except TimeoutError:
-                return None
-            if not chunk:
-                return None
-            buf = self.buf + chunk if self.buf else chunk
-            off, n = 0, len(buf)
-            unpack = _LEN.unpack_from
-            append = frames.append
-            while n - off >= 4:
-                (size,) = unpack(buf, off)
-                end = off + 4 + size
-                if end > n:
-                    if size > 262144:
-                        append(self._fill_big(buf[off + 4 :], size))
-                        off = n
-                    break
-                append(buf[off + 4 : end])
-                off = end
-            self.buf = buf[off:]
-        return frames.popleft()
-
-    def stats(self) -> dict[str, Any]:
-        return {}
-
-    def close(self) -> None:
-        if hasattr(self, "sock"):
-            self.sock.close()
-        self.listener.close()
-
-
-class RawSender:
-    """Small frames batched into >= 64 KiB writes; large ones written as they are."""
-
-    def __init__(self) -> None:
-        self.out = bytearray()
-
-    def connect(self, port: int) -> None:
-        import socket
-
-        self.sock = socket.create_connection(("127.0.0.1", port))
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def send(self, data: bytes) -> None:
-        out = self.out
-        if len(data) >= 65536:
-            out += _LEN.pack(len(data))
-            self.sock.sendall(out)
-            out.clear()
-            self.sock.sendall(data)
-            return
-        out += _LEN.pack(len(data))
-        out += data
-        if len(out) >= 65536:
-            self.sock.sendall(out)
-            out.clear()
-
-    def flush(self) -> None:
-        if self.out:
-            self.sock.sendall(self.out)
-            self.out.clear()
-
-    def stats(self) -> dict[str, Any]:
-        return {}
-
-    def close(self) -> None:
-        self.flush()
-        self.sock.close()
 
 
 def receiver_for(lib: str) -> Any:
@@ -389,9 +274,7 @@ def inproc_pair(plan: list[tuple[int, int, float, float]]) -> None:
     for phase, (size, n, limit, deadline_s) in enumerate(plan):
         got: dict[str, Any] = {}
         reader = threading.Thread(
-            target=lambda p=phase, k=n, d=deadline_s, out=got: out.update(
-                receive_phase(r, p, k, d)
-            )
+            target=lambda p=phase, k=n, d=deadline_s, out=got: out.update(receive_phase(r, p, k, d))
         )
         reader.start()
         sent = send_phase(s, phase, size, n, limit)
@@ -490,9 +373,15 @@ def run(opts: Namespace) -> list[dict[str, Any]]:
             row.update(value=None, detail=f"failed: {str(exc).splitlines()[0][:150]}")
             rows.append(row)
             for size, group in bandwidth.items():
-                group.append({"scenario": f"pub/sub bandwidth {size_label(size)}",
-                              "library": display, "metric": "MB/s", "value": None,
-                              "detail": row["detail"]})
+                group.append(
+                    {
+                        "scenario": f"pub/sub bandwidth {size_label(size)}",
+                        "library": display,
+                        "metric": "MB/s",
+                        "value": None,
+                        "detail": row["detail"],
+                    }
+                )
             continue
         series: dict[int, float | None] = {}
         details: dict[int, str] = {}
@@ -501,8 +390,13 @@ def run(opts: Namespace) -> list[dict[str, Any]]:
         row.update(value=series.get(16 * MiB), series=series, series_detail=details)
         rows.append(row)
         for size, group in bandwidth.items():
-            b = {"scenario": f"pub/sub bandwidth {size_label(size)}", "library": display,
-                 "metric": "MB/s", "value": series[size], "detail": details[size]}
+            b = {
+                "scenario": f"pub/sub bandwidth {size_label(size)}",
+                "library": display,
+                "metric": "MB/s",
+                "value": series[size],
+                "detail": details[size],
+            }
             if lib == "yoton-inproc":
                 b["no_ratio"] = True
             if (size, lib) in TARGETS:
