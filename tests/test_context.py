@@ -20,25 +20,11 @@ import pytest
 from yoton2 import Yoton2Proc, run_yoton
 
 import yoton
-from yoton_core.testing import wait_for
+from yoton_core.testing import recv_n, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
 needs_sigstop = pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP")
-
-
-def recv_n(sub: yoton.SubChannel, n: int, timeout: float = 15.0) -> list[Any]:
-    """Receive exactly ``n`` messages (falsy ones included) or fail."""
-    out: list[Any] = []
-    deadline = time.monotonic() + timeout
-    while len(out) < n:
-        out.extend(sub.recv_all())
-        if len(out) >= n:
-            break
-        if time.monotonic() > deadline:
-            raise AssertionError(f"received only {len(out)} of {n} messages")
-        time.sleep(0.002)
-    return out
 
 
 def process_events_until(cond: Callable[[], Any], timeout: float = 10.0) -> None:

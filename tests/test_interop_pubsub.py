@@ -20,7 +20,7 @@ import pytest
 from yoton2 import Yoton2Proc, run_yoton2
 
 import yoton
-from yoton_core.testing import wait_for
+from yoton_core.testing import recv_n, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -225,20 +225,6 @@ class Peer:
 def peer() -> Iterator[Peer]:
     with run_yoton2(DRIVER, timeout=55) as proc:
         yield Peer(proc)
-
-
-def recv_n(sub: yoton.SubChannel, n: int, timeout: float = 10.0) -> list[Any]:
-    """Receive exactly ``n`` messages (falsy ones included) or fail."""
-    out: list[Any] = []
-    deadline = time.monotonic() + timeout
-    while len(out) < n:
-        out.extend(sub.recv_all())
-        if len(out) >= n:
-            break
-        if time.monotonic() > deadline:
-            raise AssertionError(f"received only {len(out)} of {n} messages")
-        time.sleep(0.002)
-    return out
 
 
 def link(peer: Peer, ctx: yoton.Context, we_bind: bool) -> yoton.Connection:

@@ -56,8 +56,8 @@ def wait_for(
         delay = min(delay * 2, 0.05)
 
 
-def recv_n(sub: SubChannel, n: int, timeout: float) -> list[Any]:
-    """Receive ``n`` messages (or fail saying how many arrived)."""
+def recv_n(sub: SubChannel, n: int, timeout: float = 15.0) -> list[Any]:
+    """Receive exactly ``n`` messages, falsy ones included (or fail saying how many arrived)."""
     out: list[Any] = []
     deadline = time.monotonic() + timeout
     while len(out) < n:

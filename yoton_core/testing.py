@@ -37,13 +37,14 @@ import traceback
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
-from ._conformance import CHECKS, ConformanceSkip, TransportUnderTest, wait_for
+from ._conformance import CHECKS, ConformanceSkip, TransportUnderTest, recv_n, wait_for
 
 __all__ = [
     "CHECKS",
     "ConformanceSkip",
     "TransportConformance",
     "TransportUnderTest",
+    "recv_n",
     "run_transport_conformance",
     "wait_for",
 ]
