@@ -19,6 +19,7 @@ from ._errors import ConnectionClosedError
 from ._events import Signal, post_event
 from ._hashing import normalize_slot, slot_hash
 from ._message_types import TEXT, MessageType
+from ._poller import Waker, borrow_wait
 from ._wire import Package
 
 if TYPE_CHECKING:
@@ -105,6 +106,9 @@ class BaseChannel:
         # One-shot wake-ups of async (trio) readers; see _async.py. Called, and
         # cleared, after deposits and on close. Guarded by _cond.
         self._async_waiters: list[Callable[[], object]] = []
+        # Threads waiting in recv() while reading the network themselves
+        # (_poller.borrow_wait); woken by deposits and close().
+        self._wakers: list[Waker] = []
         self.received = Signal()
         context._register_channel(self, self._slot_out, self._slot_in)
 
@@ -156,6 +160,7 @@ class BaseChannel:
         self._context._unregister_channel(self)
         with self._cond:
             self._cond.notify_all()
+        self._wake_borrowers()
         if self._async_waiters:
             self._fire_async_waiters()
         self._on_close()
@@ -200,12 +205,18 @@ class BaseChannel:
         if self._waiters:
             with self._cond:
                 self._cond.notify_all()
+        if self._wakers:
+            self._wake_borrowers()
         if not self._received_posted and self.received.has_handlers:
             self._received_posted = True
             post_event(self._emit_received)
         if self._async_waiters:
             self._fire_async_waiters()
         self._on_deposit()
+
+    def _wake_borrowers(self) -> None:
+        for waker in tuple(self._wakers):
+            waker.wake()
 
     def _fire_async_waiters(self) -> None:
         """Call (and forget) the registered async wake-ups; any thread."""
@@ -232,6 +243,9 @@ class BaseChannel:
 
     # -- receiving (user side) ------------------------------------------------------
 
+    def _input_ready(self) -> bool:
+        return bool(self._queue) or self._closed
+
     def _recv(self, block: Any) -> Package | None:
         """Pop the next package, waiting as ``block`` says; None when there is none."""
         q = self._queue
@@ -244,25 +258,39 @@ class BaseChannel:
         if wait == 0.0:
             return None
         deadline = None if wait is None else time.monotonic() + wait
+        while True:
+            if self._closed and not q:
+                return None
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            # Read the network ourselves if we can (no hand-off between
+            # threads); else sleep until a deposit wakes us.
+            got = borrow_wait(self._context, self._wakers, self._input_ready, left)
+            if got is None:
+                self._wait_cond(deadline)
+            try:
+                return q.popleft()
+            except IndexError:  # timed out, closed, or another reader took it
+                pass
+        try:
+            return q.popleft()
+        except IndexError:
+            return None
+
+    def _wait_cond(self, deadline: float | None) -> None:
+        """Sleep until the inbox has something, the channel closes, or ``deadline``."""
+        q = self._queue
         with self._cond:
             self._waiters += 1
             try:
-                while not q:
-                    if self._closed:
-                        return None
+                while not q and not self._closed:
                     if deadline is None:
                         self._cond.wait()
                     else:
                         remaining = deadline - time.monotonic()
                         if remaining <= 0:
-                            return None
+                            return
                         self._cond.wait(remaining)
             finally:
                 self._waiters -= 1
-        try:
-            return q.popleft()
-        except IndexError:  # another reader took it; try again within the time left
-            if deadline is None:
-                return self._recv(True)
-            left = deadline - time.monotonic()
-            return self._recv(left) if left > 0 else None

@@ -19,10 +19,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
+
+from ._poller import in_io_role
 
 __all__ = ["Engine", "get_engine"]
 
@@ -78,7 +81,7 @@ class Engine:
     async def _ticker(self) -> None:
         while True:
             await trio.sleep(TICK_INTERVAL)
-            now = trio.current_time()
+            now = time.monotonic()  # the clock of every ``_tick``, in any thread
             for obj in list(self._tickers):
                 try:
                     obj._tick(now)
@@ -96,6 +99,12 @@ class Engine:
     def in_engine_thread(self) -> bool:
         """True when called from the engine's own thread."""
         return threading.get_ident() == self._ident
+
+    def in_io_thread(self) -> bool:
+        """True in the engine's thread and in any thread reading packages for
+        yoton (the poller, or a thread that borrowed sockets): such a thread
+        must never block waiting for the network."""
+        return threading.get_ident() == self._ident or in_io_role()
 
     def run_sync_soon(self, fn: Callable[..., object], *args: object) -> None:
         """Schedule ``fn(*args)`` in the engine thread; thread-safe, never blocks."""

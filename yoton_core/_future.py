@@ -31,6 +31,7 @@ from . import _errors
 from ._errors import CancelledError, YotonError
 from ._errors import TimeoutError as YotonTimeoutError
 from ._eventloop import InvalidArgumentError, post_event, run_event
+from ._poller import Waker, borrow_wait
 
 if TYPE_CHECKING:
     from ._reqrep import ReqChannel
@@ -196,7 +197,10 @@ class Future:
         self._state = PENDING
         self._result: Any = None
         self._exception: BaseException | None = None
-        self._cond = threading.Condition(threading.Lock())
+        # Guards the state. A Condition on it is made only when a thread must
+        # sleep in result() without reading the network itself (most never do).
+        self._lock = threading.Lock()
+        self._cond: threading.Condition | None = None
         self._callbacks: list[Callable[[Future], object]] = []
         self._hooks: list[Callable[[Future], object]] = []
         self._auto_cancel_timeout = (
@@ -204,6 +208,9 @@ class Future:
             else DEFAULT_AUTO_CANCEL_TIMEOUT
         )
         self._replier_id = 0
+        # Threads waiting in result() while reading the network themselves
+        # (_poller.borrow_wait); woken when the Future completes.
+        self._wakers: list[Waker] = []
 
     # -- state ------------------------------------------------------------------
 
@@ -239,15 +246,27 @@ class Future:
 
     # -- waiting ----------------------------------------------------------------
 
+    def _done_now(self) -> bool:
+        return self._state >= CANCELLED
+
     def _wait(self, timeout: float | None) -> bool:
         if self._state >= CANCELLED:
             return True
-        with self._cond:
+        channel = self._channel
+        if channel is not None:
+            # Read the reply ourselves if we can: no hand-off between threads.
+            done = borrow_wait(channel._context, self._wakers, self._done_now, timeout)
+            if done is not None:
+                return done
+        with self._lock:
+            cond = self._cond
+            if cond is None:
+                cond = self._cond = threading.Condition(self._lock)
             if timeout is None:
                 while self._state < CANCELLED:
-                    self._cond.wait(_WAIT_CHUNK)
+                    cond.wait(_WAIT_CHUNK)
                 return True
-            return self._cond.wait_for(lambda: self._state >= CANCELLED, timeout)
+            return cond.wait_for(self._done_now, timeout)
 
     def _timeout_error(self, timeout: float | None) -> YotonTimeoutError:
         return YotonTimeoutError(
@@ -364,7 +383,7 @@ class Future:
         Raises:
             RuntimeError: the Future is already running or done.
         """
-        with self._cond:
+        with self._lock:
             if self._state == CANCELLED:
                 return False
             if self._state == PENDING:
@@ -374,7 +393,7 @@ class Future:
 
     def _revert_to_pending(self) -> bool:
         """A tentative replier declined: the request is looking for one again."""
-        with self._cond:
+        with self._lock:
             if self._state == RUNNING:
                 self._state = PENDING
                 return True
@@ -416,15 +435,19 @@ class Future:
 
         With ``only_pending`` (cancelling) a running Future is left alone too.
         """
-        with self._cond:
+        with self._lock:
             if self._state >= CANCELLED or (only_pending and self._state != PENDING):
                 return False
             self._state = state
             self._result = result
             self._exception = exception
-            self._cond.notify_all()
+            if self._cond is not None:
+                self._cond.notify_all()
             callbacks, self._callbacks = self._callbacks, []
             hooks, self._hooks = self._hooks, []
+        if self._wakers:
+            for waker in tuple(self._wakers):
+                waker.wake()
         for hook in hooks:
             run_event(hook, (self,), {})
         for fn in callbacks:
@@ -442,7 +465,7 @@ class Future:
         """
         if not callable(fn):
             raise InvalidArgumentError(f"add_done_callback needs a callable, got {fn!r}")
-        with self._cond:
+        with self._lock:
             if self._state < CANCELLED:
                 self._callbacks.append(fn)
                 return
@@ -454,7 +477,7 @@ class Future:
         Called at once (in this thread) if the Future is already done. For
         bridges such as the trio face; ``fn`` must be quick and must not block.
         """
-        with self._cond:
+        with self._lock:
             if self._state < CANCELLED:
                 self._hooks.append(fn)
                 return

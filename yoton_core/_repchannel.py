@@ -28,6 +28,7 @@ from ._engine import get_engine
 from ._errors import ConnectionClosedError
 from ._eventloop import post_event
 from ._message_types import OBJECT, decode_object, encode_object
+from ._poller import borrow_wait
 from ._reqrep_wire import (
     DIRECT_ACK_DELAY,
     NEW_STYLE,
@@ -192,6 +193,7 @@ class RepChannel(BaseChannel):
             self._mode_gen += 1
             gen = self._mode_gen
             self._cond.notify_all()  # workers of the previous thread mode exit
+            self._wake_borrowers()
             self._pump_locked(time.monotonic(), out)
             post = self._wake_locked()
         if m == MODE_THREAD and not self._closed:
@@ -209,6 +211,7 @@ class RepChannel(BaseChannel):
             return False
         if self._mode == MODE_THREAD:
             self._cond.notify_all()
+            self._wake_borrowers()
         elif self._mode == MODE_EVENT and not self._event_posted:
             self._event_posted = True
             return True
@@ -216,7 +219,15 @@ class RepChannel(BaseChannel):
 
     def _worker(self, gen: int) -> None:
         cond = self._cond
+
+        def ready() -> bool:
+            return bool(self._work) or gen != self._mode_gen or self._closed
+
         while True:
+            if not ready():
+                # Idle: read the network ourselves if we can, so that a request
+                # is routed, and then run, in this thread (_poller.py).
+                borrow_wait(self._context, self._wakers, ready, 5.0)
             with cond:
                 while gen == self._mode_gen and not self._closed and not self._work:
                     cond.wait(5.0)
@@ -483,6 +494,7 @@ class RepChannel(BaseChannel):
         with self._cond:
             self._mode_gen += 1
             self._cond.notify_all()
+            self._wake_borrowers()
             queued, self._work = list(self._work), deque()
             for work in queued:
                 self._work_keys.discard((work.requester, work.rid))

@@ -20,6 +20,7 @@ import collections
 import logging
 import os
 import socket
+import time
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -36,8 +37,19 @@ from ._engine import get_engine
 from ._errors import HandshakeError, ProtocolError
 from ._errors import TimeoutError as YotonTimeoutError
 from ._handshake import Handshake
+from ._poller import AVAILABLE as POLLER_AVAILABLE
+from ._poller import CHUNK, MAX_CHUNK, SocketReader, get_poller, in_io_role
 from ._stream_queue import StreamQueue
-from ._wire import CLOSE_BYTES, CONTROL, HEADER, HEARTBEAT_BYTES, FrameDecoder, Package
+from ._wire import (
+    CLOSE_BYTES,
+    CONTROL,
+    HEADER,
+    HEARTBEAT_BYTES,
+    CloseRequest,
+    ConnectionMessage,
+    FrameDecoder,
+    Package,
+)
 
 if TYPE_CHECKING:
     from ._context import Context
@@ -72,6 +84,9 @@ class StreamConnection(StreamQueue, Connection):
     max_pending_handshakes: int = 16
     #: Let user threads write to an idle socket themselves (see _stream_queue.py).
     direct_writes: bool = True
+    #: Read a plain socket outside trio, in the poller thread or in the thread
+    #: that waits for the data (see _poller.py); else trio's receive loop reads.
+    poll_reads: bool = POLLER_AVAILABLE
 
     def __init__(self, context: Context, name: str = "") -> None:
         super().__init__(context, name)
@@ -81,9 +96,12 @@ class StreamConnection(StreamQueue, Connection):
         self._graceful = False
         self._close_sent = False
         self._end_reason: str | None = None
-        self._last_rx = 0.0
+        self._last_rx = 0.0  # time.monotonic() of the last receive / send
         self._last_tx = 0.0
         self._timed_out = False
+        self._decoder = FrameDecoder(context._max_message_size)
+        self._reader: SocketReader | None = None  # while the poller reads us
+        self._serve_scope: trio.CancelScope | None = None
         self._hb_due = False
         if context._handshake_timeout is not None:  # Context(handshake_timeout=...)
             self.handshake_timeout = context._handshake_timeout
@@ -308,7 +326,7 @@ class StreamConnection(StreamQueue, Connection):
 
     def _establish(self, status: int) -> None:
         """Become connected: register with the context (engine thread)."""
-        now = trio.current_time()
+        now = time.monotonic()
         self._last_rx = self._last_tx = now
         self._send_event = trio.Event()
         if self._end_reason is None:
@@ -324,15 +342,31 @@ class StreamConnection(StreamQueue, Connection):
                 elif self._end_reason is not None:  # closed while establishing
                     return
                 self._engine.add_ticker(self)
+                plain = self._plain_socket(stream)
                 if not self._graceful:
-                    self._enable_direct(self._plain_socket(stream) if self.direct_writes else None)
+                    self._enable_direct(plain if self.direct_writes else None)
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._receiver_loop, stream, leftover, nursery.cancel_scope)
+                    self._serve_scope = nursery.cancel_scope
+                    if plain is None or not self.poll_reads:
+                        nursery.start_soon(
+                            self._receiver_loop, stream, leftover, nursery.cancel_scope
+                        )
+                    elif not leftover or self._receive(leftover):
+                        # From here on the poller thread, or a thread waiting
+                        # for data, reads the socket (_poller.py).
+                        poller = get_poller()
+                        self._reader = SocketReader(self, plain, poller)
+                        poller.add(self._reader)
+                    else:
+                        nursery.cancel_scope.cancel()
                     await self._sender_loop(stream)
                     nursery.cancel_scope.cancel()
         finally:
             self._engine.remove_ticker(self)
             self._enable_direct(None)  # no user thread may write from here on
+            reader, self._reader = self._reader, None
+            if reader is not None:
+                reader.stop()  # nor read: the socket is closed below
             with trio.CancelScope(shield=True):
                 with trio.move_on_after(CLOSE_GRACE):
                     if self._close_sent:
@@ -360,12 +394,12 @@ class StreamConnection(StreamQueue, Connection):
                 if partial is not None:
                     await stream.send_all(partial)
                     self._partial_written()
-                    self._last_tx = trio.current_time()
+                    self._last_tx = time.monotonic()
                     self._after_drain()
                 if not q and self._hb_due and not self._graceful:
                     self._hb_due = False
                     await stream.send_all(HEARTBEAT_BYTES)
-                    self._last_tx = trio.current_time()
+                    self._last_tx = time.monotonic()
                 while q or not (self._graceful or self._stop_writing()):
                     parts: list[bytes] = []
                     size = 0
@@ -392,7 +426,7 @@ class StreamConnection(StreamQueue, Connection):
                     self._n_sent += count
                     self._b_sent += size
                     self._written += count
-                    self._last_tx = trio.current_time()
+                    self._last_tx = time.monotonic()
                     self._after_drain()
                 if self._graceful:
                     self._enable_direct(None)  # nothing may follow CLOSE
@@ -403,58 +437,103 @@ class StreamConnection(StreamQueue, Connection):
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._end(f"Other end dropped the connection ({_exc_text(exc)}).")
 
-    async def _receiver_loop(
-        self, stream: trio.abc.Stream, leftover: bytes, scope: trio.CancelScope
-    ) -> None:
-        decoder = FrameDecoder(self._context._max_message_size)
-        recv = self._context._recv_packages
-        size = 65536
-        # A plain socket is read directly: trio's SocketStream layers cost
-        # ~10 us per wake-up, a fifth of a request/reply round trip.
-        sock = self._plain_socket(stream)
-        wait_readable = trio.lowlevel.wait_readable
+    # -- receiving -------------------------------------------------------------
+
+    def _receive(self, data: bytes) -> bool:
+        """Decode and route one chunk read from the stream.
+
+        Called by one thread at a time: trio's receive loop, or whichever
+        thread holds the socket reader's lock (_poller.py).
+
+        Returns:
+            False when the connection must end (the reason is set).
+        """
+        self._last_rx = time.monotonic()
+        if self._timed_out:
+            self._timed_out = False
+            self.timedout.emit(self, False)
+        self._b_recv += len(data)
+        route = self._context._recv_packages
         try:
-            data = leftover
-            while True:
-                if data:
-                    self._last_rx = trio.current_time()
-                    if self._timed_out:
-                        self._timed_out = False
-                        self.timedout.emit(self, False)
-                    self._b_recv += len(data)
-                    items = decoder.feed(data)
-                    if items:
-                        pkgs = [it for it in items if it.__class__ is Package]
-                        if len(pkgs) != len(items) and self._control(items, pkgs):
-                            if pkgs:
-                                recv(self, pkgs)
-                            self._end("Closed from other end.")
-                            return
-                        if pkgs:
-                            self._n_recv += len(pkgs)
-                            recv(self, pkgs)
-                    size = 1 << 20 if decoder.buffered > 65536 else 65536
-                if sock is None:
-                    data = await stream.receive_some(size)
-                else:
-                    await wait_readable(sock)  # the checkpoint (trio's receive_some has one too)
-                    try:
-                        data = sock.recv(size)
-                    except (BlockingIOError, InterruptedError):
-                        data = b""
-                        continue
-                if not data:
-                    decoder.eof()
-                    self._end("Other end dropped the connection.")
-                    return
+            items = self._decoder.feed(data)
         except ProtocolError as exc:
             # Packages decoded before the bad bytes in the same chunk are valid:
             # deliver them, then close with the reason.
             good = [it for it in getattr(exc, "items", ()) if it.__class__ is Package]
             if good:
                 self._n_recv += len(good)
-                recv(self, good)
+                route(self, good)
             self._end(exc.reason)
+            return False
+        if items:
+            if self._decoder.controls:  # heartbeats, close requests, ...
+                pkgs = [it for it in items if it.__class__ is Package]
+            else:
+                pkgs = items
+            if len(pkgs) != len(items) and self._control(items, pkgs):
+                if pkgs:
+                    self._n_recv += len(pkgs)
+                    route(self, pkgs)
+                self._end("Closed from other end.")
+                return False
+            if pkgs:
+                self._n_recv += len(pkgs)
+                route(self, pkgs)
+        return True
+
+    def _read_size(self) -> int:
+        """How many bytes to ask for in the next read."""
+        missing = self._decoder.missing
+        if missing <= CHUNK:
+            return CHUNK
+        # A large payload: read as much of it as the OS has in one call.
+        return missing if missing < MAX_CHUNK else MAX_CHUNK
+
+    def _receive_end(self, exc: BaseException | None, eof: bool) -> None:
+        """Reading stopped (the reader's thread): end the connection."""
+        if eof:
+            try:
+                self._decoder.eof()
+            except ProtocolError as err:
+                self._end(err.reason)
+            else:
+                self._end("Other end dropped the connection.")
+        elif isinstance(exc, OSError):
+            self._end(f"Other end dropped the connection ({_exc_text(exc)}).")
+        elif exc is not None:
+            self._end(f"Error while receiving: {_exc_text(exc)}")
+        self._engine.run_sync_soon(self._cancel_serve)
+
+    def _cancel_serve(self) -> None:
+        scope = self._serve_scope
+        if scope is not None:
+            scope.cancel()
+
+    async def _receiver_loop(
+        self, stream: trio.abc.Stream, leftover: bytes, scope: trio.CancelScope
+    ) -> None:
+        """Receive in trio (streams that are not a plain socket, or no epoll)."""
+        # A plain socket is read directly: trio's SocketStream layers cost
+        # ~10 us per wake-up.
+        sock = self._plain_socket(stream)
+        wait_readable = trio.lowlevel.wait_readable
+        try:
+            data = leftover
+            while True:
+                if data and not self._receive(data):
+                    return
+                if sock is None:
+                    data = await stream.receive_some(self._read_size())
+                else:
+                    await wait_readable(sock)  # the checkpoint (trio's receive_some has one too)
+                    try:
+                        data = sock.recv(self._read_size())
+                    except (BlockingIOError, InterruptedError):
+                        data = b""
+                        continue
+                if not data:
+                    self._receive_end(None, eof=True)
+                    return
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._end(f"Other end dropped the connection ({_exc_text(exc)}).")
         finally:
@@ -465,8 +544,6 @@ class StreamConnection(StreamQueue, Connection):
 
         Packages after a close request are ignored, and so they are removed.
         """
-        from ._wire import CloseRequest, ConnectionMessage
-
         for i, it in enumerate(items):
             if isinstance(it, CloseRequest):
                 keep = sum(1 for x in items[:i] if x.__class__ is Package)
@@ -502,7 +579,8 @@ class StreamConnection(StreamQueue, Connection):
             self._close_in_engine(notify_peer)
         else:
             self._engine.run_sync_soon(self._close_in_engine, notify_peer)
-            self._closed_event.wait(CLOSE_GRACE + 1.0)
+            if not in_io_role():  # a thread that reads for us must not wait for us
+                self._closed_event.wait(CLOSE_GRACE + 1.0)
 
     def _close_in_engine(self, notify_peer: bool) -> None:
         scope = self._scope

@@ -251,7 +251,7 @@ class StreamQueue:
         q = self._outq
         if len(q) < HIGH_WATER_PACKAGES and self._queued_bytes < HIGH_WATER_BYTES:
             return
-        if self._congested or self._status < STATUS_HOSTING or self._engine.in_engine_thread():
+        if self._congested or self._status < STATUS_HOSTING or self._engine.in_io_thread():
             return
         with self._flush_cond:
             self._drain_waiters += 1

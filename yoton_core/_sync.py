@@ -224,7 +224,7 @@ def pub_wake(pub: PubChannel) -> None:
 
 def pub_wait(pub: PubChannel) -> None:
     """Block the sending thread while some sync-mode subscriber is full."""
-    if get_engine().in_engine_thread():
+    if get_engine().in_io_thread():
         return  # never block the IO loop: it is what delivers the "ok"
     cond = pub._sync_cond
     blocked = pub._sync_blocked

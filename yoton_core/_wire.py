@@ -229,7 +229,7 @@ class FrameDecoder:
             the header arrives, before anything is buffered for the payload.
     """
 
-    __slots__ = ("_max", "_tail", "_head", "_parts", "_have", "_need", "_error")
+    __slots__ = ("_max", "_tail", "_head", "_parts", "_have", "_need", "_error", "controls")
 
     def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         if not isinstance(max_message_size, int) or max_message_size < 0:
@@ -241,6 +241,16 @@ class FrameDecoder:
         self._have = 0  # bytes in _parts
         self._need = 0  # payload length of _head
         self._error: str | None = None
+        #: How many of the items returned by the last :meth:`feed` are not
+        #: :class:`Package` (so a caller can skip looking for them).
+        self.controls = 0
+
+    @property
+    def missing(self) -> int:
+        """Bytes still missing from the payload being collected (0 if none)."""
+        if self._head is not None:
+            return self._need - self._have
+        return 0
 
     @property
     def buffered(self) -> int:
@@ -280,6 +290,7 @@ class FrameDecoder:
         _control, slot, sid, sseq, did, dseq, _length = head  # type: ignore[misc]
         if slot == SLOT_DUMMY:
             out.append(ConnectionMessage(payload))
+            self.controls += 1
         else:
             out.append(Package(payload, slot, sid, sseq, did, dseq))
         return rest
@@ -295,10 +306,12 @@ class FrameDecoder:
         if type(data) is not bytes:
             data = bytes(data)
         out: list[Item] = []
+        self.controls = 0
         if self._head is not None:
             data = self._finish_payload(data, out)
             if not data:
                 return out
+        controls_before = self.controls
         if self._tail:
             data = self._tail + data
             self._tail = b""
@@ -308,36 +321,41 @@ class FrameDecoder:
         off = 0
         append = out.append
         pkg = Package
-        hsize = HEADER_SIZE
         control_word = CONTROL
-        while n - off >= hsize:
+        controls = controls_before
+        while n - off >= 56:  # HEADER_SIZE
             control, slot, sid, sseq, did, dseq, length = unpack(data, off)
-            if control != control_word:
-                raise self._fail(_bad_control(data[off : off + 8]), out)
-            if length > limit:
+            start = off + 56
+            end = start + length
+            if control != control_word or length > limit:
+                self.controls = controls
+                if control != control_word:
+                    raise self._fail(_bad_control(data[off : off + 8]), out)
                 raise self._fail(
                     f"Package of {length} bytes exceeds the maximum message size of {limit} bytes.",
                     out,
                 )
-            start = off + hsize
-            end = start + length
             if end > n:
                 # Header complete, payload not: collect the payload in parts.
                 self._head = (control, slot, sid, sseq, did, dseq, length)
                 self._need = length
                 self._have = n - start
                 self._parts = [data[start:]] if n > start else []
+                self.controls = controls
                 return out
-            if length:
-                if slot == 1:  # SLOT_DUMMY
-                    append(ConnectionMessage(data[start:end]))
-                else:
-                    append(pkg(data[start:end], slot, sid, sseq, did, dseq))
+            if length and slot != 1:  # a package (slot 1 is SLOT_DUMMY)
+                append(pkg(data[start:end], slot, sid, sseq, did, dseq))
+            elif length:
+                append(ConnectionMessage(data[start:end]))
+                controls += 1
             elif sseq == 0:
                 append(HEARTBEAT)
+                controls += 1
             elif sseq == 1:
                 append(CLOSE_REQUEST)
+                controls += 1
             off = end
+        self.controls = controls
         if off < n:
             tail = data[off:]
             # Fail early on garbage shorter than a header (e.g. an HTTP request).
