@@ -185,6 +185,13 @@ class Future:
         request_id: The id of the request within its channel.
     """
 
+    # One is made per request: slots keep it small and quick to build.
+    __slots__ = (
+        "_channel", "_request_id", "_request", "_state", "_result", "_exception", "_lock",
+        "_cond", "_callbacks", "_hooks", "_auto_cancel_timeout", "_replier_id", "_wakers",
+        "__weakref__",
+    )
+
     def __init__(
         self,
         req_channel: ReqChannel | None = None,
@@ -201,8 +208,10 @@ class Future:
         # sleep in result() without reading the network itself (most never do).
         self._lock = threading.Lock()
         self._cond: threading.Condition | None = None
-        self._callbacks: list[Callable[[Future], object]] = []
-        self._hooks: list[Callable[[Future], object]] = []
+        # Done-callbacks (via the event loop) and hooks (in the completing
+        # thread); lists only once someone adds one.
+        self._callbacks: list[Callable[[Future], object]] | None = None
+        self._hooks: list[Callable[[Future], object]] | None = None
         self._auto_cancel_timeout = (
             req_channel._default_future_timeout if req_channel is not None
             else DEFAULT_AUTO_CANCEL_TIMEOUT
@@ -443,15 +452,17 @@ class Future:
             self._exception = exception
             if self._cond is not None:
                 self._cond.notify_all()
-            callbacks, self._callbacks = self._callbacks, []
-            hooks, self._hooks = self._hooks, []
+            callbacks, self._callbacks = self._callbacks, None
+            hooks, self._hooks = self._hooks, None
         if self._wakers:
             for waker in tuple(self._wakers):
                 waker.wake()
-        for hook in hooks:
-            run_event(hook, (self,), {})
-        for fn in callbacks:
-            post_event(fn, self)
+        if hooks:
+            for hook in hooks:
+                run_event(hook, (self,), {})
+        if callbacks:
+            for fn in callbacks:
+                post_event(fn, self)
         return True
 
     # -- callbacks --------------------------------------------------------------
@@ -467,6 +478,8 @@ class Future:
             raise InvalidArgumentError(f"add_done_callback needs a callable, got {fn!r}")
         with self._lock:
             if self._state < CANCELLED:
+                if self._callbacks is None:
+                    self._callbacks = []
                 self._callbacks.append(fn)
                 return
         run_event(fn, (self,), {})
@@ -479,6 +492,8 @@ class Future:
         """
         with self._lock:
             if self._state < CANCELLED:
+                if self._hooks is None:
+                    self._hooks = []
                 self._hooks.append(fn)
                 return
         run_event(fn, (self,), {})

@@ -200,12 +200,25 @@ def _encode(obj: Any, out: list[bytes], depth: int) -> None:
         if depth >= MAX_DEPTH:
             raise _too_deep()
         n = len(obj)
+        append = out.append
         if n < 255:
-            out.append(_L[n] if t is list else _T[n])
+            append(_L[n] if t is list else _T[n])
         else:
-            out.append((b"l\xff" if t is list else b"t\xff") + _Q.pack(n))
+            append((b"l\xff" if t is list else b"t\xff") + _Q.pack(n))
+        depth += 1
         for item in obj:
-            _encode(item, out, depth + 1)
+            # Short strings and None inline: most items are (saves a call each).
+            ti = type(item)
+            if ti is str:
+                b = item.encode("utf-8")
+                if len(b) < 255:
+                    append(_S[len(b)])
+                    append(b)
+                    continue
+            elif item is None:
+                append(b"n")
+                continue
+            _encode(item, out, depth)
     elif t is dict:
         if depth >= MAX_DEPTH:
             raise _too_deep()
@@ -275,7 +288,11 @@ def _decode(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
     tag = data[pos]
     pos += 1
     if tag == 0x73:  # s
-        n, pos = _read_count(data, pos)
+        n = data[pos]
+        if n < 255:
+            pos += 1
+        else:
+            n, pos = _read_count(data, pos)
         end = pos + n
         if end > len(data):
             raise _Truncated
@@ -300,8 +317,16 @@ def _decode(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
             raise MessageDecodeError(f"Object message nests deeper than {MAX_DEPTH} levels.")
         items = []
         append = items.append
+        depth += 1
         for _ in range(n):
-            item, pos = _decode(data, pos, depth + 1)
+            if data[pos] == 0x73 and data[pos + 1] < 255:  # a short str, inline
+                end = pos + 2 + data[pos + 1]
+                if end > len(data):
+                    raise _Truncated
+                append(str(data[pos + 2 : end], "utf-8"))
+                pos = end
+                continue
+            item, pos = _decode(data, pos, depth)
             append(item)
         return (items if tag == 0x6C else tuple(items)), pos
     if tag == 0x64:  # d

@@ -55,6 +55,9 @@ PING_INTERVAL = 2.0
 #: ...and fail the request after this much silence.
 PING_TIMEOUT = 10.0
 
+#: Remote methods remembered per channel (so ``req.name`` is a plain lookup).
+_MAX_CACHED_METHODS = 256
+
 SEEKING = 0  # looking for a replier (Future pending)
 OFFERED = 1  # sent directly to a replier, no word back yet (Future running)
 ASSIGNED = 2  # a replier has it (Future running)
@@ -152,12 +155,17 @@ class ReqChannel(BaseChannel):
         self._incoming: deque[Package] = deque()
         self._fast: dict[int, float] = {}  # new-style replier id -> no direct offer before
         self._ticking = False
+        self._n_cached = 0
         super().__init__(context, slot_base, OBJECT)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        return _RemoteMethod(self, name)
+        method = _RemoteMethod(self, name)
+        if self._n_cached < _MAX_CACHED_METHODS:  # later lookups skip __getattr__
+            self._n_cached += 1
+            self.__dict__[name] = method
+        return method
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._items)} requests in flight"
@@ -210,7 +218,8 @@ class ReqChannel(BaseChannel):
         """A known new-style replier with none of our requests in flight, or 0."""
         if not self._fast:
             return 0
-        busy = {it.replier for it in self._items.values() if it.state != SEEKING}
+        items = self._items
+        busy = {it.replier for it in items.values() if it.state != SEEKING} if items else ()
         for replier, not_before in self._fast.items():
             if now >= not_before and replier not in busy:
                 # Rotate, so that several free repliers share the work.

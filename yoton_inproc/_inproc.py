@@ -328,7 +328,7 @@ class InprocConnection(Connection):
         q = self._outq
         if len(q) < HIGH_WATER_PACKAGES or self._congested:
             return
-        if self._status < STATUS_HOSTING or self._engine.in_engine_thread():
+        if self._status < STATUS_HOSTING or self._engine.in_io_thread():
             return
         ok = self._wait(
             lambda: not self._congestion_check or self._status < STATUS_HOSTING,
