@@ -42,6 +42,7 @@ from ._plugins import plugin_manager, transports
 from ._pubsub import PubChannel, SubChannel, select_sub_channel
 from ._repchannel import RepChannel
 from ._reqrep import ReqChannel
+from ._simplesocket import SimpleSocket
 from ._state import StateChannel
 from ._stream import StreamConnection
 from ._wire import Package
@@ -74,6 +75,7 @@ __all__ = [
     "ReqChannel",
     "RequestServer",
     "Signal",
+    "SimpleSocket",
     "StateChannel",
     "StreamConnection",
     "SubChannel",
