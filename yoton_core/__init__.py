@@ -34,6 +34,7 @@ from ._events import (
     start_event_loop,
     stop_event_loop,
 )
+from ._filewrapper import FileWrapper
 from ._future import Future, RemoteError
 from ._hashing import port_hash, slot_hash
 from ._hookspecs import hookimpl, hookspec
@@ -61,6 +62,7 @@ __all__ = [
     "ConnectionCollection",
     "ConnectionStatistics",
     "Context",
+    "FileWrapper",
     "Future",
     "HandshakeError",
     "MessageDecodeError",
