@@ -79,8 +79,12 @@ def finished(t: threading.Thread, out: list[Any]) -> Any:
 
 
 def parked(sub: yoton.SubChannel) -> Callable[[], bool]:
-    """True once a reader is waiting inside ``sub`` (blocked, not polling past it)."""
-    return lambda: sub._waiters > 0
+    """True once a reader is waiting inside ``sub`` (blocked, not polling past it).
+
+    A waiting reader is counted in ``_waiters`` while it sleeps on the inbox,
+    or has a waker in ``_wakers`` while it reads the sockets itself.
+    """
+    return lambda: sub._waiters > 0 or bool(getattr(sub, "_wakers", ()))
 
 
 # == SimpleSocket ==================================================================
