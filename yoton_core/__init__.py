@@ -34,6 +34,7 @@ from ._events import (
     start_event_loop,
     stop_event_loop,
 )
+from ._filewrapper import FileWrapper
 from ._future import Future, RemoteError
 from ._hashing import port_hash, slot_hash
 from ._hookspecs import hookimpl, hookspec
@@ -42,6 +43,7 @@ from ._plugins import plugin_manager, transports
 from ._pubsub import PubChannel, SubChannel, select_sub_channel
 from ._repchannel import RepChannel
 from ._reqrep import ReqChannel
+from ._simplesocket import SimpleSocket
 from ._state import StateChannel
 from ._stream import StreamConnection
 from ._wire import Package
@@ -60,6 +62,7 @@ __all__ = [
     "ConnectionCollection",
     "ConnectionStatistics",
     "Context",
+    "FileWrapper",
     "Future",
     "HandshakeError",
     "MessageDecodeError",
@@ -74,6 +77,7 @@ __all__ = [
     "ReqChannel",
     "RequestServer",
     "Signal",
+    "SimpleSocket",
     "StateChannel",
     "StreamConnection",
     "SubChannel",
