@@ -79,6 +79,15 @@ class JoinWatch:
         with self._lock:
             return self._done == self._started
 
+    def wait_handled(self, handled: Iterable[tuple[yoton.Context, yoton.Context]]) -> None:
+        """Wait until the StateChannel of each ``context`` handled ``joiner``'s NEW_CONNECTION.
+
+        ``handled``: (context, joiner) pairs. The channel must exist before the
+        NEW_CONNECTION arrives, i.e. before ``joiner`` connects.
+        """
+        want = {(ctx.id, joiner.id) for ctx, joiner in handled}
+        wait_until(lambda: self._all_handled(want), GENEROUS, "NEW_CONNECTION to be handled")
+
     def settle(
         self,
         handled: Iterable[tuple[yoton.Context, yoton.Context]],
@@ -93,8 +102,7 @@ class JoinWatch:
             senders: every context whose StateChannel may re-send.
             receivers: where the re-sends must have arrived.
         """
-        want = {(ctx.id, joiner.id) for ctx, joiner in handled}
-        wait_until(lambda: self._all_handled(want), GENEROUS, "NEW_CONNECTION to be handled")
+        self.wait_handled(handled)
         wait_until(self._idle, GENEROUS, "the delayed re-sends to be done")
         senders, receivers = list(senders), list(receivers)
         subs = [self._marker_sub(ctx) for ctx in receivers]
@@ -195,12 +203,24 @@ def test_state_goes_both_ways_and_emits_received(contexts):
     assert got == ["green"]  # b's own send does not emit received at b
 
 
-def test_empty_message_is_ignored(contexts):
-    """2.x raised AttributeError for send("") after a non-empty state (item 9)."""
+def _joined_pair(contexts, watch):  # type: ignore[no-untyped-def]
+    """Two contexts with a StateChannel "s" each, b connected to a, the join over.
+
+    The binding end answers NEW_CONNECTION with its state (send_last): when
+    that comes after the test's first send, it is one more package. The
+    channels exist before the join, and the join is over before we return.
+    """
     a, b = new(contexts, 2)
-    join(a, b)
     sa = yoton.StateChannel(a, "s")
     sb = yoton.StateChannel(b, "s")
+    join(a, b)
+    watch.wait_handled([(a, b)])
+    return a, b, sa, sb
+
+
+def test_empty_message_is_ignored(contexts, watch):
+    """2.x raised AttributeError for send("") after a non-empty state (item 9)."""
+    a, _b, sa, sb = _joined_pair(contexts, watch)
     sa.send("value")
     wait_until(lambda: sb.recv() == "value")
     sent = a.statistics()["sent"]
@@ -211,11 +231,8 @@ def test_empty_message_is_ignored(contexts):
     assert a.statistics()["sent"] == sent  # nothing went out
 
 
-def test_an_unchanged_state_is_not_sent_again_but_send_last_does(contexts):
-    a, b = new(contexts, 2)
-    join(a, b)
-    sa = yoton.StateChannel(a, "s")
-    sb = yoton.StateChannel(b, "s")
+def test_an_unchanged_state_is_not_sent_again_but_send_last_does(contexts, watch):
+    _a, _b, sa, sb = _joined_pair(contexts, watch)
     arrivals = count_arrivals(sb)
     sa.send("x")
     wait_until(lambda: sb.recv() == "x")
@@ -340,11 +357,8 @@ def test_two_networks_with_different_states_agree_after_joining(contexts, watch,
     assert [ch.recv() for ch in xs + ys] == ["new"] * 4  # and it stays that way
 
 
-def test_a_stale_resend_does_not_undo_a_newer_state(contexts):
-    a, b = new(contexts, 2)
-    join(a, b)
-    sa = yoton.StateChannel(a, "s")
-    sb = yoton.StateChannel(b, "s")
+def test_a_stale_resend_does_not_undo_a_newer_state(contexts, watch):
+    a, _b, sa, sb = _joined_pair(contexts, watch)
     sa.send("one")
     wait_until(lambda: sb.recv() == "one")
     stale_version, stale_data = sa._version, sa._data
