@@ -7,6 +7,10 @@ minute so the soak test runs in every CI run. Give it more for a real soak::
     .venv/bin/python -m pytest tests/test_soak.py --soak-seconds 1800
 
 ``-m "not soak"`` leaves it out.
+
+Fixtures shared by several test modules live in plugin modules listed in
+``pytest_plugins`` (``reqrep_helpers``: the req/rep tests' ``contexts``,
+``pair`` and ``clean_event_queue``), so tests get them without importing them.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 import os
 
 import pytest
+
+pytest_plugins = ["reqrep_helpers"]
 
 DEFAULT_SOAK_SECONDS = 55.0
 

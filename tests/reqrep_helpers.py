@@ -1,13 +1,56 @@
-"""Shared pieces of the req/rep tests (test_reqrep.py, test_reqrep_failures.py)."""
+"""Shared pieces of the req/rep tests (test_reqrep.py, test_reqrep_failures.py).
+
+Also a pytest plugin (``pytest_plugins`` in ``tests/conftest.py``), so its
+fixtures reach the tests without an import -- importing a fixture by name into
+a test module that then takes it as an argument trips ruff's F811:
+
+* ``contexts`` -- a list; every context put in it is closed after the test;
+* ``pair`` -- two contexts, the second connected to the first over TCP;
+* ``clean_event_queue`` -- an empty, unembedded yoton event queue before and
+  after the test; a module opts in with
+  ``pytestmark = pytest.mark.usefixtures("clean_event_queue")``.
+
+A test module that defines its own ``contexts`` or ``pair`` (several do, with
+other meanings) overrides these for its tests, as pytest does for any fixture.
+Plain helpers (``Calc``, ``join``, ...) are imported as usual.
+"""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+
+import pytest
 
 import yoton
+from yoton_core._eventloop import app
 from yoton_core.testing import wait_for as wait_until  # noqa: F401 - shared helper
 
 GENEROUS = 10.0
+
+
+@pytest.fixture
+def clean_event_queue() -> Iterator[None]:
+    app.embed_event_loop(None)
+    app.process_events()
+    yield
+    app.process_events()
+
+
+@pytest.fixture
+def contexts() -> Iterator[list[yoton.Context]]:
+    made: list[yoton.Context] = []
+    yield made
+    for ctx in made:
+        ctx.close()
+
+
+@pytest.fixture
+def pair(contexts: list[yoton.Context]) -> tuple[yoton.Context, yoton.Context]:
+    a, b = yoton.Context(), yoton.Context()
+    contexts += [a, b]
+    join(a, b)
+    return a, b
 
 
 def join(a: yoton.Context, b: yoton.Context) -> None:

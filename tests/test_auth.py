@@ -276,9 +276,7 @@ def test_yoton2_peer_is_refused_by_a_keyed_context(contexts, caplog) -> None:
     pub.send("from 2.x before connecting")
     conn = ctx.connect("localhost:%d" % int(read_line()), timeout=5)
     pub.send("from 2.x")
-    deadline = time.time() + 10
-    while conn.is_connected and time.time() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: not conn.is_connected)
     say("CONNECTED_NOW", conn.is_connected)
     """
     with caplog.at_level(logging.WARNING, logger="yoton"):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -19,6 +18,7 @@ import pytest
 from yoton2 import run_yoton2
 
 import yoton
+from yoton_core.testing import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -387,6 +387,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _request_once_listening(address: str, text: str) -> str:
+    """``do_request``, retried (with a deadline) while nobody listens at ``address``."""
+    replies: list[str] = []
+
+    def answered() -> bool:
+        try:
+            replies.append(yoton.do_request(address, text, timeout=GENEROUS))
+        except yoton.NoServerError:
+            return False
+        return True
+
+    wait_for(answered, GENEROUS, f"a server listening at {address}")
+    return replies[0]
+
+
 def test_our_do_request_to_2x_request_server() -> None:
     script = """
     port = int(read_line())
@@ -408,16 +423,7 @@ def test_our_do_request_to_2x_request_server() -> None:
                 raise
             # 2.x binds in its constructor but listens only once its thread
             # runs: until then a connection is refused.
-            deadline = time.monotonic() + GENEROUS
-            while True:
-                try:
-                    reply = yoton.do_request(f"localhost:{port}", "hello", timeout=GENEROUS)
-                    break
-                except yoton.NoServerError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.005)
-            assert reply == "Requested: hello"
+            assert _request_once_listening(f"localhost:{port}", "hello") == "Requested: hello"
             text = "é€ 漢字"
             assert yoton.do_request(f"localhost:{port}", text, timeout=GENEROUS) == (
                 "Requested: " + text

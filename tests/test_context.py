@@ -76,14 +76,14 @@ while True:
         deadline = time.time() + 30
         want = int(read_line())
         first = last = None
-        while n < want and time.time() < deadline:
-            got = sub.recv_all()
+        while n < want:
+            m = sub.recv(max(0.0, deadline - time.time()))  # blocks until one arrives
+            if not m:
+                break  # the deadline passed (messages here are never empty)
+            got = [m] + sub.recv_all()
             n += len(got)
-            if got:
-                first = got[0][:4] if first is None else first
-                last = got[-1][:4]
-            else:
-                time.sleep(0.005)
+            first = got[0][:4] if first is None else first
+            last = got[-1][:4]
         first = first and int.from_bytes(first, "big")
         say("COUNT", n, first, last and int.from_bytes(last, "big"))
     else:

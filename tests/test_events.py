@@ -25,6 +25,7 @@ import pytest
 
 from yoton_core import _events as ev
 from yoton_core._timers import TimerHandle, TimerScheduler, scheduler
+from yoton_core.testing import wait_for
 
 GENEROUS = 5.0  # seconds; a deadline for conditions that should hold in milliseconds
 
@@ -353,18 +354,19 @@ def test_stop_prevents_firing() -> None:
 
 def _spurious_wakeup(sched: TimerScheduler) -> None:
     """Wake the timer thread for no reason while it sleeps until the earliest deadline."""
-    deadline = time.monotonic() + GENEROUS
-    while True:
+
+    def woke_it() -> bool:
         with sched._cond:
             due = [d for d, seq, handle in sched._heap if handle._seq == seq]
-            if due and sched._sleeping_until == min(due):
-                sched._cond.notify_all()
-                # The thread resets this when it wakes; clearing it here makes
-                # the next call wait until the thread is really asleep again.
-                sched._sleeping_until = None
-                return
-        assert time.monotonic() < deadline, "timer thread never went to sleep"
-        time.sleep(0.001)  # polling a condition, with a deadline
+            if not (due and sched._sleeping_until == min(due)):
+                return False
+            sched._cond.notify_all()
+            # The thread resets this when it wakes; clearing it here makes
+            # the next call wait until the thread is really asleep again.
+            sched._sleeping_until = None
+            return True
+
+    wait_for(woke_it, GENEROUS, "the timer thread to sleep until the earliest deadline")
 
 
 def test_restarting_timers_does_not_fire_others_early() -> None:
@@ -738,13 +740,18 @@ def test_timers_work_in_forked_child() -> None:
 
 def _reap(pid: int, timeout: float) -> int:
     """Wait for a child process, killing it if it does not end in time."""
-    deadline = time.monotonic() + timeout
-    while True:
+    status: list[int] = []
+
+    def exited() -> bool:
         done, wait_status = os.waitpid(pid, os.WNOHANG)
         if done:
-            return wait_status
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            raise AssertionError("forked child did not exit")
-        time.sleep(0.01)  # polling the condition "child exited", with a deadline
+            status.append(wait_status)
+        return bool(done)
+
+    try:
+        wait_for(exited, timeout, "the forked child to exit")
+    except AssertionError:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
+    return status[0]

@@ -93,11 +93,8 @@ def watch(conn):
     conn.timedout.bind(on_timedout)
 
 def recv_one(sub, timeout):
-    deadline = time.time() + timeout
-    while not sub.pending:
-        if time.time() > deadline:
-            return ("timeout",)
-        time.sleep(0.002)
+    if not wait_until(lambda: sub.pending, timeout):
+        return ("timeout",)
     return ("msg", sub.recv(False))
 
 while True:
@@ -112,9 +109,7 @@ while True:
         say("BOUND", c.port1)
     elif op == "wait_connected":
         c = conns[cmd[1]]
-        deadline = time.time() + 10
-        while not c.is_connected and time.time() < deadline:
-            time.sleep(0.005)
+        wait_until(lambda: c.is_connected)
         say("CONNECTED", c.is_connected, c.id2)
     elif op == "connect":
         c = ctx.connect(cmd[1], timeout=5.0)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 from reqrep_helpers import GENEROUS, Calc, MyError, join, wait_until
@@ -17,31 +16,8 @@ from reqrep_helpers import GENEROUS, Calc, MyError, join, wait_until
 import yoton
 from yoton_core._eventloop import app
 
-pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(autouse=True)
-def clean_event_queue() -> Iterator[None]:
-    app.embed_event_loop(None)
-    app.process_events()
-    yield
-    app.process_events()
-
-
-@pytest.fixture
-def contexts() -> Iterator[list[yoton.Context]]:
-    made: list[yoton.Context] = []
-    yield made
-    for ctx in made:
-        ctx.close()
-
-
-@pytest.fixture
-def pair(contexts) -> tuple[yoton.Context, yoton.Context]:
-    a, b = yoton.Context(), yoton.Context()
-    contexts += [a, b]
-    join(a, b)
-    return a, b
+# contexts, pair and clean_event_queue: fixtures of reqrep_helpers (a plugin, see conftest.py)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("clean_event_queue")]
 
 
 # -- basics -----------------------------------------------------------------------------

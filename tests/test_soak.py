@@ -142,7 +142,7 @@ while not rec.end_seen and time.time() < deadline:
         # A slow reader: one message at a time, paced (load shaping, not synchronisation).
         m = sub.recv(0.1)
         rec.take([m] if m else [])
-        time.sleep(cfg["slow"])
+        time.sleep(cfg["slow"])  # the slow reader's pace (load shaping, see above)
     else:
         msgs = sub.recv_all()
         if not msgs:

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Any
 
 import pytest
 
 import yoton
 from yoton_core import _state
+from yoton_core._engine import get_engine
 from yoton_core._eventloop import app
 from yoton_core.testing import wait_for as wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
 GENEROUS = 10.0
-#: How long a late (delayed, suppressible) re-send could still come after a join.
-RESEND_WINDOW = _state.RESEND_DELAY[1] + 0.35
 
 
 @pytest.fixture
@@ -25,6 +25,122 @@ def contexts() -> Iterator[list[yoton.Context]]:
     yield made
     for ctx in made:
         ctx.close()
+
+
+class JoinWatch:
+    """Tells when everything a join set off at the StateChannels is over.
+
+    A join makes StateChannels re-send their state: at once (the two ends of
+    the new connection) or after a random delay (``_state.RESEND_DELAY``),
+    unless an equal state arrived in the meantime. To count those re-sends
+    without waiting out the delay, :meth:`settle` waits until
+
+    1. every StateChannel concerned has handled the join's NEW_CONNECTION
+       (the ``watch`` fixture wraps ``_on_new_peer`` to tell :meth:`note_handled`);
+    2. every delayed re-send that was started is done, sent or suppressed
+       (this object stands in for the engine that ``_state`` spawns them on);
+    3. a marker that each possible sender published after that has reached
+       every receiver. Packages from one source arrive in the order they were
+       sent, so every re-send has arrived (and been deposited) before it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._handled: set[tuple[int, int]] = set()
+        self._started = 0
+        self._done = 0
+        self._round = 0
+        self._pubs: dict[int, yoton.PubChannel] = {}
+        self._subs: dict[int, yoton.SubChannel] = {}
+
+    def note_handled(self, ctx_id: int, joiner_id: int) -> None:
+        with self._lock:
+            self._handled.add((ctx_id, joiner_id))
+
+    def _all_handled(self, want: set[tuple[int, int]]) -> bool:
+        with self._lock:
+            return want <= self._handled
+
+    def spawn(self, async_fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        """``get_engine().spawn`` as ``_state`` calls it, counting the task."""
+        with self._lock:
+            self._started += 1
+
+        async def counted() -> None:
+            try:
+                await async_fn(*args)
+            finally:
+                with self._lock:
+                    self._done += 1
+
+        get_engine().spawn(counted)
+
+    def _idle(self) -> bool:
+        with self._lock:
+            return self._done == self._started
+
+    def wait_handled(self, handled: Iterable[tuple[yoton.Context, yoton.Context]]) -> None:
+        """Wait until the StateChannel of each ``context`` handled ``joiner``'s NEW_CONNECTION.
+
+        ``handled``: (context, joiner) pairs. The channel must exist before the
+        NEW_CONNECTION arrives, i.e. before ``joiner`` connects.
+        """
+        want = {(ctx.id, joiner.id) for ctx, joiner in handled}
+        wait_until(lambda: self._all_handled(want), GENEROUS, "NEW_CONNECTION to be handled")
+
+    def settle(
+        self,
+        handled: Iterable[tuple[yoton.Context, yoton.Context]],
+        senders: Iterable[yoton.Context],
+        receivers: Iterable[yoton.Context],
+    ) -> None:
+        """Wait until the joins are over and their re-sends arrived at ``receivers``.
+
+        Args:
+            handled: (context, joiner) pairs: the StateChannel of ``context``
+                must have handled the NEW_CONNECTION of ``joiner``.
+            senders: every context whose StateChannel may re-send.
+            receivers: where the re-sends must have arrived.
+        """
+        self.wait_handled(handled)
+        wait_until(self._idle, GENEROUS, "the delayed re-sends to be done")
+        senders, receivers = list(senders), list(receivers)
+        subs = [self._marker_sub(ctx) for ctx in receivers]
+        self._round += 1
+        for ctx in senders:
+            self._marker_pub(ctx).send([self._round, ctx.id])
+        for ctx, sub in zip(receivers, subs, strict=True):
+            missing = {s.id for s in senders}
+            while missing:
+                marker = sub.recv(GENEROUS)
+                assert marker is not None, f"markers from {missing} did not reach {ctx}"
+                if marker[0] == self._round:  # (an earlier round's can still be queued)
+                    missing.discard(marker[1])
+
+    def _marker_pub(self, ctx: yoton.Context) -> yoton.PubChannel:
+        if ctx.id not in self._pubs:
+            self._pubs[ctx.id] = yoton.PubChannel(ctx, "marker", yoton.OBJECT)
+        return self._pubs[ctx.id]
+
+    def _marker_sub(self, ctx: yoton.Context) -> yoton.SubChannel:
+        if ctx.id not in self._subs:
+            self._subs[ctx.id] = yoton.SubChannel(ctx, "marker", yoton.OBJECT)
+        return self._subs[ctx.id]
+
+
+@pytest.fixture
+def watch(monkeypatch: pytest.MonkeyPatch) -> JoinWatch:
+    """A :class:`JoinWatch` on every StateChannel of the test."""
+    w = JoinWatch()
+    on_new_peer = _state.StateChannel._on_new_peer
+
+    def watched(self: Any, source_id: int) -> None:
+        on_new_peer(self, source_id)
+        w.note_handled(self.context.id, source_id)
+
+    monkeypatch.setattr(_state.StateChannel, "_on_new_peer", watched)
+    monkeypatch.setattr(_state, "get_engine", lambda: w)
+    return w
 
 
 def new(contexts: list[yoton.Context], n: int = 1) -> list[yoton.Context]:
@@ -87,12 +203,24 @@ def test_state_goes_both_ways_and_emits_received(contexts):
     assert got == ["green"]  # b's own send does not emit received at b
 
 
-def test_empty_message_is_ignored(contexts):
-    """2.x raised AttributeError for send("") after a non-empty state (item 9)."""
+def _joined_pair(contexts, watch):  # type: ignore[no-untyped-def]
+    """Two contexts with a StateChannel "s" each, b connected to a, the join over.
+
+    The binding end answers NEW_CONNECTION with its state (send_last): when
+    that comes after the test's first send, it is one more package. The
+    channels exist before the join, and the join is over before we return.
+    """
     a, b = new(contexts, 2)
-    join(a, b)
     sa = yoton.StateChannel(a, "s")
     sb = yoton.StateChannel(b, "s")
+    join(a, b)
+    watch.wait_handled([(a, b)])
+    return a, b, sa, sb
+
+
+def test_empty_message_is_ignored(contexts, watch):
+    """2.x raised AttributeError for send("") after a non-empty state (item 9)."""
+    a, _b, sa, sb = _joined_pair(contexts, watch)
     sa.send("value")
     wait_until(lambda: sb.recv() == "value")
     sent = a.statistics()["sent"]
@@ -103,11 +231,8 @@ def test_empty_message_is_ignored(contexts):
     assert a.statistics()["sent"] == sent  # nothing went out
 
 
-def test_an_unchanged_state_is_not_sent_again_but_send_last_does(contexts):
-    a, b = new(contexts, 2)
-    join(a, b)
-    sa = yoton.StateChannel(a, "s")
-    sb = yoton.StateChannel(b, "s")
+def test_an_unchanged_state_is_not_sent_again_but_send_last_does(contexts, watch):
+    _a, _b, sa, sb = _joined_pair(contexts, watch)
     arrivals = count_arrivals(sb)
     sa.send("x")
     wait_until(lambda: sb.recv() == "x")
@@ -154,48 +279,55 @@ def test_a_new_channel_on_a_connected_context_gets_the_state_on_the_next_join(co
     wait_until(lambda: sc.recv() == "hello")
 
 
-def _holders(contexts, hub, n):  # type: ignore[no-untyped-def]
-    """n contexts around ``hub`` that all hold the same state."""
+def _holders(contexts, watch, hub, n, holding):  # type: ignore[no-untyped-def]
+    """n contexts around ``hub`` that all hold the same state, their joins over.
+
+    ``holding``: the contexts that already have a StateChannel on the slot.
+    Returns those and the n new ones.
+    """
+    holding = list(holding)
+    handled = []
     chans = []
-    setter = None
     for ctx in new(contexts, n):
         join(hub, ctx)
+        handled += [(h, ctx) for h in holding]
         ch = yoton.StateChannel(ctx, "s")
-        chans.append(ch)
-        if setter is None:
-            setter = ch
+        if not chans:
             ch.send("shared")
+        chans.append(ch)
+        holding.append(ctx)
     for ch in chans:
         wait_until(lambda ch=ch: ch.recv() == "shared")
-    return chans
+    # No re-send of the set-up may be on its way (through the hub) when the
+    # joiner of the test comes.
+    watch.settle(handled, senders=holding, receivers=[hub])
+    return holding
 
 
-def test_a_join_at_a_holder_does_not_flood(contexts):
+def test_a_join_at_a_holder_does_not_flood(contexts, watch):
     """2.x made every holder rebroadcast on NEW_CONNECTION: N messages per join."""
     (hub,) = new(contexts)
     hub_ch = yoton.StateChannel(hub, "s")
-    _holders(contexts, hub, 6)
-    wait_until(lambda: hub_ch.recv() == "shared")
-    time.sleep(RESEND_WINDOW)  # let the set-up's own joins settle before counting
+    holding = _holders(contexts, watch, hub, 6, [hub])
+    assert hub_ch.recv() == "shared"
     (joiner,) = new(contexts)
     ch = yoton.StateChannel(joiner, "s")
     arrivals = count_arrivals(ch)
     join(hub, joiner)
     wait_until(lambda: ch.recv() == "shared")
-    time.sleep(RESEND_WINDOW)  # the window in which extra re-sends would come
+    watch.settle([(h, joiner) for h in holding], senders=holding, receivers=[joiner])
     assert 1 <= len(arrivals) <= 2, arrivals
 
 
-def test_a_join_at_a_relay_does_not_flood(contexts):
+def test_a_join_at_a_relay_does_not_flood(contexts, watch):
     (relay,) = new(contexts)  # no StateChannel here: the holders answer, once
-    _holders(contexts, relay, 8)
-    time.sleep(RESEND_WINDOW)
+    holding = _holders(contexts, watch, relay, 8, [])
     (joiner,) = new(contexts)
     ch = yoton.StateChannel(joiner, "s")
     arrivals = count_arrivals(ch)
     join(relay, joiner)
     wait_until(lambda: ch.recv() == "shared")
-    time.sleep(RESEND_WINDOW)
+    watch.settle([(h, joiner) for h in holding], senders=holding, receivers=[joiner])
     assert 1 <= len(arrivals) <= 3, arrivals  # 2.x: 8
 
 
@@ -203,7 +335,7 @@ def test_a_join_at_a_relay_does_not_flood(contexts):
 
 
 @pytest.mark.parametrize("newer_side", ["binding", "connecting"])
-def test_two_networks_with_different_states_agree_after_joining(contexts, newer_side):
+def test_two_networks_with_different_states_agree_after_joining(contexts, watch, newer_side):
     """The most recently set state wins everywhere, whatever the arrival order."""
     x1, x2, y1, y2 = new(contexts, 4)
     join(x1, x2)
@@ -213,21 +345,20 @@ def test_two_networks_with_different_states_agree_after_joining(contexts, newer_
     older, newer = (ys, xs) if newer_side == "binding" else (xs, ys)
     older[1].send("old")
     wait_until(lambda: older[0].recv() == "old")
-    time.sleep(0.002)  # a later wall-clock time for the newer state
+    # The newer state must get a later version: its network has its own clock.
+    wait_until(lambda: _state._wall_version() > older[1]._version, what="the wall clock")
     newer[1].send("new")
     wait_until(lambda: newer[0].recv() == "new")
     join(x1, y1)
     for ch in xs + ys:
         wait_until(lambda ch=ch: ch.recv() == "new", what=f"agreement at {ch.context}")
-    time.sleep(RESEND_WINDOW)
+    everyone = [x1, x2, y1, y2]
+    watch.settle([(c, y1) for c in (x1, x2, y2)], senders=everyone, receivers=everyone)
     assert [ch.recv() for ch in xs + ys] == ["new"] * 4  # and it stays that way
 
 
-def test_a_stale_resend_does_not_undo_a_newer_state(contexts):
-    a, b = new(contexts, 2)
-    join(a, b)
-    sa = yoton.StateChannel(a, "s")
-    sb = yoton.StateChannel(b, "s")
+def test_a_stale_resend_does_not_undo_a_newer_state(contexts, watch):
+    a, _b, sa, sb = _joined_pair(contexts, watch)
     sa.send("one")
     wait_until(lambda: sb.recv() == "one")
     stale_version, stale_data = sa._version, sa._data

@@ -28,6 +28,9 @@ Inside the script these names exist:
 * ``say(*parts)`` -- print one line (space-separated ``str`` of the parts) to
   stdout and flush it;
 * ``read_line()`` -- one line from stdin without its newline ("" at EOF);
+* ``wait_until(predicate, timeout=10.0)`` -- poll ``predicate`` until it is
+  true or ``timeout`` seconds passed; returns whether it became true (2.x has
+  no blocking wait for conditions such as "connected" or "state is X");
 * ``sys``, ``os``, ``time``, ``ast``, ``hashlib``.
 
 ``run_yoton(script)`` is the same for a child that imports *this project's*
@@ -65,7 +68,7 @@ def pyzo_dir() -> str:
 
 _COMMON = """
 def _watchdog():
-    time.sleep({timeout!r})
+    time.sleep({timeout!r})  # the child's lifetime limit, not synchronisation
     sys.stderr.write("yoton child: watchdog timeout, exiting\\n")
     sys.stderr.flush()
     os._exit(3)
@@ -81,6 +84,14 @@ def say(*parts):
 def read_line():
     line = sys.stdin.readline()
     return line[:-1] if line.endswith("\\n") else line
+
+def wait_until(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)  # polling a condition with a deadline (the child's only poll)
+    return True
 
 """
 
@@ -168,8 +179,7 @@ class Yoton2Proc:
         if item is _EOF:
             self._stdout.put(_EOF)  # keep reporting EOF
             self.proc.wait(5)
-            time.sleep(0)  # let the stderr pump finish its last lines
-            for t in self._threads:
+            for t in self._threads:  # the stderr pump ends at the child's EOF
                 t.join(1)
             raise AssertionError(f"the yoton 2.x child exited\n{self.describe()}")
         assert isinstance(item, str)
