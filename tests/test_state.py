@@ -134,8 +134,8 @@ def watch(monkeypatch: pytest.MonkeyPatch) -> JoinWatch:
     w = JoinWatch()
     on_new_peer = _state.StateChannel._on_new_peer
 
-    def watched(self: Any, source_id: int) -> None:
-        on_new_peer(self, source_id)
+    def watched(self: Any, source_id: int, recv_seq: int) -> None:
+        on_new_peer(self, source_id, recv_seq)
         w.note_handled(self.context.id, source_id)
 
     monkeypatch.setattr(_state.StateChannel, "_on_new_peer", watched)

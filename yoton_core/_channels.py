@@ -245,12 +245,17 @@ class BaseChannel:
                 self._cond.notify_all()
         if self._wakers:
             self._wake_borrowers()
-        if not self._received_posted and self.received.has_handlers:
-            self._received_posted = True
-            post_event(self._emit_received)
+        if not self._received_posted and self.received._handlers:
+            self._notify_received()
         if self._async_waiters:
             self._fire_async_waiters()
         self._on_deposit()
+
+    def _notify_received(self) -> None:
+        """Post one ``received`` emit (coalesced until it ran)."""
+        if not self._received_posted:
+            self._received_posted = True
+            post_event(self._emit_received)
 
     def _wake_borrowers(self) -> None:
         for waker in tuple(self._wakers):
@@ -273,7 +278,7 @@ class BaseChannel:
     def _on_new_connection(self, conn: Connection) -> None:
         """Hook: a connection of our context just got a peer."""
 
-    def _on_new_peer(self, source_id: int) -> None:
+    def _on_new_peer(self, source_id: int, recv_seq: int) -> None:
         """Hook: a context somewhere announced NEW_CONNECTION."""
 
     def _on_connection_closed(self, conn: Connection) -> None:

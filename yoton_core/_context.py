@@ -399,14 +399,18 @@ class Context:
     def _recv_packages(self, conn: Connection, pkgs: list[Package]) -> None:
         """Route a batch of packages that arrived on ``conn``."""
         touched: list[BaseChannel] = []
-        context_msgs: list[Package] = []
+        context_msgs: list[Package] | None = None
         my_id = self._id
         lock = self._lock
         lock.acquire()  # (not ``with``: see _send_package)
         try:
             smap = self._source_map
             channels = self._recv_channels
-            others = [c for c in self._connected if c is not conn]
+            conns = self._connected
+            if len(conns) == 1 and conns[0] is conn:
+                others: Any = ()  # the common leaf node: nowhere to forward
+            else:
+                others = [c for c in conns if c is not conn]
             queue_n = self._queue_n
             rseq = self._recv_seq
             # The channel of the previous package, and its inbox when that can
@@ -430,9 +434,10 @@ class Context:
                         continue
                 rseq += 1
                 pkg.recv_seq = rseq
-                self._recv_seq = rseq
                 slot = pkg.slot
                 if slot == SLOT_CONTEXT:
+                    if context_msgs is None:
+                        context_msgs = []
                     context_msgs.append(pkg)
                     continue
                 ch = channels.get(slot)
@@ -443,17 +448,24 @@ class Context:
                     last = ch
                     if ch not in touched:
                         touched.append(ch)
-                    last_q = ch._queue if _plain_deposit(ch) else None
+                    # BaseChannel._deposit is inlined below, unless the
+                    # channel intercepts deposits (class or instance).
+                    if type(ch)._deposit is _base_deposit and "_deposit" not in ch.__dict__:
+                        last_q = ch._queue
+                    else:
+                        last_q = None
                 if last_q is not None and len(last_q) < queue_n:
-                    last_q.append(pkg)  # BaseChannel._deposit, inlined
+                    last_q.append(pkg)
                 else:
                     ch._deposit(pkg)
+            self._recv_seq = rseq
         finally:
             lock.release()
         for ch in touched:
             ch._notify()
-        for pkg in context_msgs:
-            self._on_context_message(pkg)
+        if context_msgs is not None:
+            for pkg in context_msgs:
+                self._on_context_message(pkg)
 
     def _on_context_message(self, pkg: Package) -> None:
         try:
@@ -463,10 +475,9 @@ class Context:
             return
         if text == "NEW_CONNECTION":
             # StateChannel (_state.py) needs to know which packages of the same
-            # batch came after this one: context messages are handled last.
-            self._new_peer_recv_seq = pkg.recv_seq
+            # batch came after this one (context messages are handled last).
             for ch in list(self._send_channels.values()):
-                ch._on_new_peer(pkg.source_id)
+                ch._on_new_peer(pkg.source_id, pkg.recv_seq)
         elif text == "CLOSE_CONNECTION":
             for conn in self._connected:
                 if conn.id2 == pkg.source_id:
@@ -475,9 +486,7 @@ class Context:
             logger.warning("Yoton: Received unknown context message: %r", text[:80])
 
 
-def _plain_deposit(ch: BaseChannel) -> bool:
-    """True if ``ch`` takes packages with the plain BaseChannel._deposit."""
-    return "_deposit" not in ch.__dict__ and type(ch)._deposit is BaseChannel._deposit
+_base_deposit = BaseChannel._deposit
 
 
 @atexit.register

@@ -294,14 +294,15 @@ class Future:
             yoton.CancelledError: the Future was cancelled.
             Exception: the remote call failed (usually a :class:`RemoteError`).
         """
-        timeout = _check_timeout(timeout)
-        if not self._wait(timeout):
-            raise self._timeout_error(timeout)
-        if self._state == CANCELLED:
-            raise self._cancelled_error()
-        if self._state == FAILED:
-            assert self._exception is not None
-            raise self._exception
+        if self._state != SUCCEEDED:  # (else: done, nothing to check or wait for)
+            timeout = _check_timeout(timeout)
+            if not self._wait(timeout):
+                raise self._timeout_error(timeout)
+            if self._state == CANCELLED:
+                raise self._cancelled_error()
+            if self._state == FAILED:
+                assert self._exception is not None
+                raise self._exception
         return self._result
 
     def exception(self, timeout: float | None = None) -> BaseException | None:

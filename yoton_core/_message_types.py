@@ -215,8 +215,15 @@ def _encode(obj: Any, out: list[bytes], depth: int) -> None:
                     append(_S[len(b)])
                     append(b)
                     continue
+            elif ti is int:
+                if _INT_MIN <= item <= _INT_MAX:
+                    append(b"i" + _q.pack(item))
+                    continue
             elif item is None:
                 append(b"n")
+                continue
+            elif not item and (ti is dict or ti is tuple or ti is list) and depth < MAX_DEPTH:
+                append(b"d\x00" if ti is dict else b"t\x00" if ti is tuple else b"l\x00")
                 continue
             _encode(item, out, depth)
     elif t is dict:
@@ -296,7 +303,7 @@ def _decode(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
         end = pos + n
         if end > len(data):
             raise _Truncated
-        return str(data[pos:end], "utf-8"), end
+        return data[pos:end].decode(), end
     if tag == 0x69:  # i
         if pos + 8 > len(data):
             raise _Truncated
@@ -310,7 +317,11 @@ def _decode(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
     if tag == 0x62:  # b
         return bool(data[pos]), pos + 1
     if tag == 0x6C or tag == 0x74:  # l, t
-        n, pos = _read_count(data, pos)
+        n = data[pos]
+        if n < 255:
+            pos += 1
+        else:
+            n, pos = _read_count(data, pos)
         if n > len(data) - pos:  # every item takes at least one byte
             raise _Truncated
         if depth >= MAX_DEPTH:
@@ -319,13 +330,39 @@ def _decode(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
         append = items.append
         depth += 1
         for _ in range(n):
-            if data[pos] == 0x73 and data[pos + 1] < 255:  # a short str, inline
-                end = pos + 2 + data[pos + 1]
-                if end > len(data):
-                    raise _Truncated
-                append(str(data[pos + 2 : end], "utf-8"))
-                pos = end
+            # The usual items inline (a call each saved): short str, int,
+            # None, and empty containers.
+            t = data[pos]
+            if t == 0x73:  # s
+                k = data[pos + 1]
+                if k < 255:
+                    end = pos + 2 + k
+                    if end > len(data):
+                        raise _Truncated
+                    append(data[pos + 2 : end].decode())
+                    pos = end
+                    continue
+            elif t == 0x69:  # i
+                append(_q.unpack_from(data, pos + 1)[0])
+                pos += 9
                 continue
+            elif t == 0x6E:  # n
+                append(None)
+                pos += 1
+                continue
+            elif data[pos + 1] == 0 and depth < MAX_DEPTH:
+                if t == 0x64:  # d
+                    append({})
+                    pos += 2
+                    continue
+                if t == 0x74:  # t
+                    append(())
+                    pos += 2
+                    continue
+                if t == 0x6C:  # l
+                    append([])
+                    pos += 2
+                    continue
             item, pos = _decode(data, pos, depth)
             append(item)
         return (items if tag == 0x6C else tuple(items)), pos

@@ -94,10 +94,13 @@ _main_ident = threading.main_thread().ident
 class Waker:
     """A file descriptor that another thread makes readable (one per thread)."""
 
-    __slots__ = ("fd", "_wfd", "_owner")
+    __slots__ = ("fd", "_wfd", "_owner", "woken")
 
     def __init__(self) -> None:
         self._owner = threading.get_ident()
+        #: Set before the fd is made readable; lets :meth:`drain` skip a
+        #: system call in the usual case (nobody woke us).
+        self.woken = False
         if _EVENTFD:
             self.fd = self._wfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         else:  # pragma: no cover - Linux has eventfd
@@ -109,6 +112,7 @@ class Waker:
         """Make :attr:`fd` readable; any thread, never blocks."""
         if threading.get_ident() == self._owner:
             return  # the owner is not asleep: it looks at its condition next
+        self.woken = True
         try:
             if _EVENTFD:
                 os.eventfd_write(self._wfd, 1)
@@ -117,7 +121,14 @@ class Waker:
         except OSError:  # full (already awake) or closed
             pass
 
+    def clear(self) -> None:
+        """Forget earlier wake-ups (skips the system call when there were none)."""
+        if self.woken:
+            self.drain()
+
     def drain(self) -> None:
+        """Make :attr:`fd` unreadable again (after poll reported it readable)."""
+        self.woken = False  # (a wake after this makes the fd readable again)
         try:
             if _EVENTFD:
                 os.eventfd_read(self.fd)
@@ -184,7 +195,8 @@ class SocketReader:
 
     def read(self) -> None:
         """Read one chunk and route it (caller holds :attr:`lock`, not done)."""
-        size = self.conn._read_size()
+        conn = self.conn
+        size = CHUNK if conn._decoder._head is None else conn._read_size()
         main = _SIGMASK and threading.get_ident() == _main_ident
         if main:
             # A KeyboardInterrupt between reading and routing would lose what
@@ -353,7 +365,9 @@ def borrow_wait(
     if _poller is None or _state.io:
         return None
     poller = _poller
-    st = _thread_state()
+    st = _state
+    if st.fork_gen != _fork_gen:
+        st = _thread_state()
     waker = st.waker
     assert waker is not None
     wfd = waker.fd
@@ -383,7 +397,7 @@ def borrow_wait(
         # we add ours first, then look at the state: no wake-up is lost.
         wakers.append(waker)
         waiting = True
-        waker.drain()
+        waker.clear()
         while not ready():
             if deadline is None:
                 events = poll.poll()

@@ -215,7 +215,7 @@ class SubChannel(BaseChannel):
             _sync.set_sync_mode(self, False)
         super()._on_close()
 
-    def _on_new_peer(self, source_id: int) -> None:
+    def _on_new_peer(self, source_id: int, recv_seq: int) -> None:
         sync = self._sync
         if sync is not None:
             sync.on_new_peer()

@@ -130,6 +130,7 @@ class RepChannel(BaseChannel):
         self._requesters: dict[int, None] = {}  # new-style requesters (ordered, bounded)
         self._served = self._served_names()
         self._ticking = False
+        self._sleeping = 0  # workers waiting on the condition (not borrowing)
         super().__init__(context, slot_base, OBJECT)
 
     @classmethod
@@ -210,8 +211,10 @@ class RepChannel(BaseChannel):
         if not self._work or self._closed:
             return False
         if self._mode == MODE_THREAD:
-            self._cond.notify_all()
-            self._wake_borrowers()
+            if self._sleeping:
+                self._cond.notify_all()
+            if self._wakers:
+                self._wake_borrowers()
         elif self._mode == MODE_EVENT and not self._event_posted:
             self._event_posted = True
             return True
@@ -230,7 +233,11 @@ class RepChannel(BaseChannel):
                 borrow_wait(self._context, self._wakers, ready, 5.0)
             with cond:
                 while gen == self._mode_gen and not self._closed and not self._work:
-                    cond.wait(5.0)
+                    self._sleeping += 1
+                    try:
+                        cond.wait(5.0)
+                    finally:
+                        self._sleeping -= 1
                 if gen != self._mode_gen or self._closed:
                     return
                 work = self._work.popleft()
@@ -280,9 +287,12 @@ class RepChannel(BaseChannel):
             )
         name, args, kwargs = request
         method = self._resolve(name)
-        if not all(isinstance(k, str) for k in kwargs):
-            raise TypeError(f"keyword argument names of {name}() must be str")
-        result = method(*args, **kwargs)
+        if kwargs:
+            if not all(isinstance(k, str) for k in kwargs):
+                raise TypeError(f"keyword argument names of {name}() must be str")
+            result = method(*args, **kwargs)
+        else:
+            result = method(*args)
         try:
             reply = encode_object(result)
         except ValueError as exc:
@@ -311,19 +321,22 @@ class RepChannel(BaseChannel):
         self._done(work, reply)
 
     def _done(self, work: _Work, reply: bytes) -> None:
-        with self._cond:
-            work.acked = True  # the reply makes a "running" notice pointless
+        work.acked = True  # the reply makes a "running" notice pointless
         # Reply first, then forget the request: a liveness check in between
         # must still hear "alive", not "unknown".
         self._send_raw(reply, work.requester, work.rid)
         out: _Out = []
         with self._cond:
-            if work in self._running:
+            try:
                 self._running.remove(work)
+            except ValueError:  # the channel closed or switched modes meanwhile
+                pass
             self._work_keys.discard((work.requester, work.rid))
-            self._pump_locked(time.monotonic(), out)
+            if self._pre or self._current is not None:
+                self._pump_locked(time.monotonic(), out)
             post = self._wake_locked() if self._mode == MODE_EVENT else False
-        self._send_all(out)
+        if out:
+            self._send_all(out)
         if post:
             post_event(self._run_one_event)
 
@@ -358,21 +371,13 @@ class RepChannel(BaseChannel):
                 except IndexError:
                     break
                 self._handle(pkg, now, out)
-            self._pump_locked(now, out)
+            if self._pre or self._current is not None:
+                self._pump_locked(now, out)
             post = self._wake_locked()
-        self._send_all(out)
+        if out:
+            self._send_all(out)
         if post:
             post_event(self._run_one_event)
-
-    def _is_free_locked(self) -> bool:
-        return (
-            self._mode != MODE_OFF
-            and not self._closed
-            and not self._running
-            and not self._work
-            and self._current is None
-            and not self._pre
-        )
 
     def _remember(self, requester: int) -> None:
         known = self._requesters
@@ -387,7 +392,19 @@ class RepChannel(BaseChannel):
         data = pkg.data
         if seq > REF:
             key = (src, seq - REF)
-            if data == REQ_OFFER:
+            if data[:4] == REQ_DIRECT:  # first: the usual package between our own ends
+                if key in self._work_keys:
+                    return
+                if (  # free: nothing running, queued or acknowledged
+                    self._mode != MODE_OFF and not self._closed and not self._running
+                    and not self._work and self._current is None and not self._pre
+                ):
+                    self._work.append(_Work(src, key[1], data[4:], True, now))
+                    self._work_keys.add(key)
+                    self._remember(src)
+                else:
+                    out.append((REQ_DECLINE, src, seq))
+            elif data == REQ_OFFER:
                 if key in self._pre:
                     self._pre[key] = now  # a resend: refreshed, but keeps its place
                 elif key != self._current and key not in self._work_keys:
@@ -399,15 +416,6 @@ class RepChannel(BaseChannel):
                 self._pre.pop(key, None)
                 if self._current == key:
                     self._current = None
-            elif data[:4] == REQ_DIRECT:
-                if key in self._work_keys:
-                    return
-                if self._is_free_locked():
-                    self._work.append(_Work(src, key[1], data[4:], True, now))
-                    self._work_keys.add(key)
-                    self._remember(src)
-                else:
-                    out.append((REQ_DECLINE, src, seq))
             elif data == REQ_PING:
                 out.append((REQ_ALIVE if key in self._work_keys else REQ_UNKNOWN, src, seq))
         elif seq:

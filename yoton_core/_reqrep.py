@@ -21,7 +21,7 @@ from typing import Any
 from ._channels import BaseChannel
 from ._engine import get_engine
 from ._errors import BrokenConnectionError, ConnectionClosedError
-from ._future import CANCELLED, FAILED, SUCCEEDED, Future
+from ._future import CANCELLED, FAILED, RUNNING, SUCCEEDED, Future
 from ._message_types import OBJECT, encode_object
 from ._reqrep_wire import (
     NEW_STYLE,
@@ -71,17 +71,19 @@ class _Item:
         "replier_new", "offered_at", "last_contact", "ping_at",
     )
 
-    def __init__(self, rid: int, future: Future, payload: bytes, name: str, now: float) -> None:
+    def __init__(
+        self, rid: int, future: Future, payload: bytes, name: str, now: float, target: int
+    ) -> None:
         self.rid = rid
         self.future = future
         self.payload = payload
         self.name = name
-        self.state = SEEKING
+        self.state = OFFERED if target else SEEKING
         self.start = now
         self.last_send = now
-        self.replier = 0
-        self.replier_new = False
-        self.offered_at = 0.0
+        self.replier = target
+        self.replier_new = bool(target)
+        self.offered_at = now if target else 0.0
         self.last_contact = now
         self.ping_at = 0.0
 
@@ -194,16 +196,11 @@ class ReqChannel(BaseChannel):
         with self._lock:
             rid = NEW_STYLE | next(self._counter)
             future = Future(self, request, rid)
-            item = _Item(rid, future, payload, name, now)
-            target = self._pick_direct(now) if self.direct_path else 0
-            if target:
-                future.set_running_or_notify_cancel()
+            target = self._pick_direct(now) if self._fast and self.direct_path else 0
+            if target:  # straight to a known free replier: running at once
+                future._state = RUNNING  # (nobody else sees the Future yet)
                 future._replier_id = target
-                item.state = OFFERED
-                item.replier = target
-                item.replier_new = True
-                item.offered_at = item.last_contact = now
-            self._items[rid] = item
+            self._items[rid] = _Item(rid, future, payload, name, now, target)
             start_ticking = not self._ticking
             self._ticking = True
         if start_ticking:
@@ -255,63 +252,81 @@ class ReqChannel(BaseChannel):
         # Under the context lock: only queue it; _on_deposit does the work.
         self._incoming.append(pkg)
 
+    def _notify(self) -> None:
+        # Nobody waits on a ReqChannel's inbox: handle what came, and emit
+        # ``received`` if someone bound it.
+        self._on_deposit()
+        if self.received._handlers:
+            BaseChannel._notify_received(self)
+
     def _on_deposit(self) -> None:
         out: _Out = []
         finish: _Finish = []
-        now = time.monotonic()
         incoming = self._incoming
+        items = self._items
         with self._lock:
             while incoming:
                 try:
                     pkg = incoming.popleft()
                 except IndexError:
                     break
-                if pkg.dest_id:
-                    self._handle(pkg, now, out, finish)
-        self._dispatch(out, finish)
+                if not pkg.dest_id:
+                    continue  # a broadcast (another requester's req?/req-): not for us
+                seq = pkg.dest_seq
+                if seq >= REF or not seq:
+                    self._handle_control(pkg, out, finish)
+                    continue
+                # A reply (the common case, handled inline).
+                item = items.get(seq)
+                if item is None:
+                    continue  # a late reply (cancelled, failed or unknown request)
+                src = pkg.source_id
+                if item.replier != src:
+                    if item.state != SEEKING:
+                        continue  # not from the replier that has it
+                    # From a direct replier we gave up on too early: the reply
+                    # is good; release whoever queued the request since.
+                    out.append((REQ_RELEASE, 0, REF + seq))
+                del items[seq]
+                ok, value = decode_reply(pkg.data, item.replier_new, src)
+                if ok:
+                    finish.append((item.future, SUCCEEDED, value, None))
+                else:
+                    finish.append((item.future, FAILED, None, value))
+        if out:
+            self._dispatch(out, finish)
+        elif finish:
+            for future, state, result, exc in finish:
+                future._finish(state, result, exc)
 
-    def _handle(self, pkg: Package, now: float, out: _Out, finish: _Finish) -> None:
+    def _handle_control(self, pkg: Package, out: _Out, finish: _Finish) -> None:
         src = pkg.source_id
         seq = pkg.dest_seq
         data = pkg.data
-        if seq >= REF:  # control (REP_GONE uses REF itself: it is about no request)
-            rid = seq - REF
-            item = self._items.get(rid)
-            if data == REQ_ACK or data == REQ_ACK_NEW:
-                self._on_ack(item, rid, src, data == REQ_ACK_NEW, now, out, finish)
-            elif data == REQ_DECLINE:
-                if item is not None and item.state == OFFERED and item.replier == src:
-                    self._fast[src] = now + DECLINE_BACKOFF
-                    self._back_to_broadcast(item, now, out)
-            elif data == REQ_ALIVE:
-                if item is not None and item.replier == src:
-                    item.last_contact = now
-            elif data == REQ_UNKNOWN:
-                if item is not None and item.replier == src and item.state != SEEKING:
-                    del self._items[rid]
-                    err = BrokenConnectionError(
-                        f"The replier {src:#x} lost {item.name}() (request {rid:#x}): its "
-                        "RepChannel was closed or restarted while the request was running."
-                    )
-                    finish.append((item.future, FAILED, None, err))
-            elif data == REP_GONE:
-                self._fast.pop(src, None)
-        elif seq:
-            item = self._items.get(seq)
-            if item is None:
-                return  # a late reply (cancelled, failed or unknown request)
-            if item.replier != src:
-                if item.state != SEEKING:
-                    return  # not from the replier that has it
-                # From a direct replier we gave up on too early: the reply is
-                # good; release whoever queued the request since.
-                out.append((REQ_RELEASE, 0, REF + seq))
-            del self._items[seq]
-            ok, value = decode_reply(data, item.replier_new, src)
-            if ok:
-                finish.append((item.future, SUCCEEDED, value, None))
-            else:
-                finish.append((item.future, FAILED, None, value))
+        if seq < REF:
+            return  # dest_seq 0: not part of the protocol
+        now = time.monotonic()
+        rid = seq - REF  # (REP_GONE uses REF itself: it is about no request)
+        item = self._items.get(rid)
+        if data == REQ_ACK or data == REQ_ACK_NEW:
+            self._on_ack(item, rid, src, data == REQ_ACK_NEW, now, out, finish)
+        elif data == REQ_DECLINE:
+            if item is not None and item.state == OFFERED and item.replier == src:
+                self._fast[src] = now + DECLINE_BACKOFF
+                self._back_to_broadcast(item, now, out)
+        elif data == REQ_ALIVE:
+            if item is not None and item.replier == src:
+                item.last_contact = now
+        elif data == REQ_UNKNOWN:
+            if item is not None and item.replier == src and item.state != SEEKING:
+                del self._items[rid]
+                err = BrokenConnectionError(
+                    f"The replier {src:#x} lost {item.name}() (request {rid:#x}): its "
+                    "RepChannel was closed or restarted while the request was running."
+                )
+                finish.append((item.future, FAILED, None, err))
+        elif data == REP_GONE:
+            self._fast.pop(src, None)
 
     def _on_ack(
         self, item: _Item | None, rid: int, src: int, new: bool, now: float,

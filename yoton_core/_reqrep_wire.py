@@ -49,7 +49,7 @@ import traceback
 from typing import Any
 
 from ._future import RemoteError, make_remote_error
-from ._message_types import decode_object, encode_object
+from ._message_types import _decode, decode_object, encode_object
 
 __all__ = [
     "DIRECT_ACK_DELAY",
@@ -129,7 +129,7 @@ def encode_error(exc: BaseException, new_style: bool) -> bytes:
 def decode_reply(data: bytes, replier_new: bool, replier_id: int) -> tuple[bool, Any]:
     """Decode a reply payload into ``(True, result)`` or ``(False, exception)``."""
     try:
-        if data[:1] == ERROR_PREFIX:
+        if data and data[0] == 0x45:  # ERROR_PREFIX, never an OBJECT tag
             info = decode_object(data[1:])
             if not isinstance(info, dict):
                 raise ValueError("error reply is not a dict")
@@ -140,18 +140,14 @@ def decode_reply(data: bytes, replier_new: bool, replier_id: int) -> tuple[bool,
                 replier_id,
                 str(info.get("module", "")),
             )
-        value = decode_object(data)
+        value = _decode(data, 0, 0)[0] if data else None  # decode_object, minus a call
     except Exception as exc:
         return False, RemoteError(
             type(exc).__name__, f"could not decode the reply: {exc}", replier_id=replier_id
         )
-    if (
-        not replier_new
-        and type(value) is tuple
-        and len(value) == 2
-        and value[0] == ERROR_MARKER
-        and isinstance(value[1], str)
-    ):
+    if replier_new or type(value) is not tuple:
+        return True, value
+    if len(value) == 2 and value[0] == ERROR_MARKER and isinstance(value[1], str):
         message, _, where = value[1].rpartition("\n")
         if not message:
             message, where = value[1], ""

@@ -186,7 +186,7 @@ class StateChannel(BaseChannel):
             return
         self.send_last()
 
-    def _on_new_peer(self, source_id: int) -> None:
+    def _on_new_peer(self, source_id: int, recv_seq: int) -> None:
         """NEW_CONNECTION from ``source_id`` (engine thread)."""
         if not self._version or self._closed:
             return
@@ -197,9 +197,7 @@ class StateChannel(BaseChannel):
         token = self._resend_token
         # Arrivals after the NEW_CONNECTION (even those routed earlier in the same
         # batch: context messages are handled last) make our re-send moot.
-        after = getattr(self._context, "_new_peer_recv_seq", None)
-        if after is None:
-            after = self._context._recv_seq
+        after = recv_seq
         delay = random.uniform(*RESEND_DELAY)
         get_engine().spawn(self._resend_later, token, after, delay)
 
