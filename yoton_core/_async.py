@@ -37,11 +37,10 @@ from ._eventloop import InvalidArgumentError, app
 if TYPE_CHECKING:
     from ._channels import BaseChannel
     from ._pubsub import SubChannel
-    from ._wire import Package
 
 __all__ = [
     "future_result_async",
-    "recv_package_async",
+    "recv_item_async",
     "run_event_loop_async",
     "sub_anext",
     "sub_recv_async",
@@ -96,8 +95,11 @@ async def _wait_for_change(channel: BaseChannel) -> None:
                 pass
 
 
-async def recv_package_async(channel: BaseChannel, timeout: float | None = None) -> Package | None:
-    """Pop the next package of ``channel``, waiting without blocking trio.
+async def recv_item_async(
+    channel: BaseChannel, timeout: float | None = None
+) -> tuple[int, bytes] | None:
+    """Pop the next inbox item ``(recv_seq, payload)`` of ``channel``, waiting
+    without blocking trio.
 
     Args:
         channel: Any channel.
@@ -105,7 +107,7 @@ async def recv_package_async(channel: BaseChannel, timeout: float | None = None)
             channel closes; 0 does not wait.
 
     Returns:
-        The package, or None when the time ran out or the channel is closed
+        The item, or None when the time ran out or the channel is closed
         and empty.
     """
     deadline = _deadline(timeout)
@@ -114,13 +116,13 @@ async def recv_package_async(channel: BaseChannel, timeout: float | None = None)
     with trio.move_on_at(deadline):
         while True:
             try:
-                pkg = queue.popleft()
+                item = queue.popleft()
             except IndexError:
                 pass
             else:
-                # Shielded: a cancellation now must not drop the popped package.
+                # Shielded: a cancellation now must not drop the popped message.
                 await trio.lowlevel.cancel_shielded_checkpoint()
-                return pkg
+                return item
             if channel._closed:
                 break
             await _wait_for_change(channel)
@@ -130,20 +132,20 @@ async def recv_package_async(channel: BaseChannel, timeout: float | None = None)
 
 async def sub_recv_async(sub: SubChannel, timeout: float | None = None) -> Any:
     """``SubChannel.recv_async``: see there."""
-    pkg = await recv_package_async(sub, timeout)
+    item = await recv_item_async(sub, timeout)
     sub._check_sync()
-    if pkg is None:
+    if item is None:
         return sub._message_type.empty_message()
-    return sub._decode(pkg.data)
+    return sub._decode(item[1])
 
 
 async def sub_anext(sub: SubChannel) -> Any:
     """``SubChannel.__anext__``: the next message; StopAsyncIteration once closed and drained."""
-    pkg = await recv_package_async(sub, None)
+    item = await recv_item_async(sub, None)
     sub._check_sync()
-    if pkg is None:
+    if item is None:
         raise StopAsyncIteration
-    return sub._decode(pkg.data)
+    return sub._decode(item[1])
 
 
 # -- futures ------------------------------------------------------------------

@@ -135,7 +135,10 @@ class BaseChannel:
             slot_hash(normalize_slot(self._slot_out_name)) if self._pattern_out else None
         )
         self._slot_in = slot_hash(normalize_slot(self._slot_in_name)) if self._pattern_in else None
-        self._queue: collections.deque[Package] = collections.deque()
+        # The inbox: ``(recv_seq, payload)`` per message. Not Package objects:
+        # a tuple is a fraction of the cost to build and to keep (the
+        # receiving context stamps recv_seq; only select_sub_channel needs it).
+        self._queue: collections.deque[tuple[int, bytes]] = collections.deque()
         self._cond = threading.Condition(threading.Lock())
         self._waiters = 0
         self._closed = False
@@ -229,14 +232,14 @@ class BaseChannel:
     # -- receiving (engine side) ------------------------------------------------
 
     def _deposit(self, pkg: Package) -> None:
-        """Append a package to the inbox (called under the context lock)."""
+        """Put a package's message in the inbox (called under the context lock)."""
         q = self._queue
         if len(q) >= self._context._queue_n:
             self._n_dropped += 1
             if not self._context._queue_discard_old:
                 return
             q.popleft()
-        q.append(pkg)
+        q.append((pkg.recv_seq, pkg.data))
 
     def _notify(self) -> None:
         """Wake readers and emit ``received`` after a batch of deposits."""
@@ -289,8 +292,9 @@ class BaseChannel:
     def _input_ready(self) -> bool:
         return bool(self._queue) or self._closed
 
-    def _recv(self, block: Any) -> Package | None:
-        """Pop the next package, waiting as ``block`` says; None when there is none."""
+    def _recv(self, block: Any) -> tuple[int, bytes] | None:
+        """Pop the next inbox item ``(recv_seq, payload)``, waiting as ``block``
+        says; None when there is none."""
         q = self._queue
         if q:
             try:

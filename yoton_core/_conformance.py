@@ -64,9 +64,9 @@ def recv_n(sub: SubChannel, n: int, timeout: float = 15.0) -> list[Any]:
         left = deadline - time.monotonic()
         if left <= 0:
             raise AssertionError(f"received {len(out)} of {n} messages within {timeout} s")
-        pkg = sub._recv(min(left, 0.5))
-        if pkg is not None:
-            out.append(sub._decode(pkg.data))
+        item = sub._recv(min(left, 0.5))
+        if item is not None:
+            out.append(sub._decode(item[1]))
     return out
 
 

@@ -455,7 +455,7 @@ class Context:
                     else:
                         last_q = None
                 if last_q is not None and len(last_q) < queue_n:
-                    last_q.append(pkg)
+                    last_q.append((rseq, pkg.data))  # BaseChannel._deposit, inlined
                 else:
                     ch._deposit(pkg)
             self._recv_seq = rseq

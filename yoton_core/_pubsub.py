@@ -103,24 +103,24 @@ class SubChannel(BaseChannel):
         q = self._queue
         if q and self._sync is None:  # the fast path: a message is waiting
             try:
-                pkg = q.popleft()
+                item = q.popleft()
             except IndexError:  # another reader took it
                 pass
             else:
-                return self._decode(pkg.data)
-        pkg = self._recv(block)
+                return self._decode(item[1])
+        item = self._recv(block)
         self._check_sync()
-        if pkg is None:
+        if item is None:
             return self._message_type.empty_message()
-        return self._decode(pkg.data)
+        return self._decode(item[1])
 
     def next(self) -> Any:
         """Return the next pending message; raise StopIteration when there is none."""
-        pkg = self._recv(False)
+        item = self._recv(False)
         self._check_sync()
-        if pkg is None:
+        if item is None:
             raise StopIteration
-        return self._decode(pkg.data)
+        return self._decode(item[1])
 
     __next__ = next
 
@@ -159,10 +159,10 @@ class SubChannel(BaseChannel):
         out = []
         while q:
             try:
-                pkg = q.popleft()
+                item = q.popleft()
             except IndexError:
                 break
-            out.append(decode(pkg.data))
+            out.append(decode(item[1]))
         self._check_sync()
         return out
 
@@ -178,13 +178,13 @@ class SubChannel(BaseChannel):
         out = []
         while q:
             try:
-                pkg = q.popleft()
+                item = q.popleft()
             except IndexError:
                 break
-            if pkg.recv_seq > ref:
-                q.appendleft(pkg)
+            if item[0] > ref:
+                q.appendleft(item)
                 break
-            out.append(self._decode(pkg.data))
+            out.append(self._decode(item[1]))
         self._check_sync()
         return out
 
@@ -237,8 +237,8 @@ def select_sub_channel(*channels: SubChannel) -> SubChannel | None:
     for ch in channels:
         q = ch._queue
         try:
-            first = q[0].recv_seq
-            last = q[-1].recv_seq
+            first = q[0][0]  # recv_seq of the oldest and newest message
+            last = q[-1][0]
         except IndexError:
             continue
         firsts.append((first, last + 1, ch))

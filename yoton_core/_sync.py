@@ -89,7 +89,7 @@ class SubSync:
             if not sub._context._queue_discard_old:
                 return
             q.popleft()
-        q.append(pkg)
+        q.append((pkg.recv_seq, pkg.data))
         if not self.full and not self._scheduled and len(q) > HIGH_WATER:
             self._schedule()
 
