@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 import yoton
-from yoton_core._wire import FrameDecoder, Package, encode_package
+from yoton_core._wire import HEADER, FrameDecoder, Package, encode_package
 from yoton_tcp import TcpConnection
 
 SLOT = 12345
@@ -123,8 +123,8 @@ def test_partial_write_is_finished_first_and_counted_once(link) -> None:  # type
     a.sendall(rest)  # (the test's own bytes were first in the stream)
     a.sendall(partial)
     conn._partial_written()
-    queued = conn._outq.popleft()
-    a.sendall(encode_package(queued))
+    header, data = conn._outq.popleft()
+    a.sendall(HEADER.pack(*header) + data)
     conn._written += 1
     a.setblocking(False)
     assert conn._stop_writing()

@@ -211,7 +211,7 @@ class BaseChannel:
 
     # -- sending ------------------------------------------------------------------
 
-    def _send(self, data: bytes, dest_id: int = 0, dest_seq: int = 0) -> Package | None:
+    def _send(self, data: bytes, dest_id: int = 0, dest_seq: int = 0) -> None:
         if self._closed:
             raise ConnectionClosedError(
                 f"Cannot send from closed {type(self).__name__} {id(self)}."
@@ -225,9 +225,7 @@ class BaseChannel:
                 f"message of {len(data)} bytes exceeds the maximum message size of "
                 f"{max_size} bytes (Context(max_message_size=...))"
             )
-        pkg = Package(data, self._slot_out, ctx._id, 0, dest_id, dest_seq)  # type: ignore[arg-type]
-        ctx._send_package(pkg, self)
-        return pkg
+        ctx._send(data, self._slot_out, self, dest_id, dest_seq)  # type: ignore[arg-type]
 
     # -- receiving (engine side) ------------------------------------------------
 

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._events import Signal
+from ._wire import raw_package
 
 if TYPE_CHECKING:
     from ._context import Context
-    from ._wire import Package
+    from ._wire import Header, Package
 
 __all__ = ["Connection", "ConnectionStatistics", "STATUS_NAMES"]
 
@@ -262,6 +263,13 @@ class Connection:
     def _push(self, package: Package) -> None:
         """Queue one package for the peer; thread-safe and never blocking."""
         raise NotImplementedError
+
+    def _push_raw(self, header: Header, data: bytes) -> None:
+        """Queue one package given as header tuple and payload (how the core
+        hands packages over; see ``_wire.Header``). The default makes a
+        :class:`Package` and calls :meth:`_push`, so a transport may implement
+        either; the built-in ones implement this one."""
+        self._push(raw_package(header, data))
 
     def _wait_writable(self) -> None:
         """Block a user thread briefly while the outgoing queue is congested."""

@@ -26,7 +26,7 @@ from ._auth import normalize_auth_key
 from ._channels import BaseChannel
 from ._connection import Connection
 from ._plugins import resolve_transport
-from ._wire import SLOT_CONTEXT, Package
+from ._wire import CONTROL, SLOT_CONTEXT, Header, Package, package_header, raw_package
 
 __all__ = ["Context", "ConnectionCollection", "new_uid"]
 
@@ -114,7 +114,8 @@ class Context:
         self._source_map: dict[int, int] = {}
         self._connections: list[Connection] = []  # alive: waiting or connected
         self._connected: tuple[Connection, ...] = ()
-        self._startup_queue: collections.deque[Package] = collections.deque()
+        # (header, payload) of what was sent before any connection existed.
+        self._startup_queue: collections.deque[tuple[Header, bytes]] = collections.deque()
         self._send_channels: dict[int, BaseChannel] = {}
         self._recv_channels: dict[int, BaseChannel] = {}
         self._n_duplicates = 0
@@ -282,8 +283,8 @@ class Context:
                 self._connections.append(conn)
             self._connected = (*self._connected, conn)
             startup, self._startup_queue = self._startup_queue, collections.deque()
-            for pkg in startup:
-                conn._push(pkg)
+            for header, data in startup:
+                conn._push_raw(header, data)
         for ch in list(self._send_channels.values()):
             ch._on_new_connection(conn)
 
@@ -346,28 +347,33 @@ class Context:
 
     # -- sending -------------------------------------------------------------
 
-    def _send_package(self, pkg: Package, origin: Any = None) -> None:
-        """Stamp the next sequence number on ``pkg`` and send it everywhere.
+    def _send(
+        self, data: bytes, slot: int, origin: Any = None, dest_id: int = 0, dest_seq: int = 0
+    ) -> None:
+        """Send a package from this context: number it and hand it to every link.
 
-        Called from user threads. Local channels get it too (a Pub and a Sub in
-        one context talk to each other), except the channel that sent it.
+        Called from user threads (and from IO threads for protocol answers).
+        Local channels get it too (a Pub and a Sub in one context talk to each
+        other), except ``origin``, the channel that sent it. The package
+        travels as a header tuple plus payload (see :data:`_wire.Header`).
         """
         for conn in self._connected:
             if conn._congestion_check:
                 conn._wait_writable()
         local = None
+        my_id = self._id
         lock = self._lock
         lock.acquire()  # not ``with``: twice as fast on the hottest path there is
         try:
             seq = self._send_seq + 1
             self._send_seq = seq
-            pkg.source_seq = seq
+            header = (CONTROL, slot, my_id, seq, dest_id, dest_seq, len(data))
             conns = self._connected
             if len(conns) == 1:  # the common case, without a loop
-                conns[0]._push(pkg)
+                conns[0]._push_raw(header, data)
             elif conns:
                 for conn in conns:
-                    conn._push(pkg)
+                    conn._push_raw(header, data)
             else:
                 q = self._startup_queue
                 if len(q) >= self._queue_n:
@@ -377,13 +383,14 @@ class Context:
                     else:
                         q.popleft()
                 if q is not None:
-                    q.append(pkg)
-            dest = pkg.dest_id
-            if dest == 0 or dest == self._id:
-                ch = self._recv_channels.get(pkg.slot)
+                    q.append((header, data))
+            if dest_id == 0 or dest_id == my_id:
+                ch = self._recv_channels.get(slot)
                 if ch is not None and ch is not origin:
-                    self._recv_seq += 1
-                    pkg.recv_seq = self._recv_seq
+                    rseq = self._recv_seq + 1
+                    self._recv_seq = rseq
+                    pkg = Package(data, slot, my_id, seq, dest_id, dest_seq)
+                    pkg.recv_seq = rseq
                     ch._deposit(pkg)
                     local = ch
         finally:
@@ -391,20 +398,42 @@ class Context:
         if local is not None:
             local._notify()
 
-    def _send_context_message(self, text: str, dest_id: int = 0) -> None:
-        self._send_package(Package(text.encode("utf-8"), SLOT_CONTEXT, self._id, 0, dest_id, 0))
+    def _send_package(self, pkg: Package, origin: Any = None) -> None:
+        """Send ``pkg`` (its data, slot and destination) as :meth:`_send` does."""
+        self._send(pkg.data, pkg.slot, origin, pkg.dest_id, pkg.dest_seq)
 
-    # -- receiving (engine thread) -------------------------------------------
+    def _send_context_message(self, text: str, dest_id: int = 0) -> None:
+        self._send(text.encode("utf-8"), SLOT_CONTEXT, None, dest_id)
+
+    # -- receiving (IO threads) -------------------------------------------------
 
     def _recv_packages(self, conn: Connection, pkgs: list[Package]) -> None:
-        """Route a batch of packages that arrived on ``conn``."""
+        """Route packages that arrived on ``conn`` (for transports that have
+        :class:`Package` objects; stream transports use :meth:`_route`)."""
+        flat: list[Any] = []
+        for p in pkgs:
+            flat.append(package_header(p))
+            flat.append(p.data)
+        self._route(conn, flat)
+
+    def _route(self, conn: Connection, flat: list[Any]) -> None:
+        """Route a batch of packages that arrived on ``conn``.
+
+        ``flat`` alternates header tuples and payloads, as
+        :meth:`FrameDecoder.feed_raw` returns them. A :class:`Package` is made
+        only for channels that take packages themselves (request/reply, state,
+        sync mode) and for context messages; a plain inbox gets
+        ``(recv_seq, payload)``.
+        """
         touched: list[BaseChannel] = []
         context_msgs: list[Package] | None = None
         my_id = self._id
+        smap = self._source_map
+        run_sid = -1
         lock = self._lock
-        lock.acquire()  # (not ``with``: see _send_package)
+        lock.acquire()  # (not ``with``: see _send)
+        rseq = self._recv_seq
         try:
-            smap = self._source_map
             channels = self._recv_channels
             conns = self._connected
             if len(conns) == 1 and conns[0] is conn:
@@ -412,39 +441,53 @@ class Context:
             else:
                 others = [c for c in conns if c is not conn]
             queue_n = self._queue_n
-            rseq = self._recv_seq
             # The channel of the previous package, and its inbox when that can
             # be appended to here (the channel does not intercept deposits).
             last: BaseChannel | None = None
             last_q: Any = None
-            for pkg in pkgs:
-                sid = pkg.source_id
-                seq = pkg.source_seq
-                if seq <= smap.get(sid, 0):
+            last_slot = -1
+            # The newest seq of the source of the previous package: a run of
+            # packages from one source (the usual case) skips the dict.
+            run_seq = 0
+            it = iter(flat)
+            for header, data in zip(it, it, strict=True):
+                sid = header[2]
+                seq = header[3]
+                if sid != run_sid:
+                    if run_sid != -1:
+                        smap[run_sid] = run_seq
+                    run_sid = sid
+                    run_seq = smap.get(sid, 0)
+                if seq <= run_seq:
                     self._n_duplicates += 1
                     continue
-                smap[sid] = seq
+                run_seq = seq
                 if sid == my_id:  # our own broadcast came back through a cycle
                     continue
-                dest = pkg.dest_id
-                if dest != my_id:
-                    for c in others:
-                        c._push(pkg)
-                    if dest != 0:
+                dest = header[4]
+                if dest:
+                    if dest != my_id:  # for someone else: pass it on (flooding)
+                        for c in others:
+                            c._push_raw(header, data)
                         continue
+                elif others:
+                    for c in others:
+                        c._push_raw(header, data)
                 rseq += 1
-                pkg.recv_seq = rseq
-                slot = pkg.slot
-                if slot == SLOT_CONTEXT:
-                    if context_msgs is None:
-                        context_msgs = []
-                    context_msgs.append(pkg)
-                    continue
-                ch = channels.get(slot)
-                if ch is None:
-                    self._n_unroutable += 1
-                    continue
-                if ch is not last:
+                slot = header[1]
+                if slot != last_slot:
+                    if slot == 2:  # SLOT_CONTEXT
+                        pkg = raw_package(header, data)
+                        pkg.recv_seq = rseq
+                        if context_msgs is None:
+                            context_msgs = []
+                        context_msgs.append(pkg)
+                        continue
+                    ch = channels.get(slot)
+                    if ch is None:
+                        self._n_unroutable += 1
+                        continue
+                    last_slot = slot
                     last = ch
                     if ch not in touched:
                         touched.append(ch)
@@ -455,11 +498,15 @@ class Context:
                     else:
                         last_q = None
                 if last_q is not None and len(last_q) < queue_n:
-                    last_q.append((rseq, pkg.data))  # BaseChannel._deposit, inlined
-                else:
-                    ch._deposit(pkg)
-            self._recv_seq = rseq
+                    last_q.append((rseq, data))
+                else:  # a channel of its own kind, or a full inbox (discard policy)
+                    pkg = raw_package(header, data)
+                    pkg.recv_seq = rseq
+                    last._deposit(pkg)  # type: ignore[union-attr]
         finally:
+            if run_sid != -1:
+                smap[run_sid] = run_seq
+            self._recv_seq = rseq
             lock.release()
         for ch in touched:
             ch._notify()

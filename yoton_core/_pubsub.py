@@ -8,10 +8,13 @@ from typing import Any
 
 from . import _async, _sync
 from ._channels import BaseChannel
-from ._message_types import TEXT, TextMessageType
+from ._message_types import TEXT, BinaryMessageType, TextMessageType
 from ._wire import Package
 
 __all__ = ["PubChannel", "SubChannel", "select_sub_channel"]
+
+#: Message types whose payload send() makes inline: type -> the message's type.
+_PLAIN = {TextMessageType: str, BinaryMessageType: bytes}
 
 
 class PubChannel(BaseChannel):
@@ -32,8 +35,9 @@ class PubChannel(BaseChannel):
         self._sync_cond = threading.Condition(threading.Lock())
         super().__init__(context, slot_base, message_type)
         self._encode = self._message_type.message_to_bytes
-        # TEXT (the default) is encoded inline in send(): a str is just UTF-8.
-        self._plain_text = type(self._message_type) is TextMessageType
+        # TEXT (the default) and BINARY are encoded inline in send(): a str is
+        # just UTF-8, bytes are sent as they are.
+        self._plain = _PLAIN.get(type(self._message_type))
 
     def send(self, message: Any) -> None:
         """Publish ``message``; raises OSError on a closed channel.
@@ -44,8 +48,9 @@ class PubChannel(BaseChannel):
         """
         if self._sync_blocked:
             _sync.pub_wait(self)
-        if self._plain_text and type(message) is str:
-            data = message.encode()
+        plain = self._plain
+        if plain is not None and type(message) is plain:
+            data = message.encode() if plain is str else message
         else:
             data = self._encode(message)
         ctx = self._context
@@ -53,7 +58,7 @@ class PubChannel(BaseChannel):
             self._send(data)  # raises, or drops an empty message, as documented there
             return
         # The rest of BaseChannel._send, inlined: this is the throughput path.
-        ctx._send_package(Package(data, self._slot_out, ctx._id), self)  # type: ignore[arg-type]
+        ctx._send(data, self._slot_out, self)  # type: ignore[arg-type]
 
     def _deposit(self, pkg: Package) -> None:
         # The incoming slot carries sync-mode control words ("full"/"ok") from
@@ -87,6 +92,8 @@ class SubChannel(BaseChannel):
         self._sync: _sync.SubSync | None = None  # sync mode state (_sync.py)
         super().__init__(context, slot_base, message_type)
         self._decode = self._message_type.message_from_bytes
+        # BINARY payloads are the messages: recv() returns them without a call.
+        self._binary = type(self._message_type) is BinaryMessageType
         self._ref_seq: int | None = None
 
     def recv(self, block: Any = True) -> Any:
@@ -107,7 +114,7 @@ class SubChannel(BaseChannel):
             except IndexError:  # another reader took it
                 pass
             else:
-                return self._decode(item[1])
+                return item[1] if self._binary else self._decode(item[1])
         item = self._recv(block)
         self._check_sync()
         if item is None:

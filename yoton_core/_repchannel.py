@@ -345,7 +345,7 @@ class RepChannel(BaseChannel):
     def _send_raw(self, data: bytes, dest_id: int, dest_seq: int) -> None:
         ctx = self._context
         try:
-            ctx._send_package(Package(data, self._slot_out, ctx._id, 0, dest_id, dest_seq), self)
+            ctx._send(data, self._slot_out, self, dest_id, dest_seq)
         except Exception:  # pragma: no cover - e.g. a transport failing hard
             logger.exception("yoton: could not send a reply package on %r", self)
 

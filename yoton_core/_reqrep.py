@@ -229,7 +229,7 @@ class ReqChannel(BaseChannel):
         """Send protocol traffic (also while closing, when ``_send`` refuses)."""
         ctx = self._context
         try:
-            ctx._send_package(Package(data, self._slot_out, ctx._id, 0, dest_id, dest_seq), self)
+            ctx._send(data, self._slot_out, self, dest_id, dest_seq)
         except Exception:  # pragma: no cover - e.g. a transport failing hard
             logger.exception("yoton: could not send a request package on %r", self)
 

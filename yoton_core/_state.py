@@ -111,9 +111,8 @@ class StateChannel(BaseChannel):
             version = max(self._clock + 1, _wall_version())
             self._set_locked(data, version)
             self._startup_pending = not ctx._connected
-            pkg = Package(data, self._slot_out, ctx._id, 0, 0, version)  # type: ignore[arg-type]
             self._resend_token += 1
-        ctx._send_package(pkg, self)
+        ctx._send(data, self._slot_out, self, 0, version)  # type: ignore[arg-type]
 
     def recv(self, block: Any = False) -> Any:
         """Return the current state at once (``block`` is accepted and ignored)."""
@@ -126,9 +125,9 @@ class StateChannel(BaseChannel):
         with ctx._lock:
             if self._closed or not self._version:
                 return
-            pkg = Package(self._data, self._slot_out, ctx._id, 0, 0, self._version)  # type: ignore[arg-type]
+            data, version = self._data, self._version
             self._resend_token += 1
-        ctx._send_package(pkg, self)
+        ctx._send(data, self._slot_out, self, 0, version)  # type: ignore[arg-type]
 
     @property
     def pending(self) -> int:

@@ -42,13 +42,11 @@ from ._poller import CHUNK, MAX_CHUNK, SocketReader, get_poller, in_io_role
 from ._stream_queue import StreamQueue
 from ._wire import (
     CLOSE_BYTES,
-    CONTROL,
     HEADER,
     HEARTBEAT_BYTES,
     CloseRequest,
     ConnectionMessage,
     FrameDecoder,
-    Package,
 )
 
 if TYPE_CHECKING:
@@ -383,7 +381,6 @@ class StreamConnection(StreamQueue, Connection):
     async def _sender_loop(self, stream: trio.abc.Stream) -> None:
         q = self._outq
         pack = HEADER.pack
-        control = CONTROL
         try:
             while True:
                 assert self._send_event is not None
@@ -406,13 +403,9 @@ class StreamConnection(StreamQueue, Connection):
                     count = 0
                     big: bytes | None = None
                     while q and size < BATCH_BYTES:
-                        p = q.popleft()
-                        d = p.data
-                        n = len(d)
-                        parts.append(
-                            pack(control, p.slot, p.source_id, p.source_seq, p.dest_id,
-                                 p.dest_seq, n)
-                        )
+                        header, d = q.popleft()
+                        parts.append(pack(*header))
+                        n = header[6]
                         count += 1
                         size += n + 56
                         if n >= LARGE_PAYLOAD:
@@ -453,32 +446,32 @@ class StreamConnection(StreamQueue, Connection):
             self._timed_out = False
             self.timedout.emit(self, False)
         self._b_recv += len(data)
-        route = self._context._recv_packages
+        decoder = self._decoder
         try:
-            items = self._decoder.feed(data)
+            flat = decoder.feed_raw(data)
         except ProtocolError as exc:
             # Packages decoded before the bad bytes in the same chunk are valid:
             # deliver them, then close with the reason.
-            good = [it for it in getattr(exc, "items", ()) if it.__class__ is Package]
+            good = getattr(exc, "raw", None)
             if good:
-                self._n_recv += len(good)
-                route(self, good)
+                self._n_recv += len(good) >> 1
+                self._context._route(self, good)
             self._end(exc.reason)
             return False
-        if items:
-            if self._decoder.controls:  # heartbeats, close requests, ...
-                pkgs = [it for it in items if it.__class__ is Package]
-            else:
-                pkgs = items
-            if len(pkgs) != len(items) and self._control(items, pkgs):
-                if pkgs:
-                    self._n_recv += len(pkgs)
-                    route(self, pkgs)
-                self._end("Closed from other end.")
-                return False
-            if pkgs:
-                self._n_recv += len(pkgs)
-                route(self, pkgs)
+        if decoder.controls:  # heartbeats, close requests, connection messages
+            for pos, item in decoder.controls:
+                if item.__class__ is CloseRequest:
+                    del flat[pos:]  # the peer sent nothing after it
+                    if flat:
+                        self._n_recv += len(flat) >> 1
+                        self._context._route(self, flat)
+                    self._end("Closed from other end.")
+                    return False
+                if item.__class__ is ConnectionMessage:
+                    self._on_connection_message(item.payload)
+        if flat:
+            self._n_recv += len(flat) >> 1
+            self._context._route(self, flat)
         return True
 
     def _read_size(self) -> int:
@@ -538,20 +531,6 @@ class StreamConnection(StreamQueue, Connection):
             self._end(f"Other end dropped the connection ({_exc_text(exc)}).")
         finally:
             scope.cancel()
-
-    def _control(self, items: list[Any], pkgs: list[Package]) -> bool:
-        """Handle connection-level items; True when the peer asked to close.
-
-        Packages after a close request are ignored, and so they are removed.
-        """
-        for i, it in enumerate(items):
-            if isinstance(it, CloseRequest):
-                keep = sum(1 for x in items[:i] if x.__class__ is Package)
-                del pkgs[keep:]
-                return True
-            if isinstance(it, ConnectionMessage):
-                self._on_connection_message(it.payload)
-        return False
 
     def _on_connection_message(self, payload: bytes) -> None:
         """A connection-level message from a new-style peer; ignored by default."""

@@ -44,11 +44,11 @@ import trio
 from ._connection import STATUS_CLOSED, STATUS_HOSTING, STATUS_WAITING
 from ._errors import BrokenConnectionError, ConnectionClosedError
 from ._errors import TimeoutError as YotonTimeoutError
-from ._wire import CONTROL, HEADER
+from ._wire import HEADER, package_header
 
 if TYPE_CHECKING:
     from ._engine import Engine
-    from ._wire import Package
+    from ._wire import Header, Package
 
 __all__ = ["StreamQueue"]
 
@@ -68,6 +68,7 @@ DIRECT_MAX = 64 * 1024
 DIRECT_QUIET = 50e-6
 
 _monotonic = time.monotonic
+_pack = HEADER.pack
 
 
 class StreamQueue:
@@ -83,7 +84,8 @@ class StreamQueue:
     _context: object
 
     def _init_queue(self) -> None:
-        self._outq: collections.deque[Package] = collections.deque()
+        # (header tuple, payload) per package; the sender packs the headers.
+        self._outq: collections.deque[tuple[Header, bytes]] = collections.deque()
         self._pushed = 0
         self._bytes_pushed = 0
         self._discarded = 0
@@ -123,9 +125,11 @@ class StreamQueue:
     # -- pushing (user threads and engine, under the context lock) -------------
 
     def _push(self, package: Package) -> None:
+        self._push_raw(package_header(package), package.data)
+
+    def _push_raw(self, header: Header, data: bytes) -> None:
         q = self._outq
-        data = package.data
-        n = len(data)
+        n = header[6]
         self._bytes_pushed += n
         self._pushed += 1
         if not q and self._direct_sock is not None:
@@ -139,7 +143,7 @@ class StreamQueue:
                 try:
                     sock = self._direct_sock
                     if sock is not None and not self._writing and not q and self._partial is None:
-                        self._write_direct(sock, package, data, n)
+                        self._write_direct(sock, header, data)
                         return
                 finally:
                     self._wlock.release()
@@ -156,11 +160,13 @@ class StreamQueue:
                 pass
             else:
                 self._discarded += 1
-                self._bytes_discarded += len(old.data)
-        q.append(package)
-        if len(q) >= HIGH_WATER_PACKAGES or (
-            self._bytes_pushed - self._bytes_discarded - self._bytes_written - self._direct_bytes
-            >= HIGH_WATER_BYTES  # self._queued_bytes, inlined
+                self._bytes_discarded += old[0][6]
+        q.append((header, data))
+        nq = len(q)
+        if nq >= HIGH_WATER_PACKAGES or (
+            (n >= 65536 or not nq & 63)  # bytes: on large packages, else now and then
+            and self._bytes_pushed - self._bytes_discarded - self._bytes_written
+            - self._direct_bytes >= HIGH_WATER_BYTES  # self._queued_bytes, inlined
         ):
             self._congestion_check = True
         if not self._wake_pending and self._send_event is not None:
@@ -170,10 +176,10 @@ class StreamQueue:
             else:
                 self._engine.run_sync_soon(self._wake)
 
-    def _write_direct(self, sock: socket.socket, p: Package, data: bytes, n: int) -> None:
+    def _write_direct(self, sock: socket.socket, header: Header, data: bytes) -> None:
         """Write one package from the pushing thread (``_wlock`` held, link idle)."""
-        frame = HEADER.pack(CONTROL, p.slot, p.source_id, p.source_seq, p.dest_id,
-                            p.dest_seq, n) + data
+        frame = _pack(*header) + data
+        n = header[6]
         try:
             sent = sock.send(frame)
         except (BlockingIOError, InterruptedError):

@@ -131,9 +131,8 @@ class SubSync:
         if not ctx._connected and sub._slot_out not in ctx._recv_channels:
             return False  # nobody to tell (2.x: only when connected); the ticker retries
         self._last_sent = time.monotonic()
-        pkg = Package(word, sub._slot_out, ctx._id, 0, 0, 0)  # type: ignore[arg-type]
         try:
-            ctx._send_package(pkg, sub)
+            ctx._send(word, sub._slot_out, sub)  # type: ignore[arg-type]
         except Exception:  # pragma: no cover - defensive
             logger.exception("yoton: could not send sync-mode %r from %r", word, sub)
         return True

@@ -23,6 +23,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from ._errors import ProtocolError
 
@@ -48,6 +49,10 @@ __all__ = [
     "encode_connection_message",
     "decode_header",
     "FrameDecoder",
+    "Header",
+    "make_header",
+    "package_header",
+    "raw_package",
 ]
 
 HEADER = struct.Struct("<7Q")
@@ -208,6 +213,44 @@ def _bad_control(head: bytes) -> str:
 
 Item = Package | Heartbeat | CloseRequest | ConnectionMessage
 
+#: A package header as ``HEADER`` unpacks it: ``(control, slot, source_id,
+#: source_seq, dest_id, dest_seq, length)``; ``HEADER.pack(*header)`` gives its
+#: 56 bytes. With the payload beside it, this is how packages travel inside a
+#: process (no object per package): see :meth:`FrameDecoder.feed_raw`.
+Header = tuple[int, int, int, int, int, int, int]
+
+
+def make_header(data: bytes, slot: int, source_id: int, source_seq: int,
+                dest_id: int = 0, dest_seq: int = 0) -> Header:
+    """The :data:`Header` of a package with payload ``data``."""
+    return (CONTROL, slot, source_id, source_seq, dest_id, dest_seq, len(data))
+
+
+def package_header(pkg: Package) -> Header:
+    """The :data:`Header` of ``pkg``."""
+    return (CONTROL, pkg.slot, pkg.source_id, pkg.source_seq, pkg.dest_id, pkg.dest_seq,
+            len(pkg.data))
+
+
+def raw_package(header: Header, data: bytes) -> Package:
+    """A :class:`Package` from a header tuple and its payload."""
+    return Package(data, header[1], header[2], header[3], header[4], header[5])
+
+
+def _items(flat: list[Any], controls: list[tuple[int, Item]]) -> list[Item]:
+    """:meth:`FrameDecoder.feed_raw` output as items, in stream order."""
+    out: list[Item] = []
+    c = 0
+    nc = len(controls)
+    for i in range(0, len(flat), 2):
+        while c < nc and controls[c][0] <= i:
+            out.append(controls[c][1])
+            c += 1
+        h = flat[i]
+        out.append(Package(flat[i + 1], h[1], h[2], h[3], h[4], h[5]))
+    out.extend(item for _pos, item in controls[c:])
+    return out
+
 
 class FrameDecoder:
     """Incremental decoder of a yoton package stream.
@@ -236,14 +279,15 @@ class FrameDecoder:
             raise ValueError(f"max_message_size must be an int >= 0, got {max_message_size!r}")
         self._max = max_message_size
         self._tail = b""  # bytes of an incomplete header (< one header)
-        self._head: tuple | None = None  # header whose payload is being collected
+        self._head: Header | None = None  # header whose payload is being collected
         self._parts: list[bytes] = []  # payload chunks collected so far
         self._have = 0  # bytes in _parts
         self._need = 0  # payload length of _head
         self._error: str | None = None
-        #: How many of the items returned by the last :meth:`feed` are not
-        #: :class:`Package` (so a caller can skip looking for them).
-        self.controls = 0
+        #: The connection-level items (heartbeats, close requests, connection
+        #: messages) of the last :meth:`feed_raw`, as ``(position, item)``:
+        #: the item came before the package at ``flat[position]``.
+        self.controls: list[tuple[int, Item]] = []
 
     @property
     def missing(self) -> int:
@@ -263,16 +307,16 @@ class FrameDecoder:
     def max_message_size(self) -> int:
         return self._max
 
-    def _fail(self, message: str, items: list) -> ProtocolError:
+    def _fail(self, message: str, flat: list) -> ProtocolError:
         self._error = message
         self._tail = b""
         self._head = None
         self._parts = []
         err = ProtocolError(message)
-        err.items = items  # type: ignore[attr-defined]
+        err.raw = flat  # type: ignore[attr-defined]  # what came before the bad bytes
         return err
 
-    def _finish_payload(self, data: bytes, out: list) -> bytes:
+    def _finish_payload(self, data: bytes, flat: list) -> bytes:
         """Add ``data`` to the collected payload; emit it if complete; return the rest."""
         missing = self._need - self._have
         if len(data) < missing:
@@ -284,34 +328,41 @@ class FrameDecoder:
         payload = b"".join(parts)
         rest = data[missing:]
         head = self._head
+        assert head is not None
         self._head = None
         self._parts = []
         self._have = self._need = 0
-        _control, slot, sid, sseq, did, dseq, _length = head  # type: ignore[misc]
-        if slot == SLOT_DUMMY:
-            out.append(ConnectionMessage(payload))
-            self.controls += 1
+        if head[1] == SLOT_DUMMY:
+            self.controls.append((len(flat), ConnectionMessage(payload)))
         else:
-            out.append(Package(payload, slot, sid, sseq, did, dseq))
+            flat.append(head)
+            flat.append(payload)
         return rest
 
-    def feed(self, data: bytes) -> list[Item]:
-        """Consume ``data`` and return every item completed by it, in stream order.
+    def feed_raw(self, data: bytes) -> list[Any]:
+        """Consume ``data``; return the packages it completed as a flat list.
+
+        The list alternates header tuples (:data:`Header`, as ``HEADER``
+        unpacks them) and payloads: ``[header, payload, header, payload, ...]``,
+        in stream order. Connection-level items are put in :attr:`controls`.
+        This is the receive path's form: no object per package.
 
         Raises:
-            ProtocolError: the stream is invalid (or was found invalid earlier).
+            ProtocolError: the stream is invalid (or was found invalid earlier);
+                its ``raw`` attribute holds the packages decoded before the bad
+                bytes, in the same form.
         """
         if self._error is not None:
             raise ProtocolError(self._error)
         if type(data) is not bytes:
             data = bytes(data)
-        out: list[Item] = []
-        self.controls = 0
+        flat: list[Any] = []
+        if self.controls:
+            self.controls = []
         if self._head is not None:
-            data = self._finish_payload(data, out)
+            data = self._finish_payload(data, flat)
             if not data:
-                return out
-        controls_before = self.controls
+                return flat
         if self._tail:
             data = self._tail + data
             self._tail = b""
@@ -319,50 +370,60 @@ class FrameDecoder:
         limit = self._max
         n = len(data)
         off = 0
-        append = out.append
-        pkg = Package
+        append = flat.append
         control_word = CONTROL
-        controls = controls_before
         while n - off >= 56:  # HEADER_SIZE
-            control, slot, sid, sseq, did, dseq, length = unpack(data, off)
+            h = unpack(data, off)
             start = off + 56
-            end = start + length
-            if control != control_word or length > limit:
-                self.controls = controls
-                if control != control_word:
-                    raise self._fail(_bad_control(data[off : off + 8]), out)
+            end = start + h[6]
+            if h[0] != control_word or h[6] > limit:
+                if h[0] != control_word:
+                    raise self._fail(_bad_control(data[off : off + 8]), flat)
                 raise self._fail(
-                    f"Package of {length} bytes exceeds the maximum message size of {limit} bytes.",
-                    out,
+                    f"Package of {h[6]} bytes exceeds the maximum message size of {limit} bytes.",
+                    flat,
                 )
             if end > n:
                 # Header complete, payload not: collect the payload in parts.
-                self._head = (control, slot, sid, sseq, did, dseq, length)
-                self._need = length
+                self._head = h
+                self._need = h[6]
                 self._have = n - start
                 self._parts = [data[start:]] if n > start else []
-                self.controls = controls
-                return out
-            if length and slot != 1:  # a package (slot 1 is SLOT_DUMMY)
-                append(pkg(data[start:end], slot, sid, sseq, did, dseq))
-            elif length:
-                append(ConnectionMessage(data[start:end]))
-                controls += 1
-            elif sseq == 0:
-                append(HEARTBEAT)
-                controls += 1
-            elif sseq == 1:
-                append(CLOSE_REQUEST)
-                controls += 1
+                return flat
+            if start != end and h[1] != 1:  # a package (slot 1 is SLOT_DUMMY)
+                append(h)
+                append(data[start:end])
+            elif start != end:
+                self.controls.append((len(flat), ConnectionMessage(data[start:end])))
+            elif h[3] == 0:
+                self.controls.append((len(flat), HEARTBEAT))
+            elif h[3] == 1:
+                self.controls.append((len(flat), CLOSE_REQUEST))
             off = end
-        self.controls = controls
         if off < n:
             tail = data[off:]
             # Fail early on garbage shorter than a header (e.g. an HTTP request).
             if not CONTROL_BYTES.startswith(tail[:8]):
-                raise self._fail(_bad_control(tail[:8]), out)
+                raise self._fail(_bad_control(tail[:8]), flat)
             self._tail = tail
-        return out
+        return flat
+
+    def feed(self, data: bytes) -> list[Item]:
+        """Consume ``data`` and return every item completed by it, in stream order.
+
+        Like :meth:`feed_raw`, with packages as :class:`Package` objects and
+        connection-level items in their places.
+
+        Raises:
+            ProtocolError: the stream is invalid (or was found invalid earlier);
+                its ``items`` attribute holds the items decoded before the bad bytes.
+        """
+        try:
+            flat = self.feed_raw(data)
+        except ProtocolError as exc:
+            exc.items = _items(getattr(exc, "raw", []), self.controls)  # type: ignore[attr-defined]
+            raise
+        return _items(flat, self.controls)
 
     def eof(self) -> None:
         """Tell the decoder that the stream ended.

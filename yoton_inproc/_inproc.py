@@ -15,15 +15,10 @@ Design:
   the whole batch. Delivery never runs in the sender's thread, so a sender
   holding its context lock never runs another context's routing, and the
   order of one connection's packages is the order they were pushed.
-* The receiving context stamps ``recv_seq`` on a package, so two contexts
-  must never hold the same :class:`Package` object. A package nobody else
-  references any more (the usual case: one sender, one link) is handed over
-  as is; one that is still referenced elsewhere (by the sender's own local
-  subscriber, another connection's queue, ...) is given to the peer as a new
-  header around the same payload. Which case applies is read from the
-  object's reference count, on CPython with the GIL; elsewhere every package
-  is re-headed. Skipping the copy is worth about a third of the cost of an
-  in-process message, mostly garbage-collector work.
+* Packages travel as the core passes them around: a header tuple and the
+  payload object (``_wire.Header``), routed by the peer context with
+  :meth:`Context._route` as if they had been decoded from a stream, so no
+  object is made per package and the payload is never copied.
 * Pairing, delivery and closing all run in the engine thread, so they never
   race each other. There are no heartbeats: a peer in the same process cannot
   vanish without its connection being closed, so ``timedout`` never fires.
@@ -37,8 +32,6 @@ import itertools
 import logging
 import os
 import random
-import sys
-import sysconfig
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -49,6 +42,7 @@ from yoton_core._address import bind_port_offsets, parse_host_port
 from yoton_core._auth import pairing_problem
 from yoton_core._connection import STATUS_CONNECTED, STATUS_HOSTING, STATUS_WAITING
 from yoton_core._engine import get_engine
+from yoton_core._wire import Header, package_header
 
 if TYPE_CHECKING:
     from yoton_core import Context
@@ -65,21 +59,6 @@ HIGH_WATER_PACKAGES = 4096
 BACKPRESSURE_TIMEOUT = 1.0
 #: How long ``close()`` waits for the engine to finish the close.
 CLOSE_WAIT = 2.0
-
-def _exclusive_refcount() -> int:
-    """The reference count of a package that only the delivery loop holds
-    (measured, because it differs between interpreter versions); 0 when
-    reference counts cannot tell (not CPython, or no GIL)."""
-    if sys.implementation.name != "cpython" or sysconfig.get_config_var("Py_GIL_DISABLED"):
-        return 0
-    pop = collections.deque([Package(b"x", 8)]).popleft
-    p = pop()
-    return sys.getrefcount(p)
-
-
-#: See :func:`_exclusive_refcount`.
-EXCLUSIVE_REFCOUNT = _exclusive_refcount()
-_refcount = getattr(sys, "getrefcount", None) or (lambda _obj: 1)
 
 _registry: dict[str, InprocConnection] = {}
 _registry_cond = threading.Condition(threading.Lock())
@@ -138,7 +117,7 @@ class InprocConnection(Connection):
         self._engine = get_engine()
         self._key = ""
         self._peer: InprocConnection | None = None
-        self._outq: collections.deque[Package] = collections.deque()
+        self._outq: collections.deque[tuple[Header, bytes]] = collections.deque()
         self._wake_pending = False
         self._end_reason: str | None = None
         # Counted on the sending side (always under our context's lock) ...
@@ -241,6 +220,9 @@ class InprocConnection(Connection):
     # -- moving packages --------------------------------------------------------
 
     def _push(self, package: Package) -> None:
+        self._push_raw(package_header(package), package.data)
+
+    def _push_raw(self, header: Header, data: bytes) -> None:
         # Called under our context's lock; the engine may pop concurrently.
         q = self._outq
         if len(q) >= self._context._queue_n:
@@ -252,7 +234,7 @@ class InprocConnection(Connection):
                 self._discarded += 1
             except IndexError:  # the engine just emptied it
                 pass
-        q.append(package)
+        q.append((header, data))
         self._pushed += 1
         if len(q) >= HIGH_WATER_PACKAGES:
             self._congestion_check = True
@@ -283,20 +265,17 @@ class InprocConnection(Connection):
             self._drop_queue()
             return
         pop = q.popleft
-        refcount = _refcount
-        exclusive = EXCLUSIVE_REFCOUNT
-        batch = []
+        flat: list[object] = []
+        append = flat.append
         nbytes = 0
         for _ in range(min(len(q), MAX_BATCH)):
-            p = pop()
-            d = p.data
-            nbytes += len(d)
-            if refcount(p) > exclusive:  # held elsewhere too: a header of its own
-                p = Package(d, p.slot, p.source_id, p.source_seq, p.dest_id, p.dest_seq)
-            batch.append(p)
-        n = len(batch)
+            header, data = pop()
+            nbytes += header[6]
+            append(header)
+            append(data)
+        n = len(flat) >> 1
         try:
-            peer._context._recv_packages(peer, batch)
+            peer._context._route(peer, flat)
         finally:
             self._n_sent += n
             self._b_sent += nbytes
