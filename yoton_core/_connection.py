@@ -271,6 +271,11 @@ class Connection:
         either; the built-in ones implement this one."""
         self._push(raw_package(header, data))
 
+    def _note_congestion(self) -> None:
+        """The outgoing queue passed its high-water mark (transports call this)."""
+        self._congestion_check = True
+        self._context._congestion = True
+
     def _wait_writable(self) -> None:
         """Block a user thread briefly while the outgoing queue is congested."""
 

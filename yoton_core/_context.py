@@ -120,6 +120,9 @@ class Context:
         self._recv_channels: dict[int, BaseChannel] = {}
         self._n_duplicates = 0
         self._n_startup_dropped = 0
+        # Set by a connection whose outgoing queue passes its high-water mark
+        # (Connection._note_congestion); _send then lets it drain.
+        self._congestion = False
         self._n_unroutable = 0
         self.queue_params = queue_params if queue_params is not None else DEFAULT_QUEUE_PARAMS
         if transport is not None:
@@ -357,9 +360,8 @@ class Context:
         other), except ``origin``, the channel that sent it. The package
         travels as a header tuple plus payload (see :data:`_wire.Header`).
         """
-        for conn in self._connected:
-            if conn._congestion_check:
-                conn._wait_writable()
+        if self._congestion:  # a connection's queue is above its high-water mark
+            self._ease_congestion()
         local = None
         my_id = self._id
         lock = self._lock
@@ -397,6 +399,15 @@ class Context:
             lock.release()
         if local is not None:
             local._notify()
+
+    def _ease_congestion(self) -> None:
+        """Let congested connections drain a little before the next send."""
+        congested = False
+        for conn in self._connected:
+            if conn._congestion_check:
+                conn._wait_writable()
+                congested = congested or conn._congestion_check
+        self._congestion = congested
 
     def _send_package(self, pkg: Package, origin: Any = None) -> None:
         """Send ``pkg`` (its data, slot and destination) as :meth:`_send` does."""

@@ -130,51 +130,62 @@ class StreamQueue:
     def _push_raw(self, header: Header, data: bytes) -> None:
         q = self._outq
         n = header[6]
-        self._bytes_pushed += n
         self._pushed += 1
-        if not q and self._direct_sock is not None:
-            # The link looks idle. Write the package ourselves, unless packages
-            # come in a stream (two pushes that found the queue empty in quick
-            # succession): those are for the engine to batch.
-            now = _monotonic()
-            quiet = now - self._last_idle_push >= DIRECT_QUIET
-            self._last_idle_push = now
-            if quiet and n <= DIRECT_MAX and self._wlock.acquire(False):
-                try:
-                    sock = self._direct_sock
-                    if sock is not None and not self._writing and not q and self._partial is None:
-                        self._write_direct(sock, header, data)
-                        return
-                finally:
-                    self._wlock.release()
-        ctx = self._context
-        if len(q) >= ctx._queue_n:  # type: ignore[attr-defined]
-            self._n_dropped += 1
-            if not ctx._queue_discard_old:  # type: ignore[attr-defined]
-                self._discarded += 1
-                self._bytes_discarded += n
-                return
-            try:
-                old = q.popleft()
-            except IndexError:  # the sender emptied the queue meanwhile
-                pass
-            else:
-                self._discarded += 1
-                self._bytes_discarded += old[0][6]
-        q.append((header, data))
+        self._bytes_pushed += n
         nq = len(q)
-        if nq >= HIGH_WATER_PACKAGES or (
-            (n >= 65536 or not nq & 63)  # bytes: on large packages, else now and then
-            and self._bytes_pushed - self._bytes_discarded - self._bytes_written
-            - self._direct_bytes >= HIGH_WATER_BYTES  # self._queued_bytes, inlined
-        ):
-            self._congestion_check = True
+        if nq:  # the streaming case
+            if nq >= self._context._queue_n and self._discard(n):  # type: ignore[attr-defined]
+                return
+            q.append((header, data))
+            if nq >= HIGH_WATER_PACKAGES or (n > 4096 or not nq & 63) and self._over_bytes():
+                self._note_congestion()
+        else:
+            if self._direct_sock is not None:
+                # The link looks idle. Write the package ourselves, unless
+                # packages come in a stream (two pushes that found the queue
+                # empty in quick succession): those are for the engine to batch.
+                now = _monotonic()
+                quiet = now - self._last_idle_push >= DIRECT_QUIET
+                self._last_idle_push = now
+                if quiet and n <= DIRECT_MAX and self._wlock.acquire(False):
+                    try:
+                        sock = self._direct_sock
+                        if (sock is not None and not self._writing and not q
+                                and self._partial is None):
+                            self._write_direct(sock, header, data)
+                            return
+                    finally:
+                        self._wlock.release()
+            q.append((header, data))
+            if n > HIGH_WATER_BYTES:
+                self._note_congestion()
+        # Wake the sender unless a wake-up is on its way (it may also have
+        # emptied the queue and gone to sleep since len(q) was read).
         if not self._wake_pending and self._send_event is not None:
             self._wake_pending = True
             if self._engine.in_engine_thread():
                 self._send_event.set()
             else:
                 self._engine.run_sync_soon(self._wake)
+
+    def _discard(self, n: int) -> bool:
+        """The queue is full: apply the discard policy; True if the new package goes."""
+        self._n_dropped += 1
+        if not self._context._queue_discard_old:  # type: ignore[attr-defined]
+            self._discarded += 1
+            self._bytes_discarded += n
+            return True
+        try:
+            old = self._outq.popleft()
+        except IndexError:  # the sender emptied the queue meanwhile
+            pass
+        else:
+            self._discarded += 1
+            self._bytes_discarded += old[0][6]
+        return False
+
+    def _over_bytes(self) -> bool:
+        return self._queued_bytes >= HIGH_WATER_BYTES
 
     def _write_direct(self, sock: socket.socket, header: Header, data: bytes) -> None:
         """Write one package from the pushing thread (``_wlock`` held, link idle)."""

@@ -237,7 +237,7 @@ class InprocConnection(Connection):
         q.append((header, data))
         self._pushed += 1
         if len(q) >= HIGH_WATER_PACKAGES:
-            self._congestion_check = True
+            self._note_congestion()
         if not self._wake_pending:
             self._wake_pending = True
             self._engine.run_sync_soon(self._deliver)
