@@ -123,8 +123,8 @@ def test_partial_write_is_finished_first_and_counted_once(link) -> None:  # type
     a.sendall(rest)  # (the test's own bytes were first in the stream)
     a.sendall(partial)
     conn._partial_written()
-    header, data = conn._outq.popleft()
-    a.sendall(HEADER.pack(*header) + data)
+    item = conn._outq.popleft()  # a finished frame, or (header, payload)
+    a.sendall(item if isinstance(item, bytes) else HEADER.pack(*item[0]) + item[1])
     conn._written += 1
     a.setblocking(False)
     assert conn._stop_writing()

@@ -76,6 +76,30 @@ MAX_CHUNK = 64 << 20
 #: Borrow at most this many sockets (polling more is the poller's job).
 MAX_BORROW = 16
 
+
+def _spin_seconds() -> float:
+    """How long a borrowing thread polls before it sleeps (``YOTON_SPIN_US``).
+
+    Spinning only pays where another core runs the peer meanwhile: 0 on a
+    single CPU.
+    """
+    text = os.environ.get("YOTON_SPIN_US")
+    if text is None:
+        return 250e-6 if (os.cpu_count() or 1) > 1 else 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(
+            f"YOTON_SPIN_US must be a number of microseconds (0 turns spinning off), got {text!r}"
+        ) from None
+    if not value >= 0:
+        raise ValueError(f"YOTON_SPIN_US must be >= 0, got {text!r}")
+    return value * 1e-6
+
+
+#: Seconds a thread that borrowed sockets polls them before it blocks.
+SPIN_SECONDS = _spin_seconds()
+
 _EPOLLIN = getattr(select, "EPOLLIN", 1)
 _POLLIN = getattr(select, "POLLIN", 1)
 _EVENTFD = hasattr(os, "eventfd")
@@ -398,8 +422,25 @@ def borrow_wait(
         wakers.append(waker)
         waiting = True
         waker.clear()
+        # Spin, then park: poll without sleeping for a short while first. A
+        # reply or the next request usually comes within it, and a thread
+        # that did not sleep answers it without a wake-up (on the benchmark
+        # machine: 190 -> 130 us per request/reply round trip).
+        spin = SPIN_SECONDS
+        if spin:
+            spin_end = time.monotonic() + spin
+            if deadline is not None and deadline < spin_end:
+                spin_end = deadline
         while not ready():
-            if deadline is None:
+            if spin:
+                if time.monotonic() < spin_end:
+                    events = poll.poll(0)
+                    if not events:
+                        continue
+                else:
+                    spin = 0.0
+                    continue
+            elif deadline is None:
                 events = poll.poll()
             else:
                 left = deadline - time.monotonic()

@@ -403,10 +403,15 @@ class StreamConnection(StreamQueue, Connection):
                     count = 0
                     big: bytes | None = None
                     while q and size < BATCH_BYTES:
-                        header, d = q.popleft()
+                        item = q.popleft()
+                        count += 1
+                        if item.__class__ is bytes:  # a small package's frame
+                            parts.append(item)
+                            size += len(item)
+                            continue
+                        header, d = item
                         parts.append(pack(*header))
                         n = header[6]
-                        count += 1
                         size += n + 56
                         if n >= LARGE_PAYLOAD:
                             big = d
