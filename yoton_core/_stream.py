@@ -141,6 +141,9 @@ class StreamConnection(StreamQueue, Connection):
         sock = getattr(stream.socket, "_sock", None)  # trio's wrapped stdlib socket
         return sock if isinstance(sock, socket.socket) else None
 
+    def _tune_socket(self, sock: socket.socket) -> None:
+        """Hook: set options on an established plain socket (e.g. buffer sizes)."""
+
     def _stream_peer(self, stream: trio.abc.Stream) -> tuple[str, int]:
         """(hostname2, port2) of an accepted stream."""
         sock = getattr(stream, "socket", None)
@@ -341,6 +344,8 @@ class StreamConnection(StreamQueue, Connection):
                     return
                 self._engine.add_ticker(self)
                 plain = self._plain_socket(stream)
+                if plain is not None:
+                    self._tune_socket(plain)
                 if not self._graceful:
                     self._enable_direct(plain if self.direct_writes else None)
                 async with trio.open_nursery() as nursery:

@@ -32,6 +32,10 @@ if not hasattr(socket, "AF_UNIX"):  # pragma: no cover - Windows
     raise ImportError("the yoton 'unix' transport needs socket.AF_UNIX, absent on this platform")
 
 
+#: Socket buffer size asked for (the kernel caps it at net.core.wmem_max/rmem_max).
+UNIX_BUFFER = 4 << 20
+
+
 class UnixConnection(StreamConnection):
     """A connection over a Unix domain socket.
 
@@ -60,6 +64,15 @@ class UnixConnection(StreamConnection):
         if target.path is None:
             raise ConnectionRefusedError("cannot connect to port 0: name the port to connect to")
         return await trio.open_unix_socket(target.path)
+
+    def _tune_socket(self, sock: socket.socket) -> None:
+        # Unix sockets do not grow their buffers as TCP does: the default
+        # (about 200 KiB) splits the sender's batches into partial writes.
+        for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, UNIX_BUFFER)
+            except OSError:  # pragma: no cover - the OS keeps its default
+                pass
 
     def _target_names(self, target: UnixTarget) -> tuple[str, int]:
         return target.path or target.host, target.port
