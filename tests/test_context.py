@@ -506,6 +506,44 @@ def test_cycle_no_duplicates_no_self_delivery(contexts: Any) -> None:
     assert got["a"][: n + 1] == [f"m{i}" for i in range(n)] + ["end"]
 
 
+def test_a_relay_sends_packages_for_one_context_only_its_way(contexts: Any) -> None:
+    # A star: a and b talk request/reply through the hub h; c, another spoke,
+    # must not get their directed packages (2.x flooded every one of them).
+    h, a, b, c = contexts(), contexts(), contexts(), contexts()
+    join(h, a)
+    join(h, b)
+    _h_c, c_conn = join(h, c)
+    req = yoton.ReqChannel(a, "svc")
+    rep = yoton.RepChannel(b, "svc")
+    rep.set_mode("thread")
+    assert req.echo("warm").result(10)[0] == "warm"  # routes learned on the way
+    seen_by_c = c_conn.stats.packages_received
+    n = 50
+    for i in range(n):
+        assert req.echo(i).result(10) == (i, hex(b.id))
+    # Each call is a request and a reply, both directed: none of them reached c.
+    assert c_conn.stats.packages_received - seen_by_c < n
+    assert h._routes[a.id].id2 == a.id and h._routes[b.id].id2 == b.id
+
+
+def test_a_route_through_a_closed_link_is_forgotten(contexts: Any) -> None:
+    # a - h - b, then b leaves and comes back through another relay g: h must
+    # not keep sending a's packages for b to the dead link.
+    h, g, a, b = contexts(), contexts(), contexts(), contexts()
+    join(h, a)
+    join(h, g)
+    h_b, b_h = join(h, b)
+    req = yoton.ReqChannel(a, "svc2")
+    rep = yoton.RepChannel(b, "svc2")
+    rep.set_mode("thread")
+    assert req.echo(1).result(10)[0] == 1
+    assert h._routes[b.id] is h_b
+    b_h.close()
+    wait_for(lambda: not h_b.is_alive and b.id not in h._routes, what="h to forget the route")
+    join(g, b)
+    assert req.echo(2).result(10) == (2, hex(b.id))  # flooded until learned again
+
+
 def test_new_connection_mid_stream_breaks_nothing(contexts: Any) -> None:
     a, b, c = contexts(), contexts(), contexts()
     pub = yoton.PubChannel(a, "stream")

@@ -112,6 +112,10 @@ class Context:
         self._send_seq = 0
         self._recv_seq = 0
         self._source_map: dict[int, int] = {}
+        # Learned routes: context id -> the connection its packages came in on.
+        # A package for one context goes that way only, not to every link
+        # (2.x flooded them); unknown or gone: flooded as before.
+        self._routes: dict[int, Connection] = {}
         self._connections: list[Connection] = []  # alive: waiting or connected
         self._connected: tuple[Connection, ...] = ()
         # (header, payload) of what was sent before any connection existed.
@@ -293,6 +297,9 @@ class Context:
 
     def _connection_closed(self, conn: Connection) -> None:
         with self._lock:
+            routes = self._routes
+            for peer in [peer for peer, via in routes.items() if via is conn]:
+                del routes[peer]
             if conn in self._connections:
                 self._connections.remove(conn)
             if conn in self._connected:
@@ -374,8 +381,12 @@ class Context:
             if len(conns) == 1:  # the common case, without a loop
                 conns[0]._push_raw(header, data)
             elif conns:
-                for conn in conns:
-                    conn._push_raw(header, data)
+                via = self._routes.get(dest_id) if dest_id else None
+                if via is not None:  # for one context whose way we know
+                    via._push_raw(header, data)
+                else:
+                    for conn in conns:
+                        conn._push_raw(header, data)
             else:
                 q = self._startup_queue
                 if len(q) >= self._queue_n:
@@ -446,6 +457,8 @@ class Context:
         rseq = self._recv_seq
         try:
             channels = self._recv_channels
+            routes = self._routes
+            learn = False
             conns = self._connected
             if len(conns) == 1 and conns[0] is conn:
                 others: Any = ()  # the common leaf node: nowhere to forward
@@ -469,17 +482,25 @@ class Context:
                         smap[run_sid] = run_seq
                     run_sid = sid
                     run_seq = smap.get(sid, 0)
+                    learn = bool(others)  # a relay: note the way back to sid
                 if seq <= run_seq:
                     self._n_duplicates += 1
                     continue
                 run_seq = seq
+                if learn:
+                    routes[sid] = conn
+                    learn = False
                 if sid == my_id:  # our own broadcast came back through a cycle
                     continue
                 dest = header[4]
                 if dest:
-                    if dest != my_id:  # for someone else: pass it on (flooding)
-                        for c in others:
-                            c._push_raw(header, data)
+                    if dest != my_id:  # for someone else: pass it on
+                        via = routes.get(dest)
+                        if via is not None and via is not conn:
+                            via._push_raw(header, data)
+                        else:  # no (usable) route: flood, as 2.x does
+                            for c in others:
+                                c._push_raw(header, data)
                         continue
                 elif others:
                     for c in others:
