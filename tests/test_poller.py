@@ -1,0 +1,200 @@
+"""Who reads a socket: the poller thread, or the thread that waits (_poller.py).
+
+Real contexts over TCP. The properties checked are the ones a defect would
+break: a waiting thread reads its own reply (borrowing), the poller reads when
+nobody waits, sockets go back to the poller whatever ends a wait (data, a
+timeout, a closed connection, KeyboardInterrupt in the main thread), several
+threads waiting on one context share its sockets without losing anything, and
+a bad ``YOTON_SPIN_US`` is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import yoton
+from yoton_core import _poller
+from yoton_core.testing import recv_n, wait_for
+
+pytestmark = [
+    pytest.mark.timeout(60),
+    pytest.mark.skipif(not _poller.AVAILABLE, reason="needs select.epoll"),
+]
+
+
+@pytest.fixture
+def contexts() -> Iterator[Callable[..., yoton.Context]]:
+    made: list[yoton.Context] = []
+
+    def make(**kw: Any) -> yoton.Context:
+        ctx = yoton.Context(**kw)
+        made.append(ctx)
+        return ctx
+
+    yield make
+    for ctx in made:
+        ctx.close()
+
+
+def join(server: yoton.Context, client: yoton.Context) -> tuple[Any, Any]:
+    s = server.bind("localhost:0")
+    c = client.connect(f"localhost:{s.port1}", timeout=5)
+    wait_for(lambda: s.is_connected, what="the bound side to get its peer")
+    return s, c
+
+
+def _reader(conn: Any) -> _poller.SocketReader:
+    wait_for(lambda: conn._reader is not None, what="the poller to take the socket")
+    return conn._reader  # type: ignore[no-any-return]
+
+
+def test_the_waiting_thread_reads_its_own_reply(contexts: Any) -> None:
+    a, b = contexts(), contexts()
+    rep = yoton.RepChannel(b, "svc")
+    rep.set_mode("thread")
+    _s, c = join(b, a)
+    req = yoton.ReqChannel(a, "svc")
+    assert req.echo(0).result(10)[0] == 0
+    poller = _poller.get_poller()
+    reads, borrows = poller._reads, poller._borrows
+    for i in range(20):
+        assert req.echo(i).result(10)[0] == i
+    # Each call borrowed the sockets (the requester here, the worker there);
+    # the poller (shared by both contexts of this process) read at most
+    # stragglers, not the replies.
+    assert poller._borrows - borrows >= 20
+    assert poller._reads - reads < 20
+    r = _reader(c)
+    assert r.borrower is None and not r.done  # given back after each wait
+
+
+def test_the_poller_reads_when_nobody_waits(contexts: Any) -> None:
+    a, b = contexts(), contexts()
+    sub = yoton.SubChannel(b, "news")
+    pub = yoton.PubChannel(a, "news")
+    join(b, a)
+    for i in range(50):
+        pub.send(f"m{i}")
+    wait_for(lambda: sub.pending == 50, what="the poller to deliver without a reader")
+    assert sub.recv_all() == [f"m{i}" for i in range(50)]
+
+
+def test_a_timed_out_wait_gives_the_sockets_back(contexts: Any) -> None:
+    a, b = contexts(), contexts()
+    sub = yoton.SubChannel(b, "quiet")
+    pub = yoton.PubChannel(a, "quiet")
+    s, _c = join(b, a)
+    r = _reader(s)
+    assert sub.recv(0.05) == ""  # borrowed, nothing came, timed out
+    assert r.borrower is None
+    pub.send("later")  # read by the poller now
+    wait_for(lambda: sub.pending == 1, what="the poller to read after the wait")
+
+
+def test_many_threads_waiting_on_one_context_lose_nothing(contexts: Any) -> None:
+    a, b = contexts(), contexts()
+    n_threads, n = 4, 300
+    subs = [yoton.SubChannel(b, f"ch{k}") for k in range(n_threads)]
+    pubs = [yoton.PubChannel(a, f"ch{k}") for k in range(n_threads)]
+    join(b, a)
+    got: dict[int, list[str]] = {}
+
+    def consume(k: int) -> None:
+        got[k] = recv_n(subs[k], n, timeout=30)
+
+    threads = [threading.Thread(target=consume, args=(k,)) for k in range(n_threads)]
+    for t in threads:
+        t.start()
+    for i in range(n):
+        for k in range(n_threads):
+            pubs[k].send(f"{k}:{i}")
+    for t in threads:
+        t.join(40)
+    for k in range(n_threads):
+        assert got[k] == [f"{k}:{i}" for i in range(n)]
+
+
+def test_closing_a_borrowed_connection_ends_the_wait_cleanly(contexts: Any) -> None:
+    a, b = contexts(), contexts()
+    sub = yoton.SubChannel(b, "x")
+    s, c = join(b, a)
+    r = _reader(s)
+    result: list[Any] = []
+    waiter = threading.Thread(target=lambda: result.append(sub.recv(20.0)))
+    waiter.start()
+    wait_for(lambda: r.borrower is not None, what="the waiting thread to borrow the socket")
+    c.close()  # the peer goes; the borrowed socket sees EOF
+    wait_for(lambda: not s.is_alive, what="the connection to end")
+    assert s.close_reason == "Closed from other end."
+    sub.close()  # ends the wait
+    waiter.join(10)
+    assert not waiter.is_alive() and result == [""]
+    assert r.done
+
+
+KEYBOARD_INTERRUPT = """
+import os, signal, sys, threading, time
+import yoton
+from yoton_core.testing import wait_for
+
+a, b = yoton.Context(), yoton.Context()
+sub = yoton.SubChannel(b, "x")
+pub = yoton.PubChannel(a, "x")
+s = b.bind("localhost:0")
+a.connect("localhost:%d" % s.port1, timeout=5)
+wait_for(lambda: s._reader is not None)
+main = threading.main_thread().ident
+
+def interrupt():
+    wait_for(lambda: s._reader.borrower is not None)  # main is waiting in recv
+    signal.pthread_kill(main, signal.SIGINT)
+
+threading.Thread(target=interrupt).start()
+try:
+    sub.recv(30.0)
+except KeyboardInterrupt:
+    print("INTERRUPTED", flush=True)
+assert s._reader.borrower is None, "the socket was not given back"
+pub.send("after")
+wait_for(lambda: sub.pending == 1)  # the poller reads it: nobody waits
+print("DELIVERED", sub.recv(0), flush=True)
+a.close(); b.close()
+"""
+
+
+def test_keyboard_interrupt_while_waiting_gives_the_sockets_back() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(KEYBOARD_INTERRUPT)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["INTERRUPTED", "DELIVERED", "after"]
+
+
+@pytest.mark.parametrize("value", ["fast", "-5"])
+def test_a_bad_spin_setting_is_refused_clearly(value: str) -> None:
+    env = {**os.environ, "YOTON_SPIN_US": value}
+    done = subprocess.run(
+        [sys.executable, "-c", "import yoton"], capture_output=True, text=True, env=env,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "YOTON_SPIN_US" in done.stderr and repr(value) in done.stderr
+
+
+def test_spinning_can_be_turned_off() -> None:
+    env = {**os.environ, "YOTON_SPIN_US": "0"}
+    done = subprocess.run(
+        [sys.executable, "-c", "from yoton_core import _poller; print(_poller.SPIN_SECONDS)"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0.0"
