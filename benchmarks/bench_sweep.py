@@ -34,9 +34,9 @@ import time
 from argparse import Namespace
 from typing import Any
 
+from _pubsub import NngReceiver, NngSender, YotonReceiver, YotonSender, ZmqReceiver, ZmqSender
 from _raw import RawReceiver, RawSender
 from _util import US, Commands, roles, say, say_json, start_role
-from bench_pubsub import NngReceiver, NngSender, YotonReceiver, YotonSender, ZmqReceiver, ZmqSender
 
 KiB = 1024
 MiB = 1024 * KiB
