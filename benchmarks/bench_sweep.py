@@ -117,6 +117,7 @@ def send_phase(s: Sender, phase: int, size: int, n: int, time_limit: float) -> d
 
 
 def send_end_markers(s: Sender, phase: int, stop: Callable[[], bool]) -> None:
+    """End markers of ``phase`` until ``stop()``: a subscriber short of n stops at one."""
     send_until(s, head(b"E", phase), stop, 0.02)
 
 
