@@ -3,7 +3,7 @@
 Length-prefixed frames over one TCP connection, small frames batched into
 >= 64 KiB writes and large frames received straight into their own buffer, so
 the figures show what the machine can do with the least Python per message.
-Shared by bench_pubsub.py and bench_sweep.py.
+Made by ``_pubsub.receiver('raw')`` / ``sender('raw')`` for the pub/sub scenarios.
 """
 
 from __future__ import annotations

@@ -36,11 +36,13 @@ __all__ = [
     "Role",
     "US",
     "cpu_seconds",
+    "failure",
     "fmt_rate",
     "pyzo_dir",
     "roles",
     "say",
     "say_json",
+    "selected",
     "start_role",
 ]
 
@@ -242,3 +244,19 @@ def cpu_seconds(pid: int) -> float:
 def fmt_rate(value: float) -> str:
     """A rate with thousands separators, e.g. ``123,456``."""
     return f"{value:,.0f}"
+
+
+def selected(only: list[str] | None, lib: str, display: str) -> bool:
+    """Whether ``--only`` (substrings, any case) picks library key ``lib`` / name ``display``."""
+    return not only or any(o.lower() in f"{lib} {display}".lower() for o in only)
+
+
+def failure(exc: BaseException) -> str:
+    """The ``detail`` of a row whose measurement raised: the error's first line.
+
+    One line, at most 150 characters, so that a traceback-sized message does
+    not swamp the table; ``repr`` for errors without a message (a bare
+    ``TimeoutError()``), which would otherwise leave nothing to read.
+    """
+    lines = str(exc).splitlines() or [repr(exc)]
+    return f"failed: {lines[0][:150]}"

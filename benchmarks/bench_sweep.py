@@ -25,6 +25,10 @@ once and then run through the sizes one *phase* at a time:
 
 The 1 MiB and 16 MiB phases are the "bandwidth" tables; the whole sweep is
 the plot ``throughput.png`` (log-log, MB/s against size).
+
+The endpoints and the counting and sending loops are those of ``_pubsub``
+(shared with ``bench_pubsub`` and ``bench_fanout``); this module holds the
+phases: the roles that run them, the plan, and the rows.
 """
 
 from __future__ import annotations
@@ -32,17 +36,29 @@ from __future__ import annotations
 import threading
 import time
 from argparse import Namespace
+from collections.abc import Callable
 from typing import Any
 
-from _raw import RawReceiver, RawSender
-from _util import US, Commands, roles, say, say_json, start_role
-from bench_pubsub import NngReceiver, NngSender, YotonReceiver, YotonSender, ZmqReceiver, ZmqSender
+from _pubsub import (
+    IDLE_TIMEOUT,
+    Receiver,
+    Sender,
+    count_messages,
+    drops,
+    payload,
+    receiver,
+    send_counted,
+    send_until,
+    sender,
+    start_pubsub,
+    wait_warm,
+)
+from _util import US, Commands, failure, roles, say, say_json, selected, start_role
 
 KiB = 1024
 MiB = 1024 * KiB
 #: The sizes of the sweep: powers of eight from 2 B, plus 1 MiB and 16 MiB.
 SIZES = [2, 16, 128, KiB, 8 * KiB, 64 * KiB, 512 * KiB, MiB, 4 * MiB, 16 * MiB]
-IDLE_TIMEOUT = 2.0
 SWEEP = "pub/sub throughput against message size (MB/s)"
 
 LIBRARIES = {
@@ -66,70 +82,12 @@ def phase_count(lib: str, size: int, quick: bool) -> int:
     return max(least, min(most, budget // size))
 
 
-def tagged(tag: bytes, phase: int, size: int) -> bytes:
-    head = tag + bytes([phase])
-    return head + b"x" * (size - len(head))
-
-
-# -- endpoints not shared with bench_pubsub ----------------------------------------------
-
-
-class SchemeYotonReceiver(YotonReceiver):
-    """This project (or 2.x) bound on ``scheme://localhost:0``."""
-
-    def __init__(self, scheme: str = "") -> None:
-        super().__init__()
-        self.scheme = scheme
-
-    def bind(self) -> int:
-        prefix = f"{self.scheme}://" if self.scheme else ""
-        self.conn = self.ctx.bind(f"{prefix}localhost:0")
-        return int(self.conn.port1)
-
-
-class SchemeYotonSender(YotonSender):
-    def __init__(self, scheme: str = "") -> None:
-        super().__init__()
-        self.scheme = scheme
-
-    def connect(self, port: int) -> None:
-        prefix = f"{self.scheme}://" if self.scheme else ""
-        self.conn = self.ctx.connect(f"{prefix}localhost:{port}", timeout=10)
-
-
-class BigNngReceiver(NngReceiver):
-    """pynng refuses messages over 1 MiB unless ``recv_max_size`` is lifted."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sock.recv_max_size = 0
-
-
-def receiver_for(lib: str) -> Any:
-    if lib.startswith("yoton-"):
-        return SchemeYotonReceiver(lib.split("-", 1)[1])
-    if lib == "yoton2":
-        return SchemeYotonReceiver()
-    return {"zmq": ZmqReceiver, "nng": BigNngReceiver, "raw": RawReceiver}[lib]()
-
-
-def sender_for(lib: str) -> Any:
-    if lib.startswith("yoton-"):
-        return SchemeYotonSender(lib.split("-", 1)[1])
-    if lib == "yoton2":
-        return SchemeYotonSender()
-    return {"zmq": ZmqSender, "nng": NngSender, "raw": RawSender}[lib]()
+def head(tag: bytes, phase: int) -> bytes:
+    """The first two bytes of a message of phase ``phase``: its tag, then the phase."""
+    return tag + bytes([phase])
 
 
 # -- the two halves of one phase (shared by the process roles and inproc) ----------------
-
-
-def wait_warm(r: Any, deadline_s: float = 60.0) -> bool:
-    deadline = time.monotonic() + deadline_s
-    while r.recv(0.5) is None:
-        if time.monotonic() > deadline:
-            return False
-    return True
 
 
 def stats_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -140,72 +98,35 @@ def stats_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]
     }
 
 
-def receive_phase(r: Any, phase: int, n: int, deadline_s: float) -> dict[str, Any]:
-    """Count ``M<phase>`` messages; stop at n, an end marker, silence or the deadline."""
+def receive_phase(r: Receiver, phase: int, n: int, deadline_s: float) -> dict[str, Any]:
+    """Count ``M<phase>`` messages; stop at n, an end marker, silence or the deadline.
+
+    Messages of another phase (late end markers of the previous one) are skipped.
+    """
     before = r.stats()
-    recv = r.recv
-    clock = time.perf_counter
-    mark = bytes([phase])
-    count = 0
-    first = last = 0.0
-    end_reason = "all received"
-    deadline = time.monotonic() + deadline_s
-    while count < n:
-        m = recv(IDLE_TIMEOUT)
-        if m is None:
-            end_reason = f"{IDLE_TIMEOUT} s of silence"
-            break
-        if m[1:2] != mark:
-            continue  # a late message of an earlier phase
-        tag = m[:1]
-        if tag == b"M":
-            last = clock()
-            if not count:
-                first = last
-            count += 1
-            if count & 63 == 0 and time.monotonic() > deadline:
-                end_reason = "phase deadline"
-                break
-        elif tag == b"E":
-            end_reason = "end marker"
-            break
-    result = {"received": count, "seconds": last - first, "end": end_reason}
+    result = count_messages(r.recv, n, head(b"M", phase), head(b"E", phase),
+                            deadline=time.monotonic() + deadline_s)
     result.update(stats_delta(before, r.stats()))
     return result
 
 
-def send_phase(s: Any, phase: int, size: int, n: int, time_limit: float) -> dict[str, Any]:
-    msg = tagged(b"M", phase, size)
-    send = s.send
-    clock = time.perf_counter
-    sent = 0
-    t0 = clock()
-    deadline = t0 + time_limit
+def send_phase(s: Sender, phase: int, size: int, n: int, time_limit: float) -> dict[str, Any]:
+    """Send ``n`` messages of ``size`` bytes tagged ``M<phase>`` (or what fits the limit)."""
     step = 1000 if size < 64 * KiB else 1
-    while sent < n:
-        k = min(step, n - sent)
-        for _ in range(k):
-            send(msg)
-        sent += k
-        if clock() > deadline:
-            break
-    s.flush()
-    return {"sent": sent, "seconds": clock() - t0}
+    return send_counted(s, payload(head(b"M", phase), size), n, time_limit, step)
 
 
-def send_end_markers(s: Any, phase: int, stop: Any) -> None:
-    end = tagged(b"E", phase, 2)
-    while not stop():
-        s.send(end)
-        s.flush()
-        time.sleep(0.02)
+def send_end_markers(s: Sender, phase: int, stop: Callable[[], bool]) -> None:
+    """End markers of ``phase`` until ``stop()``: a subscriber short of n stops at one."""
+    send_until(s, head(b"E", phase), stop, 0.02)
 
 
 # -- roles (each in its own process) ---------------------------------------------------
 
 
 def subscriber(lib: str) -> None:
-    r = receiver_for(lib)
+    """Bind, wait for warm-up (READY), then run each phase the runner arms."""
+    r = receiver(lib, large=True)
     say("PORT", r.bind())
     if not wait_warm(r):
         say_json("RESULT", {"error": "no warm-up message arrived"})
@@ -224,16 +145,14 @@ def subscriber(lib: str) -> None:
     r.close()
 
 
-def publisher(lib: str, port: int) -> None:
-    s = sender_for(lib)
-    s.connect(port)
+def publisher(lib: str, ports: list[int]) -> None:
+    """Connect, send warm-up until GO, then each phase's messages and end markers."""
+    s = sender(lib)
+    for port in ports:
+        s.connect(port)
     say("CONNECTED")
     cmds = Commands()
-    warm = tagged(b"W", 255, 2)
-    while not cmds.seen("GO"):
-        s.send(warm)
-        s.flush()
-        time.sleep(0.002)
+    send_until(s, head(b"W", 255), lambda: cmds.seen("GO"), 0.002)
     phase = 0
     while True:
         line = cmds.wait(f"SEND{phase}", 600)
@@ -251,11 +170,10 @@ def publisher(lib: str, port: int) -> None:
 
 def inproc_pair(plan: list[tuple[int, int, float, float]]) -> None:
     """Both ends in this process: the subscriber in a thread, the publisher here."""
-    r = receiver_for("yoton-inproc")
+    r = receiver("yoton-inproc", large=True)
     port = r.bind()
-    s = sender_for("yoton-inproc")
+    s = sender("yoton-inproc")
     s.connect(port)
-    warm = tagged(b"W", 255, 2)
     ready = threading.Event()
 
     def warm_up() -> None:
@@ -264,11 +182,7 @@ def inproc_pair(plan: list[tuple[int, int, float, float]]) -> None:
 
     t = threading.Thread(target=warm_up)
     t.start()
-    while not ready.is_set():
-        s.send(warm)
-        time.sleep(0.002)
-        if not t.is_alive():
-            break
+    send_until(s, head(b"W", 255), lambda: ready.is_set() or not t.is_alive(), 0.002)
     t.join()
     results = []
     for phase, (size, n, limit, deadline_s) in enumerate(plan):
@@ -307,16 +221,9 @@ def measure(lib: str, quick: bool) -> list[dict[str, Any]]:
             pair = start_role("bench_sweep", "inproc_pair", plan, name="inproc pair")
             started.append(pair)
             return pair.expect_json("RESULTS", 300)  # type: ignore[no-any-return]
-    yoton2 = lib == "yoton2"
     out = []
     with roles() as started:
-        sub = start_role("bench_sweep", "subscriber", lib, yoton2=yoton2, name=f"{lib} sub")
-        started.append(sub)
-        port = int(sub.expect("PORT"))
-        pub = start_role("bench_sweep", "publisher", lib, port, yoton2=yoton2, name=f"{lib} pub")
-        started.append(pub)
-        pub.expect("CONNECTED")
-        sub.expect("READY", 60)
+        pub, (sub,) = start_pubsub(started, "bench_sweep", lib, (), ())
         pub.send("GO")
         for phase, (size, n, limit, deadline_s) in enumerate(plan):
             sub.send(f"ARM{phase} {n} {deadline_s}")
@@ -339,10 +246,7 @@ def figure(size: int, fig: dict[str, Any]) -> tuple[float | None, str]:
     detail = f"{received:,}/{sent:,}"
     if received != sent:
         detail += f" ({sent - received:,} lost or late; {fig['recv'].get('end')})"
-    for key in ("inbox_dropped", "queue_dropped"):
-        for part in (fig["recv"], fig["sent"]):
-            if part.get(key):
-                detail += f"; {key.replace('_', ' ')} {part[key]}"
+    detail += "".join(f"; {d}" for d in drops(fig["recv"], fig["sent"]))
     return value, detail
 
 
@@ -358,30 +262,44 @@ def size_label(size: int) -> str:
 TARGETS = {(16 * MiB, "raw"): 0.7}
 
 
+def bandwidth_row(size: int, lib: str, display: str, value: float | None, detail: str,
+                  *, measured: bool = True) -> dict[str, Any]:
+    """A row of the bandwidth table of ``size``: one phase of the sweep.
+
+    A library whose sweep failed (``measured=False``) gets neither ``no_ratio``
+    nor its target: the row says only why it has no figure.
+    """
+    row: dict[str, Any] = {
+        "scenario": f"pub/sub bandwidth {size_label(size)}",
+        "library": display,
+        "metric": "MB/s",
+        "value": value,
+        "detail": detail,
+    }
+    if measured and lib == "yoton-inproc":
+        row["no_ratio"] = True  # handed over by reference: no ratio against copies
+    if measured and (size, lib) in TARGETS:
+        row["target_ratio"] = TARGETS[(size, lib)]
+    return row
+
+
 def run(opts: Namespace) -> list[dict[str, Any]]:
     quick = bool(getattr(opts, "quick", False))
     only = getattr(opts, "only", None)
     rows: list[dict[str, Any]] = []
     bandwidth: dict[int, list[dict[str, Any]]] = {MiB: [], 16 * MiB: []}
     for lib, (display, *_rest) in LIBRARIES.items():
-        if only and not any(o.lower() in f"{lib} {display}".lower() for o in only):
+        if not selected(only, lib, display):
             continue
         row: dict[str, Any] = {"scenario": SWEEP, "library": display, "metric": "MB/s"}
         try:
             figs = measure(lib, quick)
         except Exception as exc:  # one broken peer must not hide the others
-            row.update(value=None, detail=f"failed: {str(exc).splitlines()[0][:150]}")
+            row.update(value=None, detail=failure(exc))
             rows.append(row)
             for size, group in bandwidth.items():
-                group.append(
-                    {
-                        "scenario": f"pub/sub bandwidth {size_label(size)}",
-                        "library": display,
-                        "metric": "MB/s",
-                        "value": None,
-                        "detail": row["detail"],
-                    }
-                )
+                group.append(bandwidth_row(size, lib, display, None, row["detail"],
+                                           measured=False))
             continue
         series: dict[int, float | None] = {}
         details: dict[int, str] = {}
@@ -390,18 +308,7 @@ def run(opts: Namespace) -> list[dict[str, Any]]:
         row.update(value=series.get(16 * MiB), series=series, series_detail=details)
         rows.append(row)
         for size, group in bandwidth.items():
-            b = {
-                "scenario": f"pub/sub bandwidth {size_label(size)}",
-                "library": display,
-                "metric": "MB/s",
-                "value": series[size],
-                "detail": details[size],
-            }
-            if lib == "yoton-inproc":
-                b["no_ratio"] = True
-            if (size, lib) in TARGETS:
-                b["target_ratio"] = TARGETS[(size, lib)]
-            group.append(b)
+            group.append(bandwidth_row(size, lib, display, series[size], details[size]))
     for group in bandwidth.values():
         rows.extend(group)
     return rows

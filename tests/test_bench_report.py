@@ -96,3 +96,41 @@ def test_update_readme_replaces_only_the_marked_block(run_mod, tmp_path):
     readme.write_text("no markers\n", encoding="utf-8")
     with pytest.raises(ValueError, match="no benchmark markers"):
         run_mod.update_readme("x", str(readme))
+
+
+def _transport_result(n: int, size: int, msg_per_s: float, same: bool | None = None) -> dict:
+    r = {"messages": n, "size": size, "received": n, "dropped": 0,
+         "msg_per_s": msg_per_s, "mib_per_s": msg_per_s * size / (1 << 20)}
+    if same is not None:
+        r["same_object"] = same
+    return r
+
+
+def test_transport_tables_compare_like_with_like(run_mod):
+    """inproc hands objects over by reference: its MiB/s is compared with inproc at
+    another size, never with tcp or unix, which copy every byte."""
+    import bench_transports as bt
+
+    mib = 1 << 20
+    results = {
+        "pubsub_100B_tcp": _transport_result(10, 100, 100.0),
+        "pubsub_100B_unix": _transport_result(10, 100, 120.0),
+        "pubsub_100B_inproc": _transport_result(10, 100, 250.0),
+        "bandwidth_1MiB_inproc": _transport_result(10, mib, 1000.0, True),
+        "bandwidth_16MiB_inproc": _transport_result(10, 16 * mib, 900.0, True),
+        "bandwidth_16MiB_tcp": _transport_result(4, 16 * mib, 50.0),
+        "bandwidth_16MiB_unix": _transport_result(4, 16 * mib, 60.0),
+    }
+    groups: dict[str, list[dict]] = {}
+    for row in bt.rows_for_runner(results):
+        groups.setdefault(row["scenario"], []).append(row)
+    by_reference = [g for g in groups.values() if any("over inproc" in r["library"] for r in g)]
+    assert len(by_reference) == 1 and len(by_reference[0]) == 2
+    text = run_mod.table(by_reference[0])
+    assert "| 14,400 | 10/10, dropped 0; yes | 1.00 |" in text  # 900 msg/s x 16 MiB
+    assert "| 1,000 | 10/10, dropped 0; yes | 14.40 | ≥ 1.00: met |" in text
+    copied = next(g for title, g in groups.items() if "bandwidth 16 MiB" in title)
+    assert "| 1.20 |" in run_mod.table(copied)  # unix over tcp, both copied
+    summary = run_mod.target_summary(groups)
+    assert "us/yoton 3 over tcp ≥ 3.00 | 2.50 | **MISSED** |" in summary
+    assert "us/yoton 3 over tcp ≥ 1.00 | 1.20 | met |" in summary
