@@ -198,3 +198,21 @@ def test_spinning_can_be_turned_off() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "0.0"
+
+
+def test_without_the_poller_trio_reads(contexts: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # What platforms without epoll do (and TLS streams always): trio's receive
+    # loop reads, nothing is borrowed, and everything still works.
+    monkeypatch.setattr(yoton.StreamConnection, "poll_reads", False)
+    a, b = contexts(), contexts()
+    rep = yoton.RepChannel(b, "svc")
+    rep.set_mode("thread")
+    sub = yoton.SubChannel(b, "news")
+    s, c = join(b, a)
+    assert s._reader is None and c._reader is None
+    req = yoton.ReqChannel(a, "svc")
+    pub = yoton.PubChannel(a, "news")
+    for i in range(20):
+        assert req.echo(i).result(10) == (i, hex(b.id))
+        pub.send(f"m{i}")
+    assert recv_n(sub, 20) == [f"m{i}" for i in range(20)]
