@@ -85,7 +85,11 @@ def _spin_seconds() -> float:
     """
     text = os.environ.get("YOTON_SPIN_US")
     if text is None:
-        return 250e-6 if (os.cpu_count() or 1) > 1 else 0.0
+        try:
+            cpus = len(os.sched_getaffinity(0))  # the CPUs we may run on
+        except (AttributeError, OSError):  # pragma: no cover - not Linux
+            cpus = os.cpu_count() or 1
+        return 250e-6 if cpus > 1 else 0.0
     try:
         value = float(text)
     except ValueError:
@@ -344,10 +348,11 @@ def get_poller() -> Poller:
 
 
 def _after_fork_in_child() -> None:
-    global _poller, _poller_lock, _fork_gen
+    global _poller, _poller_lock, _fork_gen, _main_ident
     _poller = None  # the parent's epoll set is the parent's; its thread is gone
     _poller_lock = threading.Lock()
     _fork_gen += 1
+    _main_ident = threading.main_thread().ident  # the forking thread, now
 
 
 if hasattr(os, "register_at_fork"):
