@@ -16,8 +16,12 @@ Fixtures shared by several test modules live in plugin modules listed in
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+
+import yoton
 
 pytest_plugins = ["reqrep_helpers"]
 
@@ -61,3 +65,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def soak_seconds(request: pytest.FixtureRequest) -> float:
     """How long the soak test's churn phase runs (see the module docstring)."""
     return _soak_seconds(request.config)
+
+
+@pytest.fixture
+def new_context() -> Iterator[Callable[..., yoton.Context]]:
+    """A factory of contexts (keyword arguments go to Context), all closed after the test."""
+    made: list[yoton.Context] = []
+
+    def make(**kw: Any) -> yoton.Context:
+        ctx = yoton.Context(**kw)
+        made.append(ctx)
+        return ctx
+
+    yield make
+    for ctx in made:
+        ctx.close()

@@ -44,17 +44,9 @@ def join(server: yoton.Context, client: yoton.Context) -> tuple[yoton.Connection
 
 
 @pytest.fixture
-def contexts() -> Iterator[Callable[..., yoton.Context]]:
-    made: list[yoton.Context] = []
-
-    def make(**kw: Any) -> yoton.Context:
-        ctx = yoton.Context(**kw)
-        made.append(ctx)
-        return ctx
-
-    yield make
-    for ctx in made:
-        ctx.close()
+def contexts(new_context: Callable[..., yoton.Context]) -> Callable[..., yoton.Context]:
+    """This module calls the factory of contexts (conftest.py) ``contexts``."""
+    return new_context
 
 
 # -- a peer of ours in another process ---------------------------------------------
@@ -506,6 +498,14 @@ def test_cycle_no_duplicates_no_self_delivery(contexts: Any) -> None:
     assert got["a"][: n + 1] == [f"m{i}" for i in range(n)] + ["end"]
 
 
+def _echo_service(requester: yoton.Context, replier: yoton.Context) -> yoton.ReqChannel:
+    rep = yoton.RepChannel(replier, "svc")
+    rep.set_mode("thread")
+    req = yoton.ReqChannel(requester, "svc")
+    assert req.echo("warm").result(10)[0] == "warm"  # (routes are learned on the way)
+    return req
+
+
 def test_a_relay_sends_packages_for_one_context_only_its_way(contexts: Any) -> None:
     # A star: a and b talk request/reply through the hub h; c, another spoke,
     # must not get their directed packages (2.x flooded every one of them).
@@ -513,10 +513,7 @@ def test_a_relay_sends_packages_for_one_context_only_its_way(contexts: Any) -> N
     join(h, a)
     join(h, b)
     _h_c, c_conn = join(h, c)
-    req = yoton.ReqChannel(a, "svc")
-    rep = yoton.RepChannel(b, "svc")
-    rep.set_mode("thread")
-    assert req.echo("warm").result(10)[0] == "warm"  # routes learned on the way
+    req = _echo_service(a, b)
     seen_by_c = c_conn.stats.packages_received
     n = 50
     for i in range(n):
@@ -533,10 +530,7 @@ def test_a_route_through_a_closed_link_is_forgotten(contexts: Any) -> None:
     join(h, a)
     join(h, g)
     h_b, b_h = join(h, b)
-    req = yoton.ReqChannel(a, "svc2")
-    rep = yoton.RepChannel(b, "svc2")
-    rep.set_mode("thread")
-    assert req.echo(1).result(10)[0] == 1
+    req = _echo_service(a, b)
     assert h._routes[b.id] is h_b
     b_h.close()
     wait_for(lambda: not h_b.is_alive and b.id not in h._routes, what="h to forget the route")

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -31,17 +31,8 @@ pytestmark = [
 
 
 @pytest.fixture
-def contexts() -> Iterator[Callable[..., yoton.Context]]:
-    made: list[yoton.Context] = []
-
-    def make(**kw: Any) -> yoton.Context:
-        ctx = yoton.Context(**kw)
-        made.append(ctx)
-        return ctx
-
-    yield make
-    for ctx in made:
-        ctx.close()
+def contexts(new_context: Callable[..., yoton.Context]) -> Callable[..., yoton.Context]:
+    return new_context
 
 
 def join(server: yoton.Context, client: yoton.Context) -> tuple[Any, Any]:

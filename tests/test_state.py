@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import pytest
@@ -17,14 +17,6 @@ from yoton_core.testing import wait_for as wait_until
 pytestmark = pytest.mark.timeout(60)
 
 GENEROUS = 10.0
-
-
-@pytest.fixture
-def contexts() -> Iterator[list[yoton.Context]]:
-    made: list[yoton.Context] = []
-    yield made
-    for ctx in made:
-        ctx.close()
 
 
 class JoinWatch:

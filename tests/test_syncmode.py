@@ -13,7 +13,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 from yoton2 import Yoton2Proc
@@ -25,14 +24,6 @@ from yoton_core.testing import wait_for as wait_until
 pytestmark = pytest.mark.timeout(120)
 
 GENEROUS = 10.0
-
-
-@pytest.fixture
-def contexts() -> Iterator[list[yoton.Context]]:
-    made: list[yoton.Context] = []
-    yield made
-    for ctx in made:
-        ctx.close()
 
 
 def join(a: yoton.Context, b: yoton.Context) -> None:
