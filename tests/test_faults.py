@@ -27,7 +27,8 @@ after close works                       killed / we close first; tcp, unix); aft
 Two more at the end are regression tests for core bugs the soak test
 (``test_soak.py``) found: a sync-mode "ok" that was lost when either the
 subscriber's or the publisher's link was down at the time, leaving the
-publisher blocked until the lock expired.
+publisher blocked until the lock expired. The last ones cover the same loss
+when the subscriber leaves sync mode (or is closed) while it has no link.
 
 No timing assertions (a loaded 2-core CI machine makes them flaky): every wait
 is a condition with a generous deadline, and the measured latency is printed
@@ -448,3 +449,117 @@ def test_publisher_that_reconnects_is_not_held_by_a_lost_ok(
     assert sent[0] == n
     assert got == sorted(got, key=int) and len(set(got)) == len(got)
     assert sub.dropped == 0
+
+
+
+def _engine_caught_up() -> None:
+    """Wait until the IO engine ran everything scheduled on it so far (FIFO)."""
+    from yoton_core._engine import get_engine
+
+    done = threading.Event()
+    get_engine().run_sync_soon(done.set)
+    assert done.wait(DEADLINE), "the IO engine did not run a scheduled call"
+
+
+class _FullBehindRelay:
+    """p -> hub -> s: a sync-mode sub in s, full, its publisher in p blocked.
+
+    Locks never expire here (LOCK_EXPIRY is made endless), and p's own link
+    stays up throughout, so only an "ok" from s can release the publisher.
+    """
+
+    def __init__(self, contexts: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        from yoton_core import _sync
+
+        monkeypatch.setattr(_sync, "LOCK_EXPIRY", 3600.0)
+        self.hub, p, self.s = contexts(), contexts(), contexts()
+        to_p = self.hub.bind("tcp://localhost:0")
+        p.connect(f"tcp://localhost:{to_p.port1}", timeout=DEADLINE)
+        to_s = self.hub.bind("tcp://localhost:0")
+        self.link = self.s.connect(f"tcp://localhost:{to_s.port1}", timeout=DEADLINE)
+        self.sub = yoton.SubChannel(self.s, "sync")
+        self.sub.set_sync_mode(True)
+        self.pub = pub = yoton.PubChannel(p, "sync")
+        wait_for(lambda: to_p.is_connected and to_s.is_connected, DEADLINE, "the chain")
+        self.n = 100 * _sync.HIGH_WATER  # far more than is in flight when "full" arrives
+        self.sender = threading.Thread(target=self._send_all, daemon=True)
+        self.sender.start()
+        wait_for(lambda: pub._sync_blocked, DEADLINE, "the subscriber to say full")
+        assert self.sender.is_alive()
+
+    def _send_all(self) -> None:
+        for i in range(self.n):
+            self.pub.send(str(i))
+
+    def drop_link(self) -> None:
+        self.link.close()
+        wait_for(lambda: self.s.connection_count == 0, DEADLINE, "the subscriber to be alone")
+
+    def reconnect(self) -> None:
+        again = self.hub.bind("tcp://localhost:0")
+        self.s.connect(f"tcp://localhost:{again.port1}", timeout=DEADLINE)
+        wait_for(lambda: again.is_connected, DEADLINE, "the subscriber to be back")
+
+
+@pytest.mark.parametrize("leave", ["set_sync_mode_false", "close"])
+def test_sync_subscriber_that_leaves_sync_mode_while_disconnected_releases_its_publisher(
+    contexts: Any, monkeypatch: pytest.MonkeyPatch, leave: str
+) -> None:
+    """A full sync-mode subscriber behind a relay loses its link, then leaves sync mode.
+
+    Leaving sync mode (or closing the channel) owes the publishers an "ok",
+    and it fell due while the subscriber had no connection. It used to be
+    dropped for good (SubSync._release cleared the state whether or not the
+    word went out, and the ticker that could have retried was already gone),
+    so the publisher, whose own link never dropped, stayed blocked until the
+    lock expired (10 s; here made endless). Now the "ok" goes out once the
+    subscriber has a link again.
+    """
+    t = _FullBehindRelay(contexts, monkeypatch)
+    t.drop_link()  # the subscriber's link drops while it is full...
+    if leave == "close":  # ...and it leaves sync mode meanwhile: "ok" is due now
+        t.sub.close()
+    else:
+        t.sub.set_sync_mode(False)
+    assert not t.sub.sync_mode
+    _engine_caught_up()  # the release ran while there was nobody to tell
+    assert t.pub._sync_blocked and t.sender.is_alive()
+    t.reconnect()
+    t.sender.join(2 * DEADLINE)
+    assert not t.sender.is_alive(), "the publisher is still blocked by the old 'full'"
+    assert not t.pub._sync_blocked
+
+
+def test_sync_mode_switched_on_again_takes_over_the_unsaid_ok(
+    contexts: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Off while disconnected (the "ok" still owed), on again, back: released.
+
+    The publisher knows the subscriber by its context id only, so the new sync
+    mode inherits the lock the old one could not lift and must say the "ok"
+    as soon as it has a link.
+    """
+    from yoton_core import _sync
+
+    t = _FullBehindRelay(contexts, monkeypatch)
+    t.drop_link()
+    t.sub.set_sync_mode(False)
+    _engine_caught_up()  # the old sync mode is left owing an "ok"
+    # From now on the subscriber would say "ok" whatever its inbox holds, and
+    # never "full": what the publisher still had on its way reaches us after
+    # the reconnect and must not decide the outcome; only the owed "ok" can.
+    monkeypatch.setattr(_sync, "HIGH_WATER", 10**9)
+    monkeypatch.setattr(_sync, "LOW_WATER", 10**9)
+    t.sub.set_sync_mode(True)
+    _engine_caught_up()  # the new sync mode started while there was nobody to tell
+    assert t.pub._sync_blocked and t.sender.is_alive()
+    t.reconnect()
+    t.sender.join(2 * DEADLINE)
+    assert not t.sender.is_alive(), "the publisher is still blocked by the old 'full'"
+    got = [int(m) for m in t.sub.recv_all()]
+    while not got or got[-1] != t.n - 1:
+        m = t.sub.recv(DEADLINE)
+        assert m, f"the last message did not arrive (got {len(got)})"
+        got.append(int(m))
+    assert got == sorted(set(got))  # in order, no duplicates
+    assert t.sub.dropped == 0

@@ -30,9 +30,13 @@ What is different from 2.x (section 10, items 6, 9, 24):
   ``ok`` (2.x's close left publishers locked and broke the next ``recv``).
 * **Links that come and go.** A word that falls due while the subscriber has no
   connection is said once it has one again (the state flips only when said).
-  Any closed connection of the publisher's context drops every remote lock (an
-  "ok" sent while that link was down is lost for good), and a full subscriber
-  repeats ``full`` when it sees a new context join (NEW_CONNECTION).
+  That includes the "ok" owed when a full subscriber leaves sync mode or is
+  closed: its ticker stays until the "ok" is out (or until no publisher can
+  still hold the lock, :data:`LOCK_EXPIRY` after our last "full"), and a sync
+  mode switched on again on the same slot of the same context takes the debt
+  over. Any closed connection of the publisher's context drops every remote
+  lock (an "ok" sent while that link was down is lost for good), and a full
+  subscriber repeats ``full`` when it sees a new context join (NEW_CONNECTION).
 """
 
 from __future__ import annotations
@@ -75,8 +79,10 @@ class SubSync:
         self._scheduled = False
         self._active = True
         self._last_sent = 0.0
+        self._last_full = 0.0
         self._engine = get_engine()
         self._cap = sub._context._queue_n * SAFETY_FACTOR
+        self._key = (id(sub._context), sub._slot_out)  # see _unsaid_ok
 
     # -- hot paths ------------------------------------------------------------------
 
@@ -119,6 +125,7 @@ class SubSync:
 
     def _tick(self, _now: float) -> None:
         if not self._active:
+            self._release()  # left sync mode owing an "ok" (see _release)
             return
         self._update()
         if self.full and time.monotonic() - self._last_sent >= REFRESH_INTERVAL:
@@ -130,7 +137,9 @@ class SubSync:
         ctx = sub._context
         if not ctx._connected and sub._slot_out not in ctx._recv_channels:
             return False  # nobody to tell (2.x: only when connected); the ticker retries
-        self._last_sent = time.monotonic()
+        self._last_sent = now = time.monotonic()
+        if word == FULL:
+            self._last_full = now
         try:
             ctx._send(word, sub._slot_out, sub)  # type: ignore[arg-type]
         except Exception:  # pragma: no cover - defensive
@@ -145,18 +154,61 @@ class SubSync:
 
     def start(self) -> None:
         self._engine.add_ticker(self)
-        self._engine.run_sync_soon(self._update)
+        self._engine.run_sync_soon(self._begin)
+
+    def _begin(self) -> None:
+        # A previous sync mode on this slot of this context (this channel, or
+        # one closed before it) may still owe the publishers an "ok": from
+        # their side we are the same subscriber (they know the context id
+        # only), so take the debt over. Saying it is then up to us (at once
+        # if our inbox is short), and the old one can no longer say a late
+        # "ok" over a "full" of ours.
+        old = _unsaid_ok.pop(self._key, None)
+        if old is not None:
+            old._forget()
+            self.full = True  # (also if we were stopped already: then _release says it)
+            self._last_sent = old._last_sent
+            self._last_full = old._last_full
+        self._update()
 
     def stop(self) -> None:
         """Leave sync mode; a full subscriber releases its publishers."""
         self._active = False
-        self._engine.remove_ticker(self)
+        # The ticker stays until the "ok" is out: see _release.
         self._engine.run_sync_soon(self._release)
 
     def _release(self) -> None:
+        """Out of sync mode (engine thread): say "ok" if we are full, once we can.
+
+        Without a connection the "ok" cannot be said now; it used to be
+        dropped for good (the state was cleared whether or not the word went
+        out), which left a publisher behind a relay, whose own link stayed up,
+        blocked until :data:`LOCK_EXPIRY`. So the ticker stays and calls this
+        again until there is a link. It stops trying once no publisher can
+        still hold our lock: they drop it :data:`LOCK_EXPIRY` after the last
+        "full" they got (doubled here, for a "full" that was late on its way).
+        """
         if self.full:
-            self.full = False
-            self._say(OK)
+            if self._say(OK):
+                self.full = False
+            elif time.monotonic() - self._last_full < 2 * LOCK_EXPIRY:
+                _unsaid_ok[self._key] = self
+                self._engine.add_ticker(self)  # (idempotent) retry on the next tick
+                return
+        self._forget()
+
+    def _forget(self) -> None:
+        """Stop: nothing (more) to say (engine thread)."""
+        self.full = False
+        self._engine.remove_ticker(self)
+        if _unsaid_ok.get(self._key) is self:
+            del _unsaid_ok[self._key]
+
+
+#: ``(id(context), outgoing slot)`` -> the SubSync that left sync mode still
+#: owing the publishers an "ok" (engine thread only). The entry keeps the
+#: SubSync, and so its context, alive, so the id cannot be reused meanwhile.
+_unsaid_ok: dict[tuple[int, int | None], SubSync] = {}
 
 
 def set_sync_mode(sub: SubChannel, value: Any) -> None:
