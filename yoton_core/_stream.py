@@ -34,18 +34,17 @@ from ._connection import (
     Connection,
 )
 from ._engine import get_engine
-from ._errors import HandshakeError, ProtocolError
+from ._errors import HandshakeError
 from ._errors import TimeoutError as YotonTimeoutError
 from ._handshake import Handshake
 from ._poller import AVAILABLE as POLLER_AVAILABLE
-from ._poller import CHUNK, MAX_CHUNK, SocketReader, get_poller, in_io_role
+from ._poller import SocketReader, get_poller, in_io_role
 from ._stream_queue import StreamQueue
+from ._stream_receive import StreamReceiver, exc_text
 from ._wire import (
     CLOSE_BYTES,
     HEADER,
     HEARTBEAT_BYTES,
-    CloseRequest,
-    ConnectionMessage,
     FrameDecoder,
 )
 
@@ -66,7 +65,7 @@ LARGE_PAYLOAD = 256 * 1024
 CLOSE_GRACE = 1.0
 
 
-class StreamConnection(StreamQueue, Connection):
+class StreamConnection(StreamQueue, StreamReceiver, Connection):
     """Base class of connections that carry yoton's framed byte stream.
 
     Subclasses implement :meth:`_parse_address`, :meth:`_open_listener` and
@@ -438,112 +437,7 @@ class StreamConnection(StreamQueue, Connection):
                     self._end(self._end_reason or "Closed on command.")
                     return
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            self._end(f"Other end dropped the connection ({_exc_text(exc)}).")
-
-    # -- receiving -------------------------------------------------------------
-
-    def _receive(self, data: bytes) -> bool:
-        """Decode and route one chunk read from the stream.
-
-        Called by one thread at a time: trio's receive loop, or whichever
-        thread holds the socket reader's lock (_poller.py).
-
-        Returns:
-            False when the connection must end (the reason is set).
-        """
-        self._last_rx = time.monotonic()
-        if self._timed_out:
-            self._timed_out = False
-            self.timedout.emit(self, False)
-        self._b_recv += len(data)
-        decoder = self._decoder
-        try:
-            flat = decoder.feed_raw(data)
-        except ProtocolError as exc:
-            # Packages decoded before the bad bytes in the same chunk are valid:
-            # deliver them, then close with the reason.
-            good = getattr(exc, "raw", None)
-            if good:
-                self._n_recv += len(good) >> 1
-                self._context._route(self, good)
-            self._end(exc.reason)
-            return False
-        if decoder.controls:  # heartbeats, close requests, connection messages
-            for pos, item in decoder.controls:
-                if item.__class__ is CloseRequest:
-                    del flat[pos:]  # the peer sent nothing after it
-                    if flat:
-                        self._n_recv += len(flat) >> 1
-                        self._context._route(self, flat)
-                    self._end("Closed from other end.")
-                    return False
-                if item.__class__ is ConnectionMessage:
-                    self._on_connection_message(item.payload)
-        if flat:
-            self._n_recv += len(flat) >> 1
-            self._context._route(self, flat)
-        return True
-
-    def _read_size(self) -> int:
-        """How many bytes to ask for in the next read."""
-        missing = self._decoder.missing
-        if missing <= CHUNK:
-            return CHUNK
-        # A large payload: read as much of it as the OS has in one call.
-        return missing if missing < MAX_CHUNK else MAX_CHUNK
-
-    def _receive_end(self, exc: BaseException | None, eof: bool) -> None:
-        """Reading stopped (the reader's thread): end the connection."""
-        if eof:
-            try:
-                self._decoder.eof()
-            except ProtocolError as err:
-                self._end(err.reason)
-            else:
-                self._end("Other end dropped the connection.")
-        elif isinstance(exc, OSError):
-            self._end(f"Other end dropped the connection ({_exc_text(exc)}).")
-        elif exc is not None:
-            self._end(f"Error while receiving: {_exc_text(exc)}")
-        self._engine.run_sync_soon(self._cancel_serve)
-
-    def _cancel_serve(self) -> None:
-        scope = self._serve_scope
-        if scope is not None:
-            scope.cancel()
-
-    async def _receiver_loop(
-        self, stream: trio.abc.Stream, leftover: bytes, scope: trio.CancelScope
-    ) -> None:
-        """Receive in trio (streams that are not a plain socket, or no epoll)."""
-        # A plain socket is read directly: trio's SocketStream layers cost
-        # ~10 us per wake-up.
-        sock = self._plain_socket(stream)
-        wait_readable = trio.lowlevel.wait_readable
-        try:
-            data = leftover
-            while True:
-                if data and not self._receive(data):
-                    return
-                if sock is None:
-                    data = await stream.receive_some(self._read_size())
-                else:
-                    await wait_readable(sock)  # the checkpoint (trio's receive_some has one too)
-                    try:
-                        data = sock.recv(self._read_size())
-                    except (BlockingIOError, InterruptedError):
-                        data = b""
-                        continue
-                if not data:
-                    self._receive_end(None, eof=True)
-                    return
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            self._end(f"Other end dropped the connection ({_exc_text(exc)}).")
-        finally:
-            scope.cancel()
-
-    def _on_connection_message(self, payload: bytes) -> None:
-        """A connection-level message from a new-style peer; ignored by default."""
+            self._end(f"Other end dropped the connection ({exc_text(exc)}).")
 
     def _tick(self, now: float) -> None:
         if self._status < STATUS_HOSTING or self._send_event is None:
@@ -597,10 +491,3 @@ async def _linger(stream: trio.abc.Stream) -> None:
             pass
     except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, OSError):
         pass
-
-
-def _exc_text(exc: BaseException) -> str:
-    cause = exc.__cause__ or exc.__context__
-    if isinstance(exc, (trio.BrokenResourceError, trio.ClosedResourceError)) and cause:
-        return f"{type(cause).__name__}: {cause}"
-    return f"{type(exc).__name__}: {exc}"
