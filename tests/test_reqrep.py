@@ -169,6 +169,33 @@ def test_private_names_and_machinery_are_refused(pair):
     assert req.add(1, 2).result(GENEROUS) == 3
 
 
+@pytest.mark.parametrize("name", ["pending", "set_mode", "_deposit", "_call", "received"])
+def test_a_handler_named_like_the_machinery_is_refused_when_the_class_is_made(name):
+    """It would replace the channel's own (and not be served): say so at once."""
+    with pytest.raises(TypeError, match=f"defines '{name}', which RepChannel uses itself"):
+        type("Clash", (yoton.RepChannel,), {name: lambda self: 1, "add": lambda self: 2})
+
+
+def test_echo_and_close_may_be_overridden(pair):
+    a, b = pair
+    closed = threading.Event()
+
+    class Custom(yoton.RepChannel):
+        def echo(self, arg1, sleep=0.0):  # type: ignore[no-untyped-def]
+            return ["custom", arg1]
+
+        def close(self):  # type: ignore[no-untyped-def]
+            closed.set()
+            super().close()
+
+    rep = Custom(a, "custom")
+    rep.set_mode("thread")
+    req = yoton.ReqChannel(b, "custom")
+    assert req.echo(5).result(GENEROUS) == ["custom", 5]
+    rep.close()
+    assert closed.is_set() and rep.closed
+
+
 def test_private_attribute_access_on_reqchannel_is_not_a_remote_method(pair):
     _a, b = pair
     req = yoton.ReqChannel(b, "calc")

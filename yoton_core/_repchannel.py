@@ -95,6 +95,12 @@ class _Work:
         return bool(self.rid & NEW_STYLE)
 
 
+#: Names of RepChannel a subclass may define itself (see __init_subclass__).
+_OVERRIDABLE = frozenset({"echo", "close"})
+#: Public attributes every channel sets on itself (BaseChannel.__init__).
+_INSTANCE_NAMES = frozenset({"received"})
+
+
 class RepChannel(BaseChannel):
     """Answers the requests of ReqChannels on the same slot.
 
@@ -132,6 +138,29 @@ class RepChannel(BaseChannel):
         self._ticking = False
         self._sleeping = 0  # workers waiting on the condition (not borrowing)
         super().__init__(context, slot_base, OBJECT)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Refuse a subclass that would replace the channel's own machinery.
+
+        A handler called ``pending`` or ``_deposit`` would not be served (it is
+        machinery, see :meth:`_resolve`) and would silently break the channel
+        that calls it; say so when the class is defined instead. ``echo`` and
+        ``close`` may be overridden (``close`` must call ``super().close()``).
+        """
+        super().__init_subclass__(**kwargs)
+        clashes = sorted(
+            name
+            for name in vars(cls)
+            if not (name.startswith("__") and name.endswith("__"))
+            and name not in _OVERRIDABLE
+            and (hasattr(RepChannel, name) or name in _INSTANCE_NAMES)
+        )
+        if clashes:
+            raise TypeError(
+                f"{cls.__name__} defines {', '.join(map(repr, clashes))}, which RepChannel "
+                "uses itself: a handler of that name would replace the channel's own and "
+                "could not be called remotely; choose another name"
+            )
 
     @classmethod
     def _served_names(cls) -> frozenset[str]:
