@@ -59,6 +59,9 @@ logger = logging.getLogger("yoton")
 HEARTBEAT_INTERVAL = 0.2
 #: Bytes gathered into one write before it is handed to the OS.
 BATCH_BYTES = 256 * 1024
+#: Queued packages taken per write when they are all small frames (at most
+#: 1024 x 4 KiB + header, ~4 MiB; 160 KiB for 100-byte messages).
+BATCH_ITEMS = 1024
 #: Payloads at least this large are written on their own, without a join copy.
 LARGE_PAYLOAD = 256 * 1024
 #: How long a graceful close may take to send what is queued plus CLOSE.
@@ -384,7 +387,7 @@ class StreamConnection(StreamQueue, StreamReceiver, Connection):
 
     async def _sender_loop(self, stream: trio.abc.Stream) -> None:
         q = self._outq
-        pack = HEADER.pack
+        popleft = q.popleft
         try:
             while True:
                 assert self._send_event is not None
@@ -402,34 +405,23 @@ class StreamConnection(StreamQueue, StreamReceiver, Connection):
                     await stream.send_all(HEARTBEAT_BYTES)
                     self._last_tx = time.monotonic()
                 while q or not (self._graceful or self._stop_writing()):
-                    parts: list[bytes] = []
-                    size = 0
-                    count = 0
-                    big: bytes | None = None
-                    while q and size < BATCH_BYTES:
-                        item = q.popleft()
-                        count += 1
-                        if item.__class__ is bytes:  # a small package's frame
-                            parts.append(item)
-                            size += len(item)
-                            continue
-                        header, d = item
-                        parts.append(pack(*header))
-                        n = header[6]
-                        size += n + 56
-                        if n >= LARGE_PAYLOAD:
-                            big = d
-                            break
-                        parts.append(d)
-                    self._bytes_written += size - 56 * count
-                    await stream.send_all(b"".join(parts) if len(parts) > 1 else parts[0])
-                    if big is not None:
-                        await stream.send_all(big)
-                    self._n_sent += count
-                    self._b_sent += size
-                    self._written += count
-                    self._last_tx = time.monotonic()
-                    self._after_drain()
+                    k = len(q)
+                    items: list[Any] = []
+                    take = items.append
+                    try:
+                        for _ in range(k if k < BATCH_ITEMS else BATCH_ITEMS):
+                            take(popleft())
+                    except IndexError:  # a full queue's discard policy took one meanwhile
+                        pass
+                    try:
+                        # The common case: only small packages' finished frames.
+                        data = b"".join(items)
+                    except TypeError:  # a (header, payload) among them
+                        await self._write_items(stream, items)
+                    else:
+                        if data:
+                            await stream.send_all(data)
+                            self._written_batch(len(items), len(data))
                 if self._graceful:
                     self._enable_direct(None)  # nothing may follow CLOSE
                     await stream.send_all(CLOSE_BYTES)
@@ -438,6 +430,51 @@ class StreamConnection(StreamQueue, StreamReceiver, Connection):
                     return
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._end(f"Other end dropped the connection ({exc_text(exc)}).")
+
+    async def _write_items(self, stream: trio.abc.Stream, items: list[Any]) -> None:
+        """Write queued items of both kinds: frames and ``(header, payload)``.
+
+        Joined in batches of about :data:`BATCH_BYTES`; a large payload is
+        written on its own, not copied into a batch.
+        """
+        pack = HEADER.pack
+        parts: list[bytes] = []
+        size = count = 0
+        for item in items:
+            count += 1
+            if item.__class__ is bytes:  # a small package's frame
+                parts.append(item)
+                size += len(item)
+            else:
+                header, d = item
+                parts.append(pack(*header))
+                n = header[6]
+                size += n + 56
+                if n >= LARGE_PAYLOAD:
+                    await stream.send_all(b"".join(parts))
+                    await stream.send_all(d)
+                    self._written_batch(count, size)
+                    parts = []
+                    size = count = 0
+                    continue
+                parts.append(d)
+            if size >= BATCH_BYTES:
+                await stream.send_all(b"".join(parts))
+                self._written_batch(count, size)
+                parts = []
+                size = count = 0
+        if parts:
+            await stream.send_all(b"".join(parts))
+            self._written_batch(count, size)
+
+    def _written_batch(self, count: int, size: int) -> None:
+        """``count`` packages, ``size`` bytes on the wire, were written."""
+        self._bytes_written += size - 56 * count
+        self._n_sent += count
+        self._b_sent += size
+        self._written += count
+        self._last_tx = time.monotonic()
+        self._after_drain()
 
     def _tick(self, now: float) -> None:
         if self._status < STATUS_HOSTING or self._send_event is None:

@@ -162,7 +162,7 @@ class StreamQueue:
                             return
                     finally:
                         self._wlock.release()
-            q.append((header, data))
+            q.append(_pack(*header) + data if n <= FRAME_MAX else (header, data))
             if n > HIGH_WATER_BYTES:
                 self._note_congestion()
         # Wake the sender unless a wake-up is on its way (it may also have
