@@ -88,6 +88,21 @@ def test_large_binary_message(scheme, contexts):
     assert sub.recv(TIMEOUT) == blob
 
 
+def test_a_burst_of_small_and_large_messages_arrives_whole_and_in_order(scheme, contexts):
+    """Frames, mid-size payloads and large ones (written on their own) interleaved."""
+    a, b = contexts(2)
+    pair(scheme, a, b)
+    pub = yoton.PubChannel(a, "mixed", yoton.BINARY)
+    sub = yoton.SubChannel(b, "mixed", yoton.BINARY)
+    sizes = [1, 100, 4096, 4097, 70_000, 300_000, 1 << 20, 3, 5000] * 8 + [10] * 3000
+    msgs = [bytes([i % 251]) * n for i, n in enumerate(sizes)]
+    for m in msgs:
+        pub.send(m)
+    got = recv_n(sub, len(msgs))
+    assert [len(m) for m in got] == sizes
+    assert got == msgs
+
+
 def test_messages_sent_before_connecting_arrive(scheme, contexts):
     a, b = contexts(2)
     pub = yoton.PubChannel(a, "early", yoton.OBJECT)
