@@ -399,6 +399,35 @@ def test_bad_types() -> None:
     ctx.close()
 
 
+def test_a_bad_block_is_refused_also_when_a_message_is_waiting() -> None:
+    """The answer must not depend on whether the inbox happens to be empty."""
+    ctx = yoton.Context()
+    pub, sub = yoton.PubChannel(ctx, "b"), yoton.SubChannel(ctx, "b")
+    pub.send("waiting")
+    for bad, error in (("yes", TypeError), (-1, ValueError), (float("nan"), ValueError)):
+        with pytest.raises(error, match="block must be"):
+            sub.recv(bad)
+    assert sub.recv(False) == "waiting"  # and nothing was taken by the refused calls
+    ctx.close()
+
+
+def test_block_inf_waits_like_true() -> None:
+    """2.x programs pass float("inf"); a deadline at infinity used to overflow."""
+    ctx = yoton.Context()
+    pub, sub = yoton.PubChannel(ctx, "inf"), yoton.SubChannel(ctx, "inf")
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(sub.recv(float("inf"))))
+    reader.start()
+    wait_for(lambda: sub._waiters or sub._wakers, 10.0, "the reader to wait")
+    pub.send("late")
+    reader.join(10.0)
+    assert got == ["late"]
+    with pytest.raises(TypeError, match="block must be"):
+        yoton.process_events("soon")
+    yoton.process_events(False)
+    ctx.close()
+
+
 def test_send_on_closed_channel_raises_oserror() -> None:
     ctx = yoton.Context()
     pub = yoton.PubChannel(ctx, "closing")

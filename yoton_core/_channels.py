@@ -10,12 +10,12 @@ actually waiting, so delivering a batch of messages costs one notification.
 from __future__ import annotations
 
 import collections
-import math
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ._block import normalize_block
 from ._errors import ConnectionClosedError
 from ._events import Signal, post_event
 from ._hashing import normalize_slot, slot_hash
@@ -27,63 +27,7 @@ if TYPE_CHECKING:
     from ._connection import Connection
     from ._context import Context
 
-__all__ = ["BaseChannel", "check_block", "normalize_block"]
-
-
-def normalize_block(block: Any) -> float | None:
-    """Turn a ``block`` argument into a wait time: 0 (don't), None (forever) or seconds.
-
-    ``True`` waits forever; ``False``, ``None`` and ``0`` don't wait; a positive
-    number (int or float) waits that many seconds.
-    """
-    if block is True:
-        return None
-    if block is False or block is None:
-        return 0.0
-    if isinstance(block, (int, float)):
-        if block != block or block < 0:  # NaN or negative
-            raise ValueError(
-                f"block must be True, False or a number of seconds >= 0, got {block!r}"
-            )
-        return float(block)
-    raise TypeError(f"block must be True, False or a number of seconds, got {block!r}")
-
-
-def check_block(block: Any, where: str) -> float | None:
-    """Validate a ``block`` argument whose default (None) means "don't wait".
-
-    :func:`normalize_block` does the work; this only says, in its errors,
-    which call was wrong and that None is allowed too. It is for calls that
-    default to None (``SimpleSocket.recv``, ``FileWrapper.read``, as in 2.x),
-    unlike ``SubChannel.recv``, whose default True waits.
-
-    Args:
-        block: None or False (don't wait), True (wait until something
-            arrives) or a number of seconds >= 0.
-        where: The call to name in the error, e.g. ``"SimpleSocket.recv()"``.
-
-    Returns:
-        The wait in seconds: 0.0 (don't), None (forever) or a positive number.
-        ``float("inf")`` means forever too (a deadline at infinity would
-        overflow the condition wait).
-
-    Raises:
-        TypeError: ``block`` is not None, a bool or a number.
-        ValueError: ``block`` is a negative number or NaN.
-    """
-    try:
-        wait = normalize_block(block)
-    except TypeError:
-        raise TypeError(
-            f"{where}: block must be None/False (don't wait), True (wait) or a number "
-            f"of seconds >= 0, got {type(block).__name__} {block!r}"
-        ) from None
-    except ValueError:
-        raise ValueError(
-            f"{where}: block must be None/False (don't wait), True (wait) or a number "
-            f"of seconds >= 0, got {block!r}"
-        ) from None
-    return None if wait == math.inf else wait
+__all__ = ["BaseChannel"]
 
 
 class BaseChannel:
@@ -293,13 +237,13 @@ class BaseChannel:
     def _recv(self, block: Any) -> tuple[int, bytes] | None:
         """Pop the next inbox item ``(recv_seq, payload)``, waiting as ``block``
         says; None when there is none."""
+        wait = None if block is True else normalize_block(block)  # (a bad one raises)
         q = self._queue
         if q:
             try:
                 return q.popleft()
             except IndexError:
                 pass
-        wait = normalize_block(block)
         if wait == 0.0:
             return None
         deadline = None if wait is None else time.monotonic() + wait

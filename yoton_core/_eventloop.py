@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from ._block import normalize_block
 from ._timers import TimerHandle, scheduler
 
 __all__ = [
@@ -98,17 +99,12 @@ class EventLoopStatistics:
 
 def _block_timeout(block: object) -> float | None:
     """Map process_events' ``block`` to a timeout: 0.0 = don't wait, None = forever."""
-    if block is None or block is False:
-        return 0.0
-    if block is True:
-        return None
-    if not isinstance(block, numbers.Real):
+    try:
+        return normalize_block(block)
+    except TypeError:
         raise InvalidArgumentError(
             f"block must be True, False, None or a number of seconds, got {block!r}."
-        )
-    if math.isnan(block) or block < 0:
-        raise ValueError(f"block must be a number of seconds >= 0, got {block!r}.")
-    return None if math.isinf(block) else float(block)
+        ) from None
 
 
 _Event = tuple[Callable[..., object], tuple[Any, ...], dict[str, Any]]

@@ -26,7 +26,8 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
-from ._channels import BaseChannel, check_block
+from ._block import check_block
+from ._channels import BaseChannel
 from ._message_types import TextMessageType
 from ._pubsub import PubChannel, SubChannel
 

@@ -108,7 +108,8 @@ class SubChannel(BaseChannel):
             when none arrived in time or the channel is closed.
         """
         q = self._queue
-        if q and self._sync is None:  # the fast path: a message is waiting
+        # The fast path: a message is waiting (and ``block`` is surely valid).
+        if q and self._sync is None and (block is True or block is False):
             try:
                 item = q.popleft()
             except IndexError:  # another reader took it

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._channels import check_block
+from ._block import check_block
 from ._context import Context
 from ._pubsub import PubChannel, SubChannel
 from ._wire import Package

@@ -34,7 +34,8 @@ from typing import Any
 
 import trio
 
-from ._channels import BaseChannel, normalize_block
+from ._block import normalize_block
+from ._channels import BaseChannel
 from ._engine import get_engine
 from ._errors import ConnectionClosedError
 from ._message_types import TEXT

@@ -1,0 +1,70 @@
+"""What a ``block`` argument means, in one place for every call that waits.
+
+``SubChannel.recv``, ``StateChannel.recv``, ``SimpleSocket.recv``,
+``FileWrapper.read`` and ``process_events`` take the same 2.x-style ``block``:
+True (wait), False/None (don't), or a number of seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+__all__ = ["check_block", "normalize_block"]
+
+
+def normalize_block(block: Any) -> float | None:
+    """Turn a ``block`` argument into a wait time: 0 (don't), None (forever) or seconds.
+
+    ``True`` waits forever; ``False``, ``None`` and ``0`` don't wait; a positive
+    number (int or float) waits that many seconds, ``float("inf")`` forever (a
+    deadline at infinity would overflow the waits below).
+    """
+    if block is True:
+        return None
+    if block is False or block is None:
+        return 0.0
+    if isinstance(block, numbers.Real):  # (int, float, numpy's numbers, ...)
+        if block != block or block < 0:  # NaN or negative
+            raise ValueError(
+                f"block must be True, False or a number of seconds >= 0, got {block!r}"
+            )
+        return None if block == math.inf else float(block)
+    raise TypeError(f"block must be True, False or a number of seconds, got {block!r}")
+
+
+def check_block(block: Any, where: str) -> float | None:
+    """Validate a ``block`` argument whose default (None) means "don't wait".
+
+    :func:`normalize_block` does the work; this only says, in its errors,
+    which call was wrong and that None is allowed too. It is for calls that
+    default to None (``SimpleSocket.recv``, ``FileWrapper.read``, as in 2.x),
+    unlike ``SubChannel.recv``, whose default True waits.
+
+    Args:
+        block: None or False (don't wait), True (wait until something
+            arrives) or a number of seconds >= 0.
+        where: The call to name in the error, e.g. ``"SimpleSocket.recv()"``.
+
+    Returns:
+        The wait in seconds: 0.0 (don't), None (forever, also for
+        ``float("inf")``) or a positive number.
+
+    Raises:
+        TypeError: ``block`` is not None, a bool or a number.
+        ValueError: ``block`` is a negative number or NaN.
+    """
+    try:
+        wait = normalize_block(block)
+    except TypeError:
+        raise TypeError(
+            f"{where}: block must be None/False (don't wait), True (wait) or a number "
+            f"of seconds >= 0, got {type(block).__name__} {block!r}"
+        ) from None
+    except ValueError:
+        raise ValueError(
+            f"{where}: block must be None/False (don't wait), True (wait) or a number "
+            f"of seconds >= 0, got {block!r}"
+        ) from None
+    return wait
