@@ -4,6 +4,8 @@ exercised the way a user's project would: with pytester, in a fresh pytest."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 pytest_plugins = ["pytester"]
@@ -17,6 +19,17 @@ def _readme_example() -> str:
     end = text.index("\n## ", start + 1)
     (code,) = re.findall(r"```python\n(# test_example\.py\n.*?)```", text[start:end], flags=re.S)
     return code
+
+
+def test_loading_the_plugin_does_not_import_yoton():
+    """pytest loads it in every test run of an environment with yoton installed."""
+    code = (
+        "import sys, yoton_inproc.pytest_plugin\n"
+        "heavy = sorted(m for m in ('trio', 'yoton_core', 'yoton') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 def test_plugin_is_registered_through_its_entry_point(pytester):
