@@ -343,12 +343,18 @@ def count_messages(
                 break
         if deadline is not None and not reason and count < n and time.monotonic() > deadline:
             reason = "phase deadline"
-    return {"received": count, "first": first, "last": last, "seconds": last - first,
-            "end": reason or "all received"}
+    return {
+        "received": count,
+        "first": first,
+        "last": last,
+        "seconds": last - first,
+        "end": reason or "all received",
+    }
 
 
-def send_counted(s: Sender, msg: bytes, n: int, time_limit: float,
-                 step: int = 1000) -> dict[str, Any]:
+def send_counted(
+    s: Sender, msg: bytes, n: int, time_limit: float, step: int = 1000
+) -> dict[str, Any]:
     """Send ``msg`` ``n`` times, or as many as fit in ``time_limit`` s; then flush.
 
     The clock is read once every ``step`` sends, so that reading it costs
@@ -443,8 +449,7 @@ def start_pubsub(
         started.append(sub)
         subs.append(sub)
     ports = [int(sub.expect("PORT")) for sub in subs]
-    pub = start_role(module, "publisher", lib, ports, *pub_args, yoton2=yoton2,
-                     name=f"{lib} pub")
+    pub = start_role(module, "publisher", lib, ports, *pub_args, yoton2=yoton2, name=f"{lib} pub")
     started.append(pub)
     pub.expect("CONNECTED", 60)
     for sub in subs:
@@ -459,8 +464,15 @@ def check_version(lib: str, result: dict[str, Any]) -> None:
         raise RuntimeError(f"the {lib} roles imported the wrong yoton (version {version!r})")
 
 
-def measure(lib: str, n: int, time_limit: float, *, subscribers: int = 1,
-            clock: str = "perf_counter", size: int = 100) -> dict[str, Any]:
+def measure(
+    lib: str,
+    n: int,
+    time_limit: float,
+    *,
+    subscribers: int = 1,
+    clock: str = "perf_counter",
+    size: int = 100,
+) -> dict[str, Any]:
     """One publisher to ``subscribers`` subscribers, ``n`` messages of ``size`` bytes.
 
     Returns ``sent`` (the publisher's SENT), ``recv`` (one RESULT per
@@ -469,8 +481,9 @@ def measure(lib: str, n: int, time_limit: float, *, subscribers: int = 1,
     last RESULT) and ``wall`` (that span). Set-up and warm-up are not in it.
     """
     with roles() as started:
-        pub, subs = start_pubsub(started, "_pubsub", lib, (n, clock),
-                                 (n, time_limit, size), subscribers)
+        pub, subs = start_pubsub(
+            started, "_pubsub", lib, (n, clock), (n, time_limit, size), subscribers
+        )
         everyone = [pub, *subs]
         cpu0 = [cpu_seconds(r.pid) for r in everyone]
         t0 = time.monotonic()
@@ -500,4 +513,3 @@ def drops(*parts: dict[str, Any]) -> list[str]:
         if total:
             out.append(f"{key.replace('_', ' ')} {total}")
     return out
-

@@ -70,12 +70,20 @@ def hub(n: int) -> None:
     done = time.monotonic()
     time.sleep(0.5)  # let handshake stragglers (NEW_CONNECTION broadcasts) settle
     after = proc_status()
-    say_json("RESULT", {
-        "version": yoton.__version__, "connected": connected, "done": done, "bind_s": bind_s,
-        "threads_py": threading.active_count(), "threads_os": after["Threads"],
-        "threads_os_bound": bound["Threads"], "rss_before_kib": before["VmRSS"],
-        "rss_after_kib": after["VmRSS"],
-    })
+    say_json(
+        "RESULT",
+        {
+            "version": yoton.__version__,
+            "connected": connected,
+            "done": done,
+            "bind_s": bind_s,
+            "threads_py": threading.active_count(),
+            "threads_os": after["Threads"],
+            "threads_os_bound": bound["Threads"],
+            "rss_before_kib": before["VmRSS"],
+            "rss_after_kib": after["VmRSS"],
+        },
+    )
     cmds.wait("STOP", 120)
     ctx.close()
 
@@ -104,8 +112,9 @@ def measure(lib: str, n: int, procs: int) -> dict[str, Any]:
         ports = json.loads(h.expect("PORTS", 120))
         peers = []
         for i in range(procs):
-            p = start_role("bench_connections", "peer", ports[i::procs], yoton2=yoton2,
-                           name=f"{lib} peer {i}")
+            p = start_role(
+                "bench_connections", "peer", ports[i::procs], yoton2=yoton2, name=f"{lib} peer {i}"
+            )
             started.append(p)
             peers.append(p)
         for p in peers:
@@ -141,35 +150,49 @@ def run(opts: Namespace) -> list[dict[str, Any]]:
         except Exception as exc:
             fail = f"failed: {str(exc).splitlines()[0][:150]}"
             for title in (SCENARIO, TIME_SCENARIO, MEM_SCENARIO):
-                rows.append({**base, "scenario": title, "metric": "", "value": None,
-                             "detail": fail})
+                rows.append(
+                    {**base, "scenario": title, "metric": "", "value": None, "detail": fail}
+                )
             continue
         ok = r["connected"] == n
         conn_detail = f"{r['connected']:,}/{n:,} connected"
         threads = {
-            **base, "scenario": SCENARIO, "metric": "threads (OS)", "higher_is_better": False,
+            **base,
+            "scenario": SCENARIO,
+            "metric": "threads (OS)",
+            "higher_is_better": False,
             "value": float(r["threads_os"]),
             "detail": f"{conn_detail}; threading.active_count() {r['threads_py']}; "
-                      f"after binding {r['threads_os_bound']}; peer processes "
-                      f"{'/'.join(str(t) for t in r['peer_threads'])}",
+            f"after binding {r['threads_os_bound']}; peer processes "
+            f"{'/'.join(str(t) for t in r['peer_threads'])}",
         }
         if lib == "yoton":
             threads["target_max"] = MAX_THREADS
             threads["target_met"] = ok and r["threads_os"] <= MAX_THREADS
         rows.append(threads)
-        rows.append({
-            **base, "scenario": TIME_SCENARIO, "metric": "s", "higher_is_better": False,
-            "value": r["seconds"],
-            "detail": f"{conn_detail}; {n / r['seconds']:,.0f} connections/s; "
-                      f"binding them took {r['bind_s']:.2f} s",
-        })
+        rows.append(
+            {
+                **base,
+                "scenario": TIME_SCENARIO,
+                "metric": "s",
+                "higher_is_better": False,
+                "value": r["seconds"],
+                "detail": f"{conn_detail}; {n / r['seconds']:,.0f} connections/s; "
+                f"binding them took {r['bind_s']:.2f} s",
+            }
+        )
         per = (r["rss_after_kib"] - r["rss_before_kib"]) / n
-        rows.append({
-            **base, "scenario": MEM_SCENARIO, "metric": "KiB/connection",
-            "higher_is_better": False, "value": per,
-            "detail": f"{conn_detail}; RSS {r['rss_before_kib'] / 1024:,.1f} → "
-                      f"{r['rss_after_kib'] / 1024:,.1f} MiB",
-        })
+        rows.append(
+            {
+                **base,
+                "scenario": MEM_SCENARIO,
+                "metric": "KiB/connection",
+                "higher_is_better": False,
+                "value": per,
+                "detail": f"{conn_detail}; RSS {r['rss_before_kib'] / 1024:,.1f} → "
+                f"{r['rss_after_kib'] / 1024:,.1f} MiB",
+            }
+        )
     rows.sort(key=lambda row: [SCENARIO, TIME_SCENARIO, MEM_SCENARIO].index(row["scenario"]))
     return rows
 

@@ -50,16 +50,20 @@ def run(opts: Namespace) -> list[dict[str, Any]]:
             continue
         if quick:
             n, limit = max(n // 5, 2000), min(limit, 2.0)
-        row: dict[str, Any] = {"scenario": SCENARIO, "library": display,
-                               "metric": "deliveries/s",
-                               "detail_title": "received per subscriber/sent"}
+        row: dict[str, Any] = {
+            "scenario": SCENARIO,
+            "library": display,
+            "metric": "deliveries/s",
+            "detail_title": "received per subscriber/sent",
+        }
         if lib in TARGETS:
             row["target_ratio"] = TARGETS[lib]
         try:
             # The subscribers' first/last stamps are compared across processes:
             # time.monotonic, not perf_counter.
-            fig = _pubsub.measure(lib, n, limit, subscribers=SUBSCRIBERS, clock="monotonic",
-                                  size=PAYLOAD_SIZE)
+            fig = _pubsub.measure(
+                lib, n, limit, subscribers=SUBSCRIBERS, clock="monotonic", size=PAYLOAD_SIZE
+            )
         except Exception as exc:
             row.update(value=None, detail=failure(exc))
             rows.append(row)
@@ -76,8 +80,10 @@ def run(opts: Namespace) -> list[dict[str, Any]]:
             detail += f" ({lost:,} lost)"
         detail += "".join(f"; {d}" for d in _pubsub.drops(*fig["recv"], fig["sent"]))
         cpu = fig["cpu"]
-        detail += (f"; CPU s in {fig['wall']:.1f} s: publisher {cpu[0]:.2f}, subscribers "
-                   + "/".join(f"{c:.2f}" for c in cpu[1:]))
+        detail += (
+            f"; CPU s in {fig['wall']:.1f} s: publisher {cpu[0]:.2f}, subscribers "
+            + "/".join(f"{c:.2f}" for c in cpu[1:])
+        )
         row.update(value=value, detail=detail)
         rows.append(row)
     return rows

@@ -81,11 +81,19 @@ def subscriber(n: int) -> None:
             break
         if m[:1] == b"M":
             counted += 1
-    say_json("RESULT", {
-        "version": yoton.__version__, "pending": pending, "counted": counted,
-        "base_rss_kib": base["VmRSS"], "hwm_kib": status["VmHWM"], "rss_kib": status["VmRSS"],
-        "ru_maxrss_kib": maxrss, "dropped": getattr(sub, "dropped", None),
-    })
+    say_json(
+        "RESULT",
+        {
+            "version": yoton.__version__,
+            "pending": pending,
+            "counted": counted,
+            "base_rss_kib": base["VmRSS"],
+            "hwm_kib": status["VmHWM"],
+            "rss_kib": status["VmRSS"],
+            "ru_maxrss_kib": maxrss,
+            "dropped": getattr(sub, "dropped", None),
+        },
+    )
     ctx.close()
 
 
@@ -145,7 +153,9 @@ def run(opts: Namespace) -> list[dict[str, Any]]:
             continue
         row: dict[str, Any] = {
             "scenario": SCENARIO if not quick else SCENARIO.replace("100,000", f"{n:,}"),
-            "library": display, "metric": "peak RSS MiB", "higher_is_better": False,
+            "library": display,
+            "metric": "peak RSS MiB",
+            "higher_is_better": False,
             "detail_title": "held/sent; delta over baseline; per message",
         }
         if lib in TARGETS:
@@ -157,8 +167,10 @@ def run(opts: Namespace) -> list[dict[str, Any]]:
             rows.append(row)
             continue
         delta = r["hwm_kib"] - r["base_rss_kib"]
-        detail = (f"{r['counted']:,}/{n:,}; +{delta / 1024:,.1f} MiB over "
-                  f"{r['base_rss_kib'] / 1024:,.1f}; {delta * 1024 / max(r['counted'], 1):,.0f} B")
+        detail = (
+            f"{r['counted']:,}/{n:,}; +{delta / 1024:,.1f} MiB over "
+            f"{r['base_rss_kib'] / 1024:,.1f}; {delta * 1024 / max(r['counted'], 1):,.0f} B"
+        )
         if r.get("dropped"):
             detail += f"; dropped {r['dropped']}"
         row.update(value=r["hwm_kib"] / 1024, detail=detail)

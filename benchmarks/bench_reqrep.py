@@ -162,11 +162,14 @@ def requester(lib: str, port: int, n: int, warmup: int) -> None:
     else:
         raise ValueError(f"unknown library {lib!r}")
     times.sort()
-    say_json("RESULT", {
-        "n": len(times),
-        "median_us": statistics.median(times) * 1e6,
-        "p99_us": times[min(len(times) - 1, int(len(times) * 0.99))] * 1e6,
-    })
+    say_json(
+        "RESULT",
+        {
+            "n": len(times),
+            "median_us": statistics.median(times) * 1e6,
+            "p99_us": times[min(len(times) - 1, int(len(times) * 0.99))] * 1e6,
+        },
+    )
 
 
 # -- runner side -------------------------------------------------------------------------
@@ -180,7 +183,13 @@ def measure(lib: str, n: int, warmup: int) -> dict[str, Any]:
         started.append(rep)
         port = int(rep.expect("PORT"))
         req = start_role(
-            "bench_reqrep", "requester", lib, port, n, warmup, yoton2=yoton2,
+            "bench_reqrep",
+            "requester",
+            lib,
+            port,
+            n,
+            warmup,
+            yoton2=yoton2,
             name=f"{lib} requester",
         )
         started.append(req)
@@ -201,8 +210,11 @@ def run(opts: argparse.Namespace) -> list[dict[str, Any]]:
         if opts.only and not any(s.lower() in f"{lib} {name}".lower() for s in opts.only):
             continue
         row: dict[str, Any] = {
-            "scenario": SCENARIO, "library": name, "metric": "median µs",
-            "higher_is_better": False, "detail_title": "p99 µs (calls); CPU per call",
+            "scenario": SCENARIO,
+            "library": name,
+            "metric": "median µs",
+            "higher_is_better": False,
+            "detail_title": "p99 µs (calls); CPU per call",
         }
         if lib in TARGETS:
             row["target_ratio"] = TARGETS[lib]

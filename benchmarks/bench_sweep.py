@@ -104,8 +104,9 @@ def receive_phase(r: Receiver, phase: int, n: int, deadline_s: float) -> dict[st
     Messages of another phase (late end markers of the previous one) are skipped.
     """
     before = r.stats()
-    result = count_messages(r.recv, n, head(b"M", phase), head(b"E", phase),
-                            deadline=time.monotonic() + deadline_s)
+    result = count_messages(
+        r.recv, n, head(b"M", phase), head(b"E", phase), deadline=time.monotonic() + deadline_s
+    )
     result.update(stats_delta(before, r.stats()))
     return result
 
@@ -262,8 +263,9 @@ def size_label(size: int) -> str:
 TARGETS = {(16 * MiB, "raw"): 0.7}
 
 
-def bandwidth_row(size: int, lib: str, display: str, value: float | None, detail: str,
-                  *, measured: bool = True) -> dict[str, Any]:
+def bandwidth_row(
+    size: int, lib: str, display: str, value: float | None, detail: str, *, measured: bool = True
+) -> dict[str, Any]:
     """A row of the bandwidth table of ``size``: one phase of the sweep.
 
     A library whose sweep failed (``measured=False``) gets neither ``no_ratio``
@@ -298,8 +300,7 @@ def run(opts: Namespace) -> list[dict[str, Any]]:
             row.update(value=None, detail=failure(exc))
             rows.append(row)
             for size, group in bandwidth.items():
-                group.append(bandwidth_row(size, lib, display, None, row["detail"],
-                                           measured=False))
+                group.append(bandwidth_row(size, lib, display, None, row["detail"], measured=False))
             continue
         series: dict[int, float | None] = {}
         details: dict[int, str] = {}

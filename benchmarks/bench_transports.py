@@ -126,9 +126,18 @@ def _run(transport: str, n: int, size: int, binary: bool) -> dict[str, Any]:
             reader.join()
         else:
             peer = subprocess.Popen(
-                [sys.executable, __file__, "--peer", address, str(n), str(size),
-                 "bin" if binary else "text"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                [
+                    sys.executable,
+                    __file__,
+                    "--peer",
+                    address,
+                    str(n),
+                    str(size),
+                    "bin" if binary else "text",
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
             )
             _receive(sub, n, out)
             assert peer.stdout is not None
@@ -160,8 +169,9 @@ def _run(transport: str, n: int, size: int, binary: bool) -> dict[str, Any]:
     return result
 
 
-def pubsub_throughput(transport: str, n: int = 200_000, size: int = 100,
-                      repeat: int = 3) -> dict[str, Any]:
+def pubsub_throughput(
+    transport: str, n: int = 200_000, size: int = 100, repeat: int = 3
+) -> dict[str, Any]:
     """Pub/sub of ``size``-byte TEXT messages; the best of ``repeat`` runs."""
     runs = [_run(transport, n, size, binary=False) for _ in range(repeat)]
     best = max(runs, key=lambda r: r["msg_per_s"])
@@ -170,8 +180,9 @@ def pubsub_throughput(transport: str, n: int = 200_000, size: int = 100,
     return best
 
 
-def bandwidth(transport: str, size: int = 16 * MiB, n: int | None = None,
-              repeat: int = 2) -> dict[str, Any]:
+def bandwidth(
+    transport: str, size: int = 16 * MiB, n: int | None = None, repeat: int = 2
+) -> dict[str, Any]:
     """BINARY messages of ``size`` bytes; the best of ``repeat`` runs."""
     if n is None:
         n = 4000 if transport == "inproc" else max(4, (256 * MiB) // size)
@@ -206,26 +217,38 @@ def check_targets(results: dict[str, dict[str, Any]]) -> list[tuple[str, bool, s
     bw16 = results["bandwidth_16MiB_inproc"]
     big_over_small = bw16["mib_per_s"] / bw1["mib_per_s"]
     return [
-        (f"inproc pub/sub >= {INPROC_OVER_TCP:g}x tcp", inproc >= INPROC_OVER_TCP * tcp,
-         f"{inproc / tcp:.2f}x"),
+        (
+            f"inproc pub/sub >= {INPROC_OVER_TCP:g}x tcp",
+            inproc >= INPROC_OVER_TCP * tcp,
+            f"{inproc / tcp:.2f}x",
+        ),
         (
             "16 MiB over inproc not copied",
             bool(bw16.get("same_object")) and big_over_small >= BIG_OVER_SMALL_INPROC,
             f"same object: {bw16.get('same_object')}; {bw16['mib_per_s']:,.0f} MiB/s "
             f"(1 MiB: {bw1['mib_per_s']:,.0f} MiB/s)",
         ),
-        (f"unix pub/sub >= {UNIX_OVER_TCP:g}x tcp", unix >= UNIX_OVER_TCP * tcp,
-         f"{unix / tcp:.2f}x"),
+        (
+            f"unix pub/sub >= {UNIX_OVER_TCP:g}x tcp",
+            unix >= UNIX_OVER_TCP * tcp,
+            f"{unix / tcp:.2f}x",
+        ),
     ]
 
 
 def format_table(results: dict[str, dict[str, Any]], markdown: bool = False) -> str:
     rows = [("scenario", "transport", "msg/s", "MiB/s", "received", "dropped")]
     for r in results.values():
-        rows.append((
-            r["scenario"], r["transport"], f"{r['msg_per_s']:,.0f}", f"{r['mib_per_s']:,.1f}",
-            f"{r['received']}/{r['messages']}", str(r["dropped"]),
-        ))
+        rows.append(
+            (
+                r["scenario"],
+                r["transport"],
+                f"{r['msg_per_s']:,.0f}",
+                f"{r['mib_per_s']:,.1f}",
+                f"{r['received']}/{r['messages']}",
+                str(r["dropped"]),
+            )
+        )
     targets = check_targets(results) if "pubsub_100B_tcp" in results else []
     if markdown:
         lines = ["| " + " | ".join(row) + " |" for row in rows]
@@ -259,21 +282,30 @@ def rows_for_runner(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """
     from _util import US
 
-    def row(scenario: str, key: str, library: str, metric: str = "msg/s",
-            **extra: Any) -> dict[str, Any]:
+    def row(
+        scenario: str, key: str, library: str, metric: str = "msg/s", **extra: Any
+    ) -> dict[str, Any]:
         r = results[key]
         value = r["mib_per_s"] if metric.startswith("MiB/s") else r["msg_per_s"]
         detail = f"{r['received']:,}/{r['messages']:,}, dropped {r['dropped']:,}"
         if "same_object" in r:
             detail += f"; {'yes' if r['same_object'] else '**no**'}"
-        return {"scenario": scenario, "library": library, "metric": metric,
-                "value": value, "detail": detail, **extra}
+        return {
+            "scenario": scenario,
+            "library": library,
+            "metric": metric,
+            "value": value,
+            "detail": detail,
+            **extra,
+        }
 
     pubsub = "transports: pub/sub 100 B, inproc (us; one process) vs tcp, unix (two processes)"
     unix = "transports: pub/sub 100 B, unix (us) vs tcp"
     bw = "transports: bandwidth 16 MiB BINARY, unix (us) vs tcp (two processes)"
-    zero_copy = ("transports: inproc hands BINARY messages over by reference, "
-                 "16 MiB (us) vs 1 MiB (one process; not a bandwidth)")
+    zero_copy = (
+        "transports: inproc hands BINARY messages over by reference, "
+        "16 MiB (us) vs 1 MiB (one process; not a bandwidth)"
+    )
     handed = "MiB/s handed over"
     identity = {"detail_title": "received/sent, dropped; received object is the sent one"}
     return [
@@ -285,8 +317,14 @@ def rows_for_runner(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         row(bw, "bandwidth_16MiB_unix", US, "MiB/s"),
         row(bw, "bandwidth_16MiB_tcp", "yoton 3 over tcp", "MiB/s"),
         row(zero_copy, "bandwidth_16MiB_inproc", US, handed, **identity),
-        row(zero_copy, "bandwidth_1MiB_inproc", "yoton 3 over inproc, 1 MiB messages", handed,
-            target_ratio=BIG_OVER_SMALL_INPROC, **identity),
+        row(
+            zero_copy,
+            "bandwidth_1MiB_inproc",
+            "yoton 3 over inproc, 1 MiB messages",
+            handed,
+            target_ratio=BIG_OVER_SMALL_INPROC,
+            **identity,
+        ),
     ]
 
 
@@ -306,8 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer messages, one run each")
     parser.add_argument("--markdown", metavar="FILE", help="also write the table as markdown")
-    parser.add_argument("--peer", nargs=4, metavar=("ADDRESS", "N", "SIZE", "KIND"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--peer", nargs=4, metavar=("ADDRESS", "N", "SIZE", "KIND"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.peer:
         address, n, size, kind = args.peer

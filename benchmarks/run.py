@@ -154,8 +154,11 @@ def series_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         series = {int(k): v for k, v in (r.get("series") or {}).items()}
         if not series:
-            lines.append(f"| {r.get('library')} | " + " | ".join(
-                ["n/a"] * len(sizes)) + f" |  <!-- {r.get('detail', '')} -->")
+            lines.append(
+                f"| {r.get('library')} | "
+                + " | ".join(["n/a"] * len(sizes))
+                + f" |  <!-- {r.get('detail', '')} -->"
+            )
             notes.append(f"{r.get('library')}: {r.get('detail', '')}")
             continue
         cells = [_fmt(series.get(z), metric) for z in sizes]
@@ -195,8 +198,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             ratio = _ratio(ours, value, higher)
             shown = f"{ratio:.2f}" if ratio is not None else "n/a"
         line = (
-            f"| {r.get('library', '?')} | {_fmt(value, metric)} | {r.get('detail', '')} "
-            f"| {shown} |"
+            f"| {r.get('library', '?')} | {_fmt(value, metric)} | {r.get('detail', '')} | {shown} |"
         )
         if with_targets:
             line += f" {_target_cell(r, ratio)} |"
@@ -242,8 +244,15 @@ def plot(groups: dict[str, list[dict[str, Any]]], path: str, subtitle: str) -> b
         if not pts:
             continue
         style = "-" if r.get("library") == US else "--"
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", markersize=3,
-                label=r.get("library"), linewidth=2.2 if r.get("library") == US else 1.3)
+        ax.plot(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            style,
+            marker="o",
+            markersize=3,
+            label=r.get("library"),
+            linewidth=2.2 if r.get("library") == US else 1.3,
+        )
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     sizes = sorted({int(k) for r in series_rows for k in r["series"]})
@@ -280,13 +289,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer messages/rounds (smoke run)")
     ap.add_argument("--only", nargs="+", metavar="LIB", help="only libraries matching these")
     ap.add_argument("--scenario", nargs="+", metavar="TEXT", help="only scenarios matching these")
-    ap.add_argument("--markdown", metavar="FILE", default=DEFAULT_MARKDOWN,
-                    help=f"write the tables to FILE (default {DEFAULT_MARKDOWN})")
-    ap.add_argument("--plot", metavar="FILE", default=DEFAULT_PLOT,
-                    help=f"write the throughput/size plot to FILE (default {DEFAULT_PLOT})")
-    ap.add_argument("--readme", action="store_true",
-                    help="also put the tables into README.md (between its benchmark markers) "
-                         "and the plot at docs/throughput.png")
+    ap.add_argument(
+        "--markdown",
+        metavar="FILE",
+        default=DEFAULT_MARKDOWN,
+        help=f"write the tables to FILE (default {DEFAULT_MARKDOWN})",
+    )
+    ap.add_argument(
+        "--plot",
+        metavar="FILE",
+        default=DEFAULT_PLOT,
+        help=f"write the throughput/size plot to FILE (default {DEFAULT_PLOT})",
+    )
+    ap.add_argument(
+        "--readme",
+        action="store_true",
+        help="also put the tables into README.md (between its benchmark markers) "
+        "and the plot at docs/throughput.png",
+    )
     opts = ap.parse_args(argv)
 
     machine = (

@@ -92,7 +92,7 @@ def test_the_key_never_crosses_the_wire() -> None:
     b, c = pair(key, key)
     wire = b.initiate()
     wire += c.receive_data(wire)
-    wire += b.receive_data(wire[len(b.initiate()):])
+    wire += b.receive_data(wire[len(b.initiate()) :])
     assert key not in wire and key.hex().encode() not in wire
 
 
@@ -255,7 +255,8 @@ def test_mismatch_is_refused_before_routing(
         # The bind side says why, and keeps waiting for a real peer.
         wait_for(
             lambda: any(bind_words in r.getMessage() for r in caplog.records),
-            TIMEOUT, "the bind side's reason",
+            TIMEOUT,
+            "the bind side's reason",
         )
         assert conn.is_waiting
         friend = contexts(auth_key=bind_key)
@@ -285,7 +286,8 @@ def test_yoton2_peer_is_refused_by_a_keyed_context(contexts, caplog) -> None:
             assert child.expect_line("CONNECTED_NOW", TIMEOUT * 2) == "False"
         wait_for(
             lambda: any("Authentication required" in r.getMessage() for r in caplog.records),
-            TIMEOUT, "the refusal",
+            TIMEOUT,
+            "the refusal",
         )
     assert conn.is_waiting  # still free for a real peer
     friend = contexts(auth_key="k")

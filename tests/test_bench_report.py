@@ -34,10 +34,15 @@ def _rows(us: float, peer: float, higher: bool, target: float) -> list[dict]:
     from _util import US
 
     return [
-        {"scenario": "s", "library": US, "metric": "m", "value": us,
-         "higher_is_better": higher},
-        {"scenario": "s", "library": "peer", "metric": "m", "value": peer,
-         "higher_is_better": higher, "target_ratio": target},
+        {"scenario": "s", "library": US, "metric": "m", "value": us, "higher_is_better": higher},
+        {
+            "scenario": "s",
+            "library": "peer",
+            "metric": "m",
+            "value": peer,
+            "higher_is_better": higher,
+            "target_ratio": target,
+        },
     ]
 
 
@@ -65,17 +70,32 @@ def test_missing_figure_is_missed_not_met(run_mod):
 def test_absolute_target(run_mod):
     from _util import US
 
-    rows = [{"scenario": "t", "library": US, "metric": "threads", "value": 3.0,
-             "higher_is_better": False, "target_max": 8, "target_met": False}]
+    rows = [
+        {
+            "scenario": "t",
+            "library": US,
+            "metric": "threads",
+            "value": 3.0,
+            "higher_is_better": False,
+            "target_max": 8,
+            "target_met": False,
+        }
+    ]
     assert "≤ 8: **MISSED**" in run_mod.table(rows)
     rows[0]["target_met"] = True
     assert "| t | ≤ 8 threads | 3 | met |" in run_mod.target_summary({"t": rows})
 
 
 def test_series_table_shows_every_size_and_losses(run_mod):
-    rows = [{"scenario": "sweep", "library": "lib", "metric": "MB/s",
-             "series": {2: 0.5, 1 << 20: 1500.0, 16 << 20: None},
-             "series_detail": {2: "9/10 (1 lost or late)"}}]
+    rows = [
+        {
+            "scenario": "sweep",
+            "library": "lib",
+            "metric": "MB/s",
+            "series": {2: 0.5, 1 << 20: 1500.0, 16 << 20: None},
+            "series_detail": {2: "9/10 (1 lost or late)"},
+        }
+    ]
     text = run_mod.series_table(rows)
     assert "| library (MB/s) | 2 B | 1 MiB | 16 MiB |" in text
     assert "| lib | 0.5 | 1,500 | n/a |" in text
@@ -99,8 +119,14 @@ def test_update_readme_replaces_only_the_marked_block(run_mod, tmp_path):
 
 
 def _transport_result(n: int, size: int, msg_per_s: float, same: bool | None = None) -> dict:
-    r = {"messages": n, "size": size, "received": n, "dropped": 0,
-         "msg_per_s": msg_per_s, "mib_per_s": msg_per_s * size / (1 << 20)}
+    r = {
+        "messages": n,
+        "size": size,
+        "received": n,
+        "dropped": 0,
+        "msg_per_s": msg_per_s,
+        "mib_per_s": msg_per_s * size / (1 << 20),
+    }
     if same is not None:
         r["same_object"] = same
     return r

@@ -30,9 +30,7 @@ def test_every_check_has_a_test_method():
 
 
 def test_function_form_reports_passed_and_skipped():
-    report = run_transport_conformance(
-        "inproc", checks=["pubsub", "peer_death", "bad_input"]
-    )
+    report = run_transport_conformance("inproc", checks=["pubsub", "peer_death", "bad_input"])
     assert report["pubsub"] == "passed"
     assert report["peer_death"].startswith("skipped: 'inproc' connects contexts of one process")
     assert report["bad_input"].startswith("skipped: 'inproc' moves packages, not bytes")

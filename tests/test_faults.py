@@ -115,9 +115,7 @@ read_line()  # block until killed
 """
 
 
-@pytest.mark.parametrize(
-    ("scheme", "we"), [("tcp", "bind"), ("tcp", "connect"), ("unix", "bind")]
-)
+@pytest.mark.parametrize(("scheme", "we"), [("tcp", "bind"), ("tcp", "connect"), ("unix", "bind")])
 def test_sigkilled_peer_is_noticed_by_eof(
     scheme: str, we: str, rundir: Any, contexts: Any, record_property: Any
 ) -> None:
@@ -449,7 +447,6 @@ def test_publisher_that_reconnects_is_not_held_by_a_lost_ok(
     assert sent[0] == n
     assert got == sorted(got, key=int) and len(set(got)) == len(got)
     assert sub.dropped == 0
-
 
 
 def _engine_caught_up() -> None:

@@ -153,8 +153,10 @@ def test_self_connect_is_refused_and_the_bind_stays(contexts):
     b.connect("inproc://self", timeout=TIMEOUT)
 
 
-@pytest.mark.parametrize("mode, kept", [("old", ["0", "16", "17", "18", "19", "20"]),
-                                        ("new", ["0", "1", "2", "3", "4", "5"])])
+@pytest.mark.parametrize(
+    "mode, kept",
+    [("old", ["0", "16", "17", "18", "19", "20"]), ("new", ["0", "1", "2", "3", "4", "5"])],
+)
 def test_full_outgoing_queue_discards_by_policy_and_counts(contexts, mode, kept):
     a = contexts(queue_params=(5, mode))
     b = contexts()

@@ -23,15 +23,20 @@ ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 10.0
 
 
-def run_python(code: str, cwd: Path | None = None, env_extra: dict | None = None,
-               args: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+def run_python(
+    code: str, cwd: Path | None = None, env_extra: dict | None = None, args: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
     import os
 
     env = dict(os.environ, **(env_extra or {}))
     env.pop("YOTON_TRANSPORT", None)
     return subprocess.run(
         [sys.executable, *(["-c", code] if code else []), *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -190,7 +195,7 @@ def _readme_blocks(section: str) -> dict[str, str]:
     text = (ROOT / "README.md").read_text()
     start = text.index(f"\n## {section}\n")
     end = text.find("\n## ", start + 1)
-    body = text[start:end if end != -1 else None]
+    body = text[start : end if end != -1 else None]
     blocks = re.findall(r"```python\n(# (\S+)\n.*?)```", body, flags=re.S)
     return {name: code for code, name in blocks}
 
@@ -206,7 +211,8 @@ def test_readme_plugin_example_runs_end_to_end(tmp_path):
     assert used.stdout.strip() == "hello over my own transport"
     # The conformance kit, as a plugin author runs it.
     tested = run_python(
-        "", cwd=tmp_path,
+        "",
+        cwd=tmp_path,
         args=("-m", "pytest", "-q", "-p", "no:cacheprovider", "test_yoton_loopback.py"),
     )
     assert tested.returncode == 0, tested.stdout + tested.stderr

@@ -164,7 +164,9 @@ a.close(); b.close()
 def test_keyboard_interrupt_while_waiting_gives_the_sockets_back() -> None:
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(KEYBOARD_INTERRUPT)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["INTERRUPTED", "DELIVERED", "after"]
@@ -174,7 +176,10 @@ def test_keyboard_interrupt_while_waiting_gives_the_sockets_back() -> None:
 def test_a_bad_spin_setting_is_refused_clearly(value: str) -> None:
     env = {**os.environ, "YOTON_SPIN_US": value}
     done = subprocess.run(
-        [sys.executable, "-c", "import yoton"], capture_output=True, text=True, env=env,
+        [sys.executable, "-c", "import yoton"],
+        capture_output=True,
+        text=True,
+        env=env,
         timeout=60,
     )
     assert done.returncode != 0
@@ -185,7 +190,10 @@ def test_spinning_can_be_turned_off() -> None:
     env = {**os.environ, "YOTON_SPIN_US": "0"}
     done = subprocess.run(
         [sys.executable, "-c", "from yoton_core import _poller; print(_poller.SPIN_SECONDS)"],
-        capture_output=True, text=True, env=env, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "0.0"

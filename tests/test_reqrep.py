@@ -155,9 +155,17 @@ def test_private_names_and_machinery_are_refused(pair):
     a, b = pair
     rep = Calc(a)
     req = yoton.ReqChannel(b, "calc")
-    for name, args in [("_private", ()), ("set_mode", ("off",)), ("close", ()),
-                       ("_deposit", (None,)), ("__init__", (None, "x")), ("received", ()),
-                       ("_send_raw", ("x", 0, 0)), ("secret_value", ()), ("release", ())]:
+    for name, args in [
+        ("_private", ()),
+        ("set_mode", ("off",)),
+        ("close", ()),
+        ("_deposit", (None,)),
+        ("__init__", (None, "x")),
+        ("received", ()),
+        ("_send_raw", ("x", 0, 0)),
+        ("secret_value", ()),
+        ("release", ()),
+    ]:
         exc = req._request(name, args, {}).exception(GENEROUS)
         assert isinstance(exc, PermissionError), (name, exc)
         assert "refuses" in str(exc) and repr(name) in str(exc)
@@ -220,8 +228,18 @@ def test_modes_switch_back_and_forth(pair):
     a, b = pair
     rep = Calc(a, mode="off")
     req = yoton.ReqChannel(b, "calc")
-    for mode, n in [("thread", 1), ("event", 2), (2, 3), ("off", 4), ("THREAD", 5), (1, 6),
-                    ("thread-driven", 7), ("event-driven", 8), (0, 9), ("thread", 10)]:
+    for mode, n in [
+        ("thread", 1),
+        ("event", 2),
+        (2, 3),
+        ("off", 4),
+        ("THREAD", 5),
+        (1, 6),
+        ("thread-driven", 7),
+        ("event-driven", 8),
+        (0, 9),
+        ("thread", 10),
+    ]:
         rep.set_mode(mode)
         future = req.record(n)
         if rep.mode == "off":
@@ -341,9 +359,14 @@ def test_no_events_are_posted_when_nobody_listens(pair):
     rep.release.clear()
     held = req.hold(1)
     wait_until(rep.entered.is_set)
-    wait_until(lambda: pending._request_id in lonely._items
-               and lonely._items[pending._request_id].last_send
-               > lonely._items[pending._request_id].start, what="a resend")
+    wait_until(
+        lambda: (
+            pending._request_id in lonely._items
+            and lonely._items[pending._request_id].last_send
+            > lonely._items[pending._request_id].start
+        ),
+        what="a resend",
+    )
     rep.release.set()
     assert held.result(GENEROUS) == 1
     assert app.statistics().queued == before

@@ -66,8 +66,10 @@ def test_requests_are_served_first_come_first_served(pair):
     wait_until(lambda: len(rep._pre) == 8, what="all pre-requests queued")
     wait_until(lambda: all(it.last_send > it.start for it in later), what="second resends")
     # Release once the first group was resent after the second one.
-    wait_until(lambda: min(it.last_send for it in items) > max(it.last_send for it in later),
-               what="the first group resent last")
+    wait_until(
+        lambda: min(it.last_send for it in items) > max(it.last_send for it in later),
+        what="the first group resent last",
+    )
     rep.release.set()
     assert first.result(GENEROUS) == "first"
     assert [f.result(GENEROUS) for f in queued] == list(range(8))
@@ -200,8 +202,11 @@ threading.Event().wait(60)
 def spawn_replier(port: int) -> Yoton2Proc:
     proc = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(CHILD), str(port)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, encoding="utf-8",
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
     )
     return Yoton2Proc(proc)
 

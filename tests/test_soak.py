@@ -114,7 +114,9 @@ _ns: dict[str, Any] = {}
 exec(RECORDER, _ns)  # noqa: S102 - our own constant source
 Recorder = _ns["Recorder"]
 
-SUBSCRIBER = RECORDER + """
+SUBSCRIBER = (
+    RECORDER
+    + """
 import json, random
 cfg = json.loads(read_line())
 ctx = yoton.Context(queue_params=tuple(cfg["queue"])) if cfg["queue"] else yoton.Context()
@@ -159,6 +161,7 @@ with open(cfg["out"], "w") as f:
 say("RESULT", rec.end_seen)
 threading.Event().wait()  # until killed (stdin belongs to the command thread)
 """
+)
 
 PUBLISHER = """
 import json, random
@@ -338,9 +341,13 @@ def test_soak_churning_publishers(
                 cfg = {
                     "addr": f"{SCHEME.get(name, 'tcp')}://localhost:{hub.sub_conns[name].port1}",
                     "sync": sync,
-                    "queue": queue, "slow": slow, "pause_prob": pause_prob,
-                    "pause_max": pause_max, "churn": churn,
-                    "seed": len(subs), "max_seconds": soak_seconds + 120,
+                    "queue": queue,
+                    "slow": slow,
+                    "pause_prob": pause_prob,
+                    "pause_max": pause_max,
+                    "churn": churn,
+                    "seed": len(subs),
+                    "max_seconds": soak_seconds + 120,
                     "out": str(tmp_path / f"{name}.json"),
                 }
                 p.send_line(json.dumps(cfg))
@@ -354,8 +361,11 @@ def test_soak_churning_publishers(
             for i in range(N_PUBLISHERS):
                 p = stack.enter_context(run_yoton(PUBLISHER, timeout=child_timeout))
                 cfg = {
-                    "id": i, "addr": f"tcp://localhost:{hub.ports[i]}",
-                    "seconds": soak_seconds, "seed": 1000 + i, "max_burst": 3000,
+                    "id": i,
+                    "addr": f"tcp://localhost:{hub.ports[i]}",
+                    "seconds": soak_seconds,
+                    "seed": 1000 + i,
+                    "max_burst": 3000,
                 }
                 p.send_line(json.dumps(cfg))
                 pubs.append(p)

@@ -53,7 +53,9 @@ def contexts():
 def link(a, b, server_ctx, client_ctx, **connect_options):
     conn = a.bind("tls://localhost:0", ssl_context=server_ctx)
     other = b.connect(
-        f"tls://localhost:{conn.port1}", timeout=TIMEOUT, ssl_context=client_ctx,
+        f"tls://localhost:{conn.port1}",
+        timeout=TIMEOUT,
+        ssl_context=client_ctx,
         **connect_options,
     )
     wait_for(lambda: conn.is_connected, TIMEOUT, "the bound end")
@@ -109,8 +111,12 @@ def test_wrong_host_name_is_refused(contexts, server_ctx, client_ctx) -> None:
     a, b = contexts(), contexts()
     conn = a.bind("tls://localhost:0", ssl_context=server_ctx)
     with pytest.raises(ConnectionRefusedError, match="TLS handshake failed"):
-        b.connect(f"tls://localhost:{conn.port1}", timeout=TIMEOUT, ssl_context=client_ctx,
-                  server_hostname="elsewhere.example")
+        b.connect(
+            f"tls://localhost:{conn.port1}",
+            timeout=TIMEOUT,
+            ssl_context=client_ctx,
+            server_hostname="elsewhere.example",
+        )
 
 
 def test_client_certificate_required(contexts, ca, server_ctx, client_ctx, caplog) -> None:
@@ -122,7 +128,8 @@ def test_client_certificate_required(contexts, ca, server_ctx, client_ctx, caplo
         with pytest.raises(ConnectionRefusedError, match="client certificate"):
             b.connect(f"tls://localhost:{conn.port1}", timeout=TIMEOUT, ssl_context=client_ctx)
         wait_for(
-            lambda: any("certificate" in r.getMessage() for r in caplog.records), TIMEOUT,
+            lambda: any("certificate" in r.getMessage() for r in caplog.records),
+            TIMEOUT,
             "the bind side's reason",
         )
     assert conn.is_waiting and b.connection_count == 0

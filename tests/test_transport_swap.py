@@ -16,7 +16,7 @@ import yoton_inproc
 import yoton_tcp
 import yoton_unix
 
-PROGRAM = '''
+PROGRAM = """
 import sys
 import yoton
 
@@ -34,7 +34,7 @@ print(replies.recv(10.0))
 print(type(link).__name__, link.scheme, link.port2 == conn.port1)
 server.close()
 client.close()
-'''
+"""
 
 
 def run_program(tmp_path, env_transport: str | None, arg_transport: str | None = None):
@@ -54,8 +54,12 @@ def run_program(tmp_path, env_transport: str | None, arg_transport: str | None =
 
 @pytest.mark.parametrize(
     "env, cls",
-    [(None, "TcpConnection tcp"), ("tcp", "TcpConnection tcp"),
-     ("unix", "UnixConnection unix"), ("inproc", "InprocConnection inproc")],
+    [
+        (None, "TcpConnection tcp"),
+        ("tcp", "TcpConnection tcp"),
+        ("unix", "UnixConnection unix"),
+        ("inproc", "InprocConnection inproc"),
+    ],
 )
 def test_same_program_runs_on_every_transport_by_environment(tmp_path, env, cls):
     assert run_program(tmp_path, env) == ["hello", "hi back", f"{cls} True"]

@@ -122,7 +122,9 @@ def _run_binder(address: str) -> subprocess.Popen:
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", code, address],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout.readline().strip() == "READY"
     return proc

@@ -68,9 +68,7 @@ _FAIL_RE = re.compile(rb"YOTON-AUTH1 FAIL ([ -~]{0,200})\r\n")
 _LABEL = {"connect": b"yoton-auth-v1 connect->bind", "bind": b"yoton-auth-v1 bind->connect"}
 
 #: How to fix a refusal for lack of a key; part of the reasons below.
-AUTH_REQUIRED_HINT = (
-    "give both contexts the same shared secret with Context(auth_key=...)"
-)
+AUTH_REQUIRED_HINT = "give both contexts the same shared secret with Context(auth_key=...)"
 
 #: A keyless context that receives a challenge fails with this reason...
 NO_KEY_REASON = (
@@ -290,7 +288,9 @@ class Authenticator:
             self._peer_nonce = nonce_b
             mac_c, _ = self._macs(nonce_b, self._nonce)
             return b"YOTON-AUTH1 RESPONSE %s %s\r\n" % (
-                self._nonce.hex().encode(), mac_c.hex().encode())
+                self._nonce.hex().encode(),
+                mac_c.hex().encode(),
+            )
         if self.role == "connect":
             m = _OK_RE.fullmatch(line)
             if m is None:

@@ -49,9 +49,7 @@ class BaseChannel:
     _pattern_out: ClassVar[str | None] = None
     _pattern_in: ClassVar[str | None] = None
 
-    def __init__(
-        self, context: Context, slot_base: str, message_type: Any = TEXT
-    ) -> None:
+    def __init__(self, context: Context, slot_base: str, message_type: Any = TEXT) -> None:
         from ._context import Context
 
         if not isinstance(context, Context):

@@ -231,9 +231,7 @@ class Context:
             conn._configure(**(options or {}))  # type: ignore[attr-defined]
         return conn, rest
 
-    def bind(
-        self, address: str, max_tries: int = 1, name: str = "", **options: Any
-    ) -> Connection:
+    def bind(self, address: str, max_tries: int = 1, name: str = "", **options: Any) -> Connection:
         """Listen at ``address`` for one peer; return the (waiting) Connection at once.
 
         Args:

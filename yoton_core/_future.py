@@ -97,8 +97,13 @@ class RemoteError(YotonError):
     def __reduce__(self) -> Any:
         return (
             make_remote_error,
-            (self.type_name, self.message, self.remote_traceback, self.replier_id,
-             self.remote_module),
+            (
+                self.type_name,
+                self.message,
+                self.remote_traceback,
+                self.replier_id,
+                self.remote_module,
+            ),
         )
 
 
@@ -152,8 +157,9 @@ def make_remote_error(
     if cls is not RemoteError:
         try:
             exc = cls.__new__(cls, message)
-            RemoteError.__init__(exc, type_name, message, remote_traceback, replier_id,
-                                 remote_module)
+            RemoteError.__init__(
+                exc, type_name, message, remote_traceback, replier_id, remote_module
+            )
             return exc
         except Exception:  # pragma: no cover - exotic builtin constructors
             pass
@@ -187,8 +193,19 @@ class Future:
 
     # One is made per request: slots keep it small and quick to build.
     __slots__ = (
-        "_channel", "_request_id", "_request", "_state", "_result", "_exception", "_lock",
-        "_cond", "_callbacks", "_hooks", "_auto_cancel_timeout", "_replier_id", "_wakers",
+        "_channel",
+        "_request_id",
+        "_request",
+        "_state",
+        "_result",
+        "_exception",
+        "_lock",
+        "_cond",
+        "_callbacks",
+        "_hooks",
+        "_auto_cancel_timeout",
+        "_replier_id",
+        "_wakers",
         "__weakref__",
     )
 
@@ -213,7 +230,8 @@ class Future:
         self._callbacks: list[Callable[[Future], object]] | None = None
         self._hooks: list[Callable[[Future], object]] | None = None
         self._auto_cancel_timeout = (
-            req_channel._default_future_timeout if req_channel is not None
+            req_channel._default_future_timeout
+            if req_channel is not None
             else DEFAULT_AUTO_CANCEL_TIMEOUT
         )
         self._replier_id = 0

@@ -112,8 +112,19 @@ _SIGMASK = _sigmask is not None
 #: synchronous ones, such as SIGSEGV, would only hide faults).
 _ASYNC_SIGNALS = {
     int(getattr(signal, name))
-    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM",
-                 "SIGCHLD", "SIGWINCH", "SIGIO", "SIGPIPE")
+    for name in (
+        "SIGINT",
+        "SIGTERM",
+        "SIGHUP",
+        "SIGQUIT",
+        "SIGUSR1",
+        "SIGUSR2",
+        "SIGALRM",
+        "SIGCHLD",
+        "SIGWINCH",
+        "SIGIO",
+        "SIGPIPE",
+    )
     if hasattr(signal, name)
 }
 _main_ident = threading.main_thread().ident

@@ -214,9 +214,7 @@ class RepChannel(BaseChannel):
         else:
             m = None
         if m is None:
-            raise ValueError(
-                f"mode must be 0/'off', 1/'event' or 2/'thread', got {mode!r}"
-            )
+            raise ValueError(f"mode must be 0/'off', 1/'event' or 2/'thread', got {mode!r}")
         out: _Out = []
         with self._cond:
             self._mode = m
@@ -228,7 +226,9 @@ class RepChannel(BaseChannel):
             post = self._wake_locked()
         if m == MODE_THREAD and not self._closed:
             threading.Thread(
-                target=self._worker, args=(gen,), name=f"yoton-rep-{self._slot_base}",
+                target=self._worker,
+                args=(gen,),
+                name=f"yoton-rep-{self._slot_base}",
                 daemon=True,
             ).start()
         if post:
@@ -345,8 +345,7 @@ class RepChannel(BaseChannel):
             if not isinstance(exc, Exception):  # e.g. KeyboardInterrupt: answer, then go on
                 self._done(work, reply)
                 raise
-            logger.info("yoton.RepChannel: error handling request: %s: %s",
-                        type(exc).__name__, exc)
+            logger.info("yoton.RepChannel: error handling request: %s: %s", type(exc).__name__, exc)
         self._done(work, reply)
 
     def _done(self, work: _Work, reply: bytes) -> None:
@@ -425,8 +424,12 @@ class RepChannel(BaseChannel):
                 if key in self._work_keys:
                     return
                 if (  # free: nothing running, queued or acknowledged
-                    self._mode != MODE_OFF and not self._closed and not self._running
-                    and not self._work and self._current is None and not self._pre
+                    self._mode != MODE_OFF
+                    and not self._closed
+                    and not self._running
+                    and not self._work
+                    and self._current is None
+                    and not self._pre
                 ):
                     self._work.append(_Work(src, key[1], data[4:], True, now))
                     self._work_keys.add(key)
@@ -494,7 +497,8 @@ class RepChannel(BaseChannel):
         out: _Out = []
         with self._cond:
             stale = [
-                key for key, seen in self._pre.items()
+                key
+                for key, seen in self._pre.items()
                 if key[1] & NEW_STYLE and now - seen > NEW_STYLE_STALE
             ]
             for key in stale:
@@ -539,9 +543,7 @@ class RepChannel(BaseChannel):
             self._current = None
             requesters = list(self._requesters)
         for work in queued:
-            err = ConnectionClosedError(
-                "The RepChannel was closed before it handled the request."
-            )
+            err = ConnectionClosedError("The RepChannel was closed before it handled the request.")
             self._send_raw(encode_error(err, work.new_style), work.requester, work.rid)
         for requester in requesters:
             self._send_raw(REP_GONE, requester, REF)

@@ -67,8 +67,18 @@ class _Item:
     """A request in flight (guarded by the channel lock)."""
 
     __slots__ = (
-        "rid", "future", "payload", "name", "state", "start", "last_send", "replier",
-        "replier_new", "offered_at", "last_contact", "ping_at",
+        "rid",
+        "future",
+        "payload",
+        "name",
+        "state",
+        "start",
+        "last_send",
+        "replier",
+        "replier_new",
+        "offered_at",
+        "last_contact",
+        "ping_at",
     )
 
     def __init__(
@@ -329,8 +339,14 @@ class ReqChannel(BaseChannel):
             self._fast.pop(src, None)
 
     def _on_ack(
-        self, item: _Item | None, rid: int, src: int, new: bool, now: float,
-        out: _Out, finish: _Finish,
+        self,
+        item: _Item | None,
+        rid: int,
+        src: int,
+        new: bool,
+        now: float,
+        out: _Out,
+        finish: _Finish,
     ) -> None:
         if item is None:
             # Unknown or finished request (e.g. a stale req? that waited in the
@@ -393,7 +409,8 @@ class ReqChannel(BaseChannel):
                     if now - item.offered_at >= DIRECT_ACK_TIMEOUT:
                         logger.info(
                             "yoton: replier %#x did not answer a direct request; "
-                            "asking all repliers", item.replier,
+                            "asking all repliers",
+                            item.replier,
                         )
                         self._fast.pop(item.replier, None)
                         self._back_to_broadcast(item, now, out)

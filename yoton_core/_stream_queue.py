@@ -156,8 +156,12 @@ class StreamQueue:
                 if quiet and n <= DIRECT_MAX and self._wlock.acquire(False):
                     try:
                         sock = self._direct_sock
-                        if (sock is not None and not self._writing and not q
-                                and self._partial is None):
+                        if (
+                            sock is not None
+                            and not self._writing
+                            and not q
+                            and self._partial is None
+                        ):
                             self._write_direct(sock, header, data)
                             return
                     finally:

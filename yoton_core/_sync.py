@@ -288,7 +288,9 @@ def pub_wait(pub: PubChannel) -> None:
                     del blocked[sid]
                     logger.info(
                         "yoton: sync-mode subscriber %#x said nothing for %s s; "
-                        "no longer waiting for it", sid, LOCK_EXPIRY,
+                        "no longer waiting for it",
+                        sid,
+                        LOCK_EXPIRY,
                     )
             if not blocked:
                 break

@@ -220,16 +220,24 @@ Item = Package | Heartbeat | CloseRequest | ConnectionMessage
 Header = tuple[int, int, int, int, int, int, int]
 
 
-def make_header(data: bytes, slot: int, source_id: int, source_seq: int,
-                dest_id: int = 0, dest_seq: int = 0) -> Header:
+def make_header(
+    data: bytes, slot: int, source_id: int, source_seq: int, dest_id: int = 0, dest_seq: int = 0
+) -> Header:
     """The :data:`Header` of a package with payload ``data``."""
     return (CONTROL, slot, source_id, source_seq, dest_id, dest_seq, len(data))
 
 
 def package_header(pkg: Package) -> Header:
     """The :data:`Header` of ``pkg``."""
-    return (CONTROL, pkg.slot, pkg.source_id, pkg.source_seq, pkg.dest_id, pkg.dest_seq,
-            len(pkg.data))
+    return (
+        CONTROL,
+        pkg.slot,
+        pkg.source_id,
+        pkg.source_seq,
+        pkg.dest_id,
+        pkg.dest_seq,
+        len(pkg.data),
+    )
 
 
 def raw_package(header: Header, data: bytes) -> Package:

@@ -339,9 +339,7 @@ class InprocConnection(Connection):
         if self._engine.in_engine_thread():
             raise RuntimeError("flush() cannot be called from the engine thread")
         target = self._pushed
-        ok = self._wait(
-            lambda: self._done() >= target or self._closed_event.is_set(), timeout
-        )
+        ok = self._wait(lambda: self._done() >= target or self._closed_event.is_set(), timeout)
         closed = self._closed_event.is_set()
         if closed and self._done() < target:
             raise BrokenConnectionError(

@@ -126,7 +126,8 @@ class TlsConnection(TcpConnection):
         hint = (
             " (the server ended the TLS session: does it require a client certificate? "
             "Load one into the client's ssl_context with load_cert_chain())"
-            if role == "connect" else ""
+            if role == "connect"
+            else ""
         )
         try:
             return await super()._handshake(stream, role)

@@ -36,8 +36,14 @@ try:
 except ImportError:  # pragma: no cover - not on Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["UnixTarget", "runtime_dir", "parse_unix_address", "open_unix_listener",
-           "remove_if_ours", "MAX_PATH_BYTES"]
+__all__ = [
+    "UnixTarget",
+    "runtime_dir",
+    "parse_unix_address",
+    "open_unix_listener",
+    "remove_if_ours",
+    "MAX_PATH_BYTES",
+]
 
 #: sun_path holds 108 bytes on Linux (104 on macOS), including the final NUL.
 MAX_PATH_BYTES = 103
