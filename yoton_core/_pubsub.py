@@ -108,8 +108,17 @@ class SubChannel(BaseChannel):
             when none arrived in time or the channel is closed.
         """
         q = self._queue
-        # The fast path: a message is waiting (and ``block`` is surely valid).
-        if q and self._sync is None and (block is True or block is False):
+        # The fast path: a message is waiting and ``block`` is surely valid
+        # (anything else, NaN included, goes on to be checked by _recv).
+        if (
+            q
+            and self._sync is None
+            and (
+                block is True
+                or block is False
+                or ((block.__class__ is float or block.__class__ is int) and block >= 0)
+            )
+        ):
             try:
                 item = q.popleft()
             except IndexError:  # another reader took it
