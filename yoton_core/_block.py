@@ -18,14 +18,14 @@ def normalize_block(block: Any) -> float | None:
     """Turn a ``block`` argument into a wait time: 0 (don't), None (forever) or seconds.
 
     ``True`` waits forever; ``False``, ``None`` and ``0`` don't wait; a positive
-    number (int or float) waits that many seconds, ``float("inf")`` forever (a
-    deadline at infinity would overflow the waits below).
+    real number (int, float, numpy's, ...) waits that many seconds,
+    ``float("inf")`` forever (a deadline at infinity would overflow the waits).
     """
     if block is True:
         return None
     if block is False or block is None:
         return 0.0
-    if isinstance(block, numbers.Real):  # (int, float, numpy's numbers, ...)
+    if isinstance(block, numbers.Real):
         if block != block or block < 0:  # NaN or negative
             raise ValueError(
                 f"block must be True, False or a number of seconds >= 0, got {block!r}"
