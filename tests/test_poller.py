@@ -54,15 +54,15 @@ def test_the_waiting_thread_reads_its_own_reply(contexts: Any) -> None:
     _s, c = join(b, a)
     req = yoton.ReqChannel(a, "svc")
     assert req.echo(0).result(10)[0] == 0
-    poller = _poller.get_poller()
-    reads, borrows = poller._reads, poller._borrows
+    before = yoton.io_statistics()
     for i in range(20):
         assert req.echo(i).result(10)[0] == i
+    after = yoton.io_statistics()
     # Each call borrowed the sockets (the requester here, the worker there);
     # the poller (shared by both contexts of this process) read at most
     # stragglers, not the replies.
-    assert poller._borrows - borrows >= 20
-    assert poller._reads - reads < 20
+    assert after.borrows - before.borrows >= 20
+    assert after.poller_reads - before.poller_reads < 20
     r = _reader(c)
     assert r.borrower is None and not r.done  # given back after each wait
 
@@ -76,6 +76,25 @@ def test_the_poller_reads_when_nobody_waits(contexts: Any) -> None:
         pub.send(f"m{i}")
     wait_for(lambda: sub.pending == 50, what="the poller to deliver without a reader")
     assert sub.recv_all() == [f"m{i}" for i in range(50)]
+
+
+def test_io_statistics_show_who_reads(contexts: Any) -> None:
+    a, b = contexts(), contexts()
+    sub = yoton.SubChannel(b, "news")
+    pub = yoton.PubChannel(a, "news")
+    before = yoton.io_statistics()
+    join(b, a)
+    wait_for(
+        lambda: yoton.io_statistics().polled_sockets >= before.polled_sockets + 2,
+        what="both ends of the link to be polled",
+    )
+    pub.send("nobody waits: the poller reads it")
+    wait_for(lambda: sub.pending == 1, what="the poller to deliver")
+    now = yoton.io_statistics()
+    assert now.engine_running and now.poller_running and now.tickers >= 2
+    assert now.poller_reads > before.poller_reads
+    with pytest.raises(AttributeError):
+        now.borrows = 0  # type: ignore[misc]  # a snapshot, not a live view
 
 
 def test_a_timed_out_wait_gives_the_sockets_back(contexts: Any) -> None:

@@ -38,6 +38,7 @@ from ._filewrapper import FileWrapper
 from ._future import Future, RemoteError
 from ._hashing import port_hash, slot_hash
 from ._hookspecs import hookimpl, hookspec
+from ._iostats import IOStatistics, io_statistics
 from ._message_types import BINARY, OBJECT, TEXT, MessageType
 from ._plugins import plugin_manager, transports
 from ._pubsub import PubChannel, SubChannel, select_sub_channel
@@ -65,6 +66,7 @@ __all__ = [
     "FileWrapper",
     "Future",
     "HandshakeError",
+    "IOStatistics",
     "MessageDecodeError",
     "MessageType",
     "NoServerError",
@@ -92,6 +94,7 @@ __all__ = [
     "embed_event_loop",
     "hookimpl",
     "hookspec",
+    "io_statistics",
     "plugin_manager",
     "port_hash",
     "process_events",
