@@ -226,6 +226,8 @@ def test_close_waiting_connection_frees_the_name(contexts):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+# Forking a threaded process is what the test is about (Python 3.12+ warns).
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_forked_child_starts_without_the_parents_names(contexts):
     a = contexts()
     a.bind("inproc://parent-only")
