@@ -191,29 +191,23 @@ def test_keyboard_interrupt_while_waiting_gives_the_sockets_back() -> None:
     assert done.stdout.split() == ["INTERRUPTED", "DELIVERED", "after"]
 
 
+def _python_with_spin(value: str, code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter with ``YOTON_SPIN_US=value``."""
+    env = {**os.environ, "YOTON_SPIN_US": value}
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
+
+
 @pytest.mark.parametrize("value", ["fast", "-5"])
 def test_a_bad_spin_setting_is_refused_clearly(value: str) -> None:
-    env = {**os.environ, "YOTON_SPIN_US": value}
-    done = subprocess.run(
-        [sys.executable, "-c", "import yoton"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    done = _python_with_spin(value, "import yoton")
     assert done.returncode != 0
     assert "YOTON_SPIN_US" in done.stderr and repr(value) in done.stderr
 
 
 def test_spinning_can_be_turned_off() -> None:
-    env = {**os.environ, "YOTON_SPIN_US": "0"}
-    done = subprocess.run(
-        [sys.executable, "-c", "from yoton_core import _poller; print(_poller.SPIN_SECONDS)"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    done = _python_with_spin("0", "from yoton_core import _poller; print(_poller.SPIN_SECONDS)")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "0.0"
 

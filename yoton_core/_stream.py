@@ -398,8 +398,6 @@ class StreamConnection(StreamQueue, StreamReceiver, Connection):
                 if partial is not None:
                     await stream.send_all(partial)
                     self._partial_written()
-                    self._last_tx = time.monotonic()
-                    self._after_drain()
                 if not q and self._hb_due and not self._graceful:
                     self._hb_due = False
                     await stream.send_all(HEARTBEAT_BYTES)
@@ -466,15 +464,6 @@ class StreamConnection(StreamQueue, StreamReceiver, Connection):
         if parts:
             await stream.send_all(b"".join(parts))
             self._written_batch(count, size)
-
-    def _written_batch(self, count: int, size: int) -> None:
-        """``count`` packages, ``size`` bytes on the wire, were written."""
-        self._bytes_written += size - 56 * count
-        self._n_sent += count
-        self._b_sent += size
-        self._written += count
-        self._last_tx = time.monotonic()
-        self._after_drain()
 
     def _tick(self, now: float) -> None:
         if self._status < STATUS_HOSTING or self._send_event is None:

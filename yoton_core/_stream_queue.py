@@ -78,6 +78,7 @@ class StreamQueue:
 
     _engine: Engine
     _status: int
+    _last_tx: float
     _close_reason: str | None
     _n_dropped: int
     _n_sent: int
@@ -254,11 +255,16 @@ class StreamQueue:
 
     def _partial_written(self) -> None:
         """The sender finished writing a direct write's remainder (engine)."""
-        n = self._partial_bytes
-        self._written += 1
-        self._bytes_written += n
-        self._n_sent += 1
-        self._b_sent += n + 56
+        self._written_batch(1, self._partial_bytes + 56)
+
+    def _written_batch(self, count: int, size: int) -> None:
+        """The sender wrote ``count`` packages, ``size`` bytes on the wire (engine)."""
+        self._bytes_written += size - 56 * count
+        self._n_sent += count
+        self._b_sent += size
+        self._written += count
+        self._last_tx = time.monotonic()
+        self._after_drain()
 
     # -- back-pressure -----------------------------------------------------------
 

@@ -44,11 +44,11 @@ class StreamReceiver:
     _n_recv: int
     timedout: Signal
 
-    def _end(self, reason: str) -> None:  # pragma: no cover - StreamConnection's
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by StreamConnection
 
-    def _plain_socket(self, stream: trio.abc.Stream) -> socket.socket | None:  # pragma: no cover
-        raise NotImplementedError
+        def _end(self, reason: str) -> None: ...
+
+        def _plain_socket(self, stream: trio.abc.Stream) -> socket.socket | None: ...
 
     def _receive(self, data: bytes) -> bool:
         """Decode and route one chunk read from the stream.

@@ -153,19 +153,7 @@ def encode_package(pkg: Package) -> bytes:
     One object means one ``send`` call: 2.x wrote header and payload separately,
     which together with Nagle's algorithm cost ~88 ms per round trip.
     """
-    data = pkg.data
-    return (
-        _pack(
-            CONTROL,
-            pkg.slot,
-            pkg.source_id,
-            pkg.source_seq,
-            pkg.dest_id,
-            pkg.dest_seq,
-            len(data),
-        )
-        + data
-    )
+    return _pack(*package_header(pkg)) + pkg.data
 
 
 def encode_packages(pkgs: Iterable[Package]) -> bytes:
