@@ -228,3 +228,26 @@ def test_without_the_poller_trio_reads(contexts: Any, monkeypatch: pytest.Monkey
         assert req.echo(i).result(10) == (i, hex(b.id))
         pub.send(f"m{i}")
     assert recv_n(sub, 20) == [f"m{i}" for i in range(20)]
+
+
+@pytest.mark.parametrize("poll_reads", [True, False], ids=["poller", "trio"])
+def test_large_messages_are_read_into_their_own_bytes(
+    contexts: Any, monkeypatch: pytest.MonkeyPatch, poll_reads: bool
+) -> None:
+    # Both readers receive a large payload's rest with recv_into its final
+    # bytes object (_bytesfill); small messages around them are untouched.
+    monkeypatch.setattr(yoton.StreamConnection, "poll_reads", poll_reads)
+    a, b = contexts(), contexts()
+    sub = yoton.SubChannel(b, "blobs", yoton.BINARY)
+    s, c = join(b, a)
+    assert (s._reader is not None) == poll_reads
+    pub = yoton.PubChannel(a, "blobs", yoton.BINARY)
+    sizes = [70_000, 5, (1 << 20) + 3, 12, 9 << 20, 65_536]
+    blobs = [bytes([i]) * 3 + os.urandom(n - 3) if n > 3 else b"s" * n for i, n in enumerate(sizes)]
+    for blob in blobs:
+        pub.send(blob)
+    got = recv_n(sub, len(blobs), timeout=30)
+    assert [len(m) for m in got] == sizes
+    assert got == blobs
+    assert all(type(m) is bytes for m in got)
+    assert s.is_alive and c.is_alive

@@ -235,7 +235,12 @@ class SocketReader:
     def read(self) -> None:
         """Read one chunk and route it (caller holds :attr:`lock`, not done)."""
         conn = self.conn
-        size = CHUNK if conn._decoder._head is None else conn._read_size()
+        decoder = conn._decoder
+        view = None
+        size = CHUNK
+        if decoder._head is not None:  # inside a payload
+            view = decoder.recv_buffer()
+            size = conn._read_size()
         main = _SIGMASK and threading.get_ident() == _main_ident
         if main:
             # A KeyboardInterrupt between reading and routing would lose what
@@ -244,17 +249,21 @@ class SocketReader:
         _state.io += 1
         try:
             try:
-                data = self.sock.recv(size)
+                if view is None:
+                    data = self.sock.recv(size)
+                    got = len(data)
+                else:  # a large payload: straight into its own bytes object
+                    got = self.sock.recv_into(view)
             except (BlockingIOError, InterruptedError):
                 return  # another thread read it first, or a spurious wake-up
             except OSError as exc:
                 self._finish(exc)
                 return
-            if not data:
+            if not got:
                 self._finish(None, eof=True)
                 return
             try:
-                ok = self._receive(data)
+                ok = self._receive(data) if view is None else conn._receive_filled(got)
             except Exception as exc:  # a routing bug must not kill the reading thread
                 logger.exception("yoton: error while routing packages of %r", self.conn)
                 self._finish(exc)

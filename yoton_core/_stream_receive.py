@@ -59,14 +59,9 @@ class StreamReceiver:
         Returns:
             False when the connection must end (the reason is set).
         """
-        self._last_rx = time.monotonic()
-        if self._timed_out:
-            self._timed_out = False
-            self.timedout.emit(self, False)
-        self._b_recv += len(data)
-        decoder = self._decoder
+        self._note_rx(len(data))
         try:
-            flat = decoder.feed_raw(data)
+            flat = self._decoder.feed_raw(data)
         except ProtocolError as exc:
             # Packages decoded before the bad bytes in the same chunk are valid:
             # deliver them, then close with the reason.
@@ -76,6 +71,26 @@ class StreamReceiver:
                 self._context._route(self, good)
             self._end(exc.reason)
             return False
+        return self._dispatch(flat)
+
+    def _receive_filled(self, n: int) -> bool:
+        """``n`` bytes were read into the decoder's ``recv_buffer()``: route what completed.
+
+        Same caller rules and result as :meth:`_receive`.
+        """
+        self._note_rx(n)
+        return self._dispatch(self._decoder.filled(n))
+
+    def _note_rx(self, n: int) -> None:
+        self._last_rx = time.monotonic()
+        if self._timed_out:
+            self._timed_out = False
+            self.timedout.emit(self, False)
+        self._b_recv += n
+
+    def _dispatch(self, flat: list) -> bool:
+        """Route decoded packages, acting on the connection-level items between them."""
+        decoder = self._decoder
         if decoder.controls:  # heartbeats, close requests, connection messages
             for pos, item in decoder.controls:
                 if item.__class__ is CloseRequest:
@@ -94,11 +109,11 @@ class StreamReceiver:
 
     def _read_size(self) -> int:
         """How many bytes to ask for in the next read."""
-        missing = self._decoder.missing
-        if missing <= CHUNK:
+        wanted = self._decoder.wanted
+        if wanted <= CHUNK:
             return CHUNK
         # A large payload: read as much of it as the OS has in one call.
-        return missing if missing < MAX_CHUNK else MAX_CHUNK
+        return wanted if wanted < MAX_CHUNK else MAX_CHUNK
 
     def _receive_end(self, exc: BaseException | None, eof: bool) -> None:
         """Reading stopped (the reader's thread): end the connection."""
@@ -137,10 +152,18 @@ class StreamReceiver:
                     data = await stream.receive_some(self._read_size())
                 else:
                     await wait_readable(sock)  # the checkpoint (trio's receive_some has one too)
+                    view = self._decoder.recv_buffer()
+                    data = b""
                     try:
-                        data = sock.recv(self._read_size())
+                        if view is None:
+                            data = sock.recv(self._read_size())
+                        else:  # a large payload: straight into its own bytes object
+                            n = sock.recv_into(view)
+                            if n:
+                                if not self._receive_filled(n):
+                                    return
+                                continue
                     except (BlockingIOError, InterruptedError):
-                        data = b""
                         continue
                 if not data:
                     self._receive_end(None, eof=True)

@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from . import _bytesfill
 from ._errors import ProtocolError
 
 __all__ = [
@@ -63,6 +64,12 @@ SLOT_NONE = 0
 SLOT_DUMMY = 1
 SLOT_CONTEXT = 2
 DEFAULT_MAX_MESSAGE_SIZE = 2**30
+#: Payloads of at least this many bytes that span reads are received into
+#: their final ``bytes`` object (``_bytesfill``), not collected and joined...
+FILL_MIN = 65536
+#: ... once 1/FILL_RATIO of them has arrived: the object is as large as the
+#: header says, so a hostile length costs at most this many times what came.
+FILL_RATIO = 8
 
 assert HEADER.size == HEADER_SIZE
 assert CONTROL.to_bytes(8, "little") == CONTROL_BYTES
@@ -254,8 +261,12 @@ class FrameDecoder:
     Feed it whatever the transport read, in chunks of any size; it returns the
     complete items in order. Parsing works directly on the incoming bytes, and
     only a tail shorter than one package is carried to the next feed. A large
-    payload that spans many chunks is collected in a list and joined once, so a
-    16 MiB message costs one copy, not one per chunk.
+    payload that spans many chunks is collected in parts until an eighth of it
+    has arrived, then moved into its final ``bytes`` object
+    (:mod:`._bytesfill`), where the rest goes as it arrives; a reader that has
+    a socket lets the kernel write it there directly (:meth:`recv_buffer`,
+    :meth:`filled`), so most of a 16 MiB message is never copied after the
+    read. Without ``_bytesfill`` the parts are joined once at the end.
 
     Any violation (bad control word, length above ``max_message_size``) raises
     :class:`ProtocolError` and kills the decoder: there is no way to resync a
@@ -268,7 +279,18 @@ class FrameDecoder:
             the header arrives, before anything is buffered for the payload.
     """
 
-    __slots__ = ("_max", "_tail", "_head", "_parts", "_have", "_need", "_error", "controls")
+    __slots__ = (
+        "_max",
+        "_tail",
+        "_head",
+        "_parts",
+        "_fill",
+        "_view",
+        "_have",
+        "_need",
+        "_error",
+        "controls",
+    )
 
     def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         if not isinstance(max_message_size, int) or max_message_size < 0:
@@ -277,6 +299,9 @@ class FrameDecoder:
         self._tail = b""  # bytes of an incomplete header (< one header)
         self._head: Header | None = None  # header whose payload is being collected
         self._parts: list[bytes] = []  # payload chunks collected so far
+        # Or: the payload's own bytes object, filled through _view (see recv_buffer).
+        self._fill: bytes | None = None
+        self._view: memoryview | None = None
         self._have = 0  # bytes in _parts
         self._need = 0  # payload length of _head
         self._error: str | None = None
@@ -291,6 +316,23 @@ class FrameDecoder:
         if self._head is not None:
             return self._need - self._have
         return 0
+
+    @property
+    def wanted(self) -> int:
+        """Bytes worth asking for in the next read inside a payload (0 if none).
+
+        The payload's missing bytes, or while it is still collected in parts,
+        only those up to the point where it moves into its own object (from
+        there the reader writes into :meth:`recv_buffer`).
+        """
+        if self._head is None:
+            return 0
+        missing = self._need - self._have
+        if self._view is None and self._need >= FILL_MIN and _bytesfill.AVAILABLE:
+            until = -(-self._need // FILL_RATIO) - self._have
+            if 0 < until < missing:
+                return until
+        return missing
 
     @property
     def buffered(self) -> int:
@@ -308,6 +350,7 @@ class FrameDecoder:
         self._tail = b""
         self._head = None
         self._parts = []
+        self._fill = self._view = None  # never seen by anyone: not all of it was written
         err = ProtocolError(message)
         err.raw = flat  # type: ignore[attr-defined]  # what came before the bad bytes
         return err
@@ -315,25 +358,94 @@ class FrameDecoder:
     def _finish_payload(self, data: bytes, flat: list) -> bytes:
         """Add ``data`` to the collected payload; emit it if complete; return the rest."""
         missing = self._need - self._have
+        view = self._view
+        if view is not None:  # filling the payload's own bytes object
+            if len(data) < missing:
+                view[self._have : self._have + len(data)] = data
+                self._have += len(data)
+                return b""
+            view[self._have :] = memoryview(data)[:missing]
+            self._complete(self._fill, flat)
+            return data[missing:]
         if len(data) < missing:
             self._parts.append(data)
             self._have += len(data)
+            if self._have * FILL_RATIO >= self._need:
+                self._start_filling()
             return b""
         parts = self._parts
         parts.append(data[:missing] if len(data) > missing else data)
-        payload = b"".join(parts)
-        rest = data[missing:]
+        self._complete(b"".join(parts), flat)
+        return data[missing:]
+
+    def _complete(self, payload: Any, flat: list) -> None:
+        """The payload being collected is whole: emit it, collect nothing more."""
         head = self._head
         assert head is not None
         self._head = None
         self._parts = []
+        self._fill = self._view = None
         self._have = self._need = 0
         if head[1] == SLOT_DUMMY:
             self.controls.append((len(flat), ConnectionMessage(payload)))
         else:
             flat.append(head)
             flat.append(payload)
-        return rest
+
+    def _start_payload(self, head: Header, data: bytes, start: int) -> None:
+        """A header whose payload did not arrive whole: collect from ``data[start:]``."""
+        self._head = head
+        self._need = head[6]
+        self._have = len(data) - start
+        self._parts = [data[start:]] if self._have else []
+        if self._have * FILL_RATIO >= self._need:
+            self._start_filling()
+
+    def _start_filling(self) -> None:
+        """Move the collected parts into the payload's own bytes object, if worth it."""
+        if self._need < FILL_MIN or not _bytesfill.AVAILABLE:
+            return
+        try:
+            fill, view = _bytesfill.unfilled_bytes(self._need)
+        except MemoryError:  # keep collecting parts
+            return
+        pos = 0
+        for part in self._parts:
+            view[pos : pos + len(part)] = part
+            pos += len(part)
+        self._parts = []
+        self._fill = fill
+        self._view = view
+
+    def recv_buffer(self) -> memoryview | None:
+        """Where the next bytes of the stream may be written directly, or None.
+
+        While a large payload is being received this is the rest of its final
+        ``bytes`` object: a reader with a socket passes it to ``recv_into`` and
+        then calls :meth:`filled`. At most the payload's missing bytes fit, so
+        nothing of the next package lands there.
+        """
+        view = self._view
+        if view is None:
+            return None
+        return view[self._have :]
+
+    def filled(self, n: int) -> list[Any]:
+        """``n`` bytes were written into :meth:`recv_buffer`'s view.
+
+        Returns:
+            The completed packages, in :meth:`feed_raw`'s form: the payload
+            once its last byte came, else an empty list.
+        """
+        if self._view is None or not 0 < n <= self._need - self._have:
+            raise ValueError(f"filled({n}) does not match the buffer being received")
+        if self.controls:
+            self.controls = []
+        flat: list[Any] = []
+        self._have += n
+        if self._have == self._need:
+            self._complete(self._fill, flat)
+        return flat
 
     def feed_raw(self, data: bytes) -> list[Any]:
         """Consume ``data``; return the packages it completed as a flat list.
@@ -380,11 +492,7 @@ class FrameDecoder:
                     flat,
                 )
             if end > n:
-                # Header complete, payload not: collect the payload in parts.
-                self._head = h
-                self._need = h[6]
-                self._have = n - start
-                self._parts = [data[start:]] if n > start else []
+                self._start_payload(h, data, start)  # header complete, payload not
                 return flat
             if start != end and h[1] != 1:  # a package (slot 1 is SLOT_DUMMY)
                 append(h)
