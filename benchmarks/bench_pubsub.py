@@ -17,8 +17,10 @@ Procedure, identical for each library, every role in its own process:
    stops at N, at an end marker, or after 2 s of silence (lost messages).
    The rate is (received - 1) / (last - first): the *receive* rate, with
    received/sent shown beside it, so drops are never hidden.
-6. Steps 1-5 run three times per library, with new processes each time; the
-   row is the run with the median rate (the three rates are in its detail).
+6. Steps 1-5 run five times per library, with new processes each time, in
+   rounds (every library once per round, so that the runs a ratio compares
+   are seconds apart, not minutes); the row is the run with the median rate
+   (the five rates are in its detail).
 
 Connection set-up and warm-up are outside the timed span. The queue limits
 of pyzmq (HWM) and pynng (buffer sizes) are raised to about yoton's default
@@ -51,10 +53,11 @@ LIBRARIES = {
 
 #: Minimum ratio us/peer in the same run (issue 6).
 TARGETS = {"yoton2": 30.0, "zmq": 0.3}
-#: Runs per library, each with fresh processes; the row is the run with the
-#: median rate. On a shared 2-core VM one run moves by +-20 %, for every
-#: library alike, and a single run decides a ratio by luck.
-REPEATS = 3
+#: Runs per library, each with fresh processes, in interleaved rounds; the
+#: row is the run with the median rate. On a shared 2-core VM one run moves by
+#: +-20 %, and the host's load drifts over minutes: a single run, or runs of
+#: one library taken back to back, decide a ratio by luck.
+REPEATS = 5
 
 
 def _rate(fig: dict[str, Any]) -> float:
@@ -63,59 +66,70 @@ def _rate(fig: dict[str, Any]) -> float:
     return (received - 1) / secs if received > 1 and secs > 0 else 0.0
 
 
-def measure_median(lib: str, n: int, limit: float, repeats: int) -> tuple[dict[str, Any], str]:
-    """``repeats`` runs of :func:`_pubsub.measure`: the median one, and the spread as text."""
-    figs = sorted(
-        (_pubsub.measure(lib, n, limit, size=PAYLOAD_SIZE) for _ in range(repeats)), key=_rate
-    )
-    if repeats == 1:
+def median_run(figs: list[dict[str, Any]]) -> tuple[dict[str, Any], str]:
+    """The run with the median rate, and the spread of all runs as text."""
+    figs = sorted(figs, key=_rate)
+    if len(figs) == 1:
         return figs[0], ""
     rates = ", ".join(f"{_rate(f):,.0f}" for f in figs)
-    return figs[len(figs) // 2], f"median of {repeats} runs ({rates} msg/s)"
+    return figs[len(figs) // 2], f"median of {len(figs)} runs ({rates} msg/s)"
+
+
+def _row(fig: dict[str, Any], spread: str) -> dict[str, Any]:
+    got = fig["recv"][0]
+    received = got["received"]
+    sent = fig["sent"]["sent"]
+    extra = _pubsub.drops(got, fig["sent"])
+    detail = f"{received:,}/{sent:,}"
+    if received != sent:
+        detail += f" ({sent - received:,} lost)"
+    if extra:
+        detail += "; " + ", ".join(extra)
+    detail += (
+        f"; CPU s in {fig['wall']:.1f} s: publisher {fig['cpu'][0]:.2f}, "
+        f"subscriber {fig['cpu'][1]:.2f}"
+    )
+    if spread:
+        detail += f"; {spread}"
+    return {
+        "value": _rate(fig),
+        "detail": detail,
+        "received": received,
+        "sent": sent,
+        "send_rate": sent / fig["sent"]["seconds"] if fig["sent"]["seconds"] else 0.0,
+    }
 
 
 def run(opts: Namespace) -> list[dict[str, Any]]:
     """One row per library: the receive rate, received/sent, drops and CPU seconds."""
-    rows = []
     quick = getattr(opts, "quick", False)
     only = getattr(opts, "only", None)
+    plan = {}
     for lib, (display, n, limit) in LIBRARIES.items():
         if not selected(only, lib, display):
             continue
         if quick:
             n, limit = max(n // 10, 2000), min(limit, 2.0)
+        plan[lib] = (display, n, limit)
+    figs: dict[str, list[dict[str, Any]]] = {lib: [] for lib in plan}
+    failed: dict[str, Exception] = {}
+    for _ in range(1 if quick else REPEATS):
+        for lib, (_display, n, limit) in plan.items():
+            if lib in failed:
+                continue
+            try:
+                figs[lib].append(_pubsub.measure(lib, n, limit, size=PAYLOAD_SIZE))
+            except Exception as exc:  # one broken peer must not hide the others
+                failed[lib] = exc
+    rows = []
+    for lib, (display, _n, _limit) in plan.items():
         row: dict[str, Any] = {"scenario": SCENARIO, "library": display, "metric": "msg/s"}
         if lib in TARGETS:
             row["target_ratio"] = TARGETS[lib]
-        try:
-            fig, spread = measure_median(lib, n, limit, 1 if quick else REPEATS)
-        except Exception as exc:  # one broken peer must not hide the others
-            row.update(value=None, detail=failure(exc))
-            rows.append(row)
-            continue
-        got = fig["recv"][0]
-        received = got["received"]
-        sent = fig["sent"]["sent"]
-        rate = _rate(fig)
-        extra = _pubsub.drops(got, fig["sent"])
-        detail = f"{received:,}/{sent:,}"
-        if received != sent:
-            detail += f" ({sent - received:,} lost)"
-        if extra:
-            detail += "; " + ", ".join(extra)
-        detail += (
-            f"; CPU s in {fig['wall']:.1f} s: publisher {fig['cpu'][0]:.2f}, "
-            f"subscriber {fig['cpu'][1]:.2f}"
-        )
-        if spread:
-            detail += f"; {spread}"
-        row.update(
-            value=rate,
-            detail=detail,
-            received=received,
-            sent=sent,
-            send_rate=sent / fig["sent"]["seconds"] if fig["sent"]["seconds"] else 0.0,
-        )
+        if lib in failed:
+            row.update(value=None, detail=failure(failed[lib]))
+        else:
+            row.update(_row(*median_run(figs[lib])))
         rows.append(row)
     return rows
 
