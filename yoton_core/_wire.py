@@ -302,7 +302,7 @@ class FrameDecoder:
         # Or: the payload's own bytes object, filled through _view (see recv_buffer).
         self._fill: bytes | None = None
         self._view: memoryview | None = None
-        self._have = 0  # bytes in _parts
+        self._have = 0  # payload bytes received (in _parts, or written into _fill)
         self._need = 0  # payload length of _head
         self._error: str | None = None
         #: The connection-level items (heartbeats, close requests, connection
@@ -436,6 +436,10 @@ class FrameDecoder:
         Returns:
             The completed packages, in :meth:`feed_raw`'s form: the payload
             once its last byte came, else an empty list.
+
+        Raises:
+            ValueError: no payload is being received in place, or ``n`` is not
+                between 1 and the bytes still missing (a reader bug).
         """
         if self._view is None or not 0 < n <= self._need - self._have:
             raise ValueError(f"filled({n}) does not match the buffer being received")
