@@ -314,6 +314,25 @@ def test_truncated_payload_then_eof(server: Server) -> None:
     server.assert_healthy()
 
 
+def test_large_payload_cut_short_is_dropped_unseen(server: Server) -> None:
+    # 3 of 4 MiB: far enough for the receiver to have moved the payload into
+    # its own bytes object and to recv_into it (_bytesfill); what was filled
+    # must never be delivered.
+    sub = yoton.SubChannel(server.ctx, "cut", yoton.BINARY)
+    conn, s = hosted(server)
+    slot = yoton.slot_hash("cut.bin.pub-sub")
+    s.sendall(header(5, slot=slot) + b"whole")
+    s.sendall(header(4 << 20, slot=slot, seq=2) + b"p" * (3 << 20))
+    s.shutdown(socket.SHUT_WR)
+    assert conn.wait_closed(10)
+    reason = conn.close_reason or ""
+    assert f"{56 + (3 << 20)} of {56 + (4 << 20)} bytes received" in reason, reason
+    assert sub.recv(0) == b"whole"
+    assert sub.recv(0) == b""  # the cut payload is gone, not delivered half-filled
+    s.close()
+    server.assert_healthy()
+
+
 def test_truncated_header_then_eof(server: Server) -> None:
     conn, s = hosted(server)
     s.sendall(header(10)[:30])

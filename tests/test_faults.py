@@ -147,6 +147,33 @@ def test_sigkilled_peer_is_noticed_by_eof(
     assert ctx.connection_count == 0
 
 
+def test_peer_killed_while_we_write_a_large_message(rundir: Any, contexts: Any) -> None:
+    # The peer is stopped, so a 64 MiB payload cannot leave: the engine is in
+    # the middle of writing it (StreamConnection._send_large) when the peer
+    # dies. That connection closes with the reason; the context goes on.
+    ctx = contexts()
+    with run_yoton(KILLABLE, timeout=60) as child:
+        conn = ctx.bind("tcp://localhost:0")
+        child.send_line("connect")
+        child.send_line(f"tcp://localhost:{conn.port1}")
+        assert int(child.expect_line("UP")) == child.pid
+        wait_for(lambda: conn.is_connected, DEADLINE, "the connection")
+        os.kill(child.pid, signal.SIGSTOP)
+        pub = yoton.PubChannel(ctx, "big", yoton.BINARY)
+        pub.send(b"x" * (64 << 20))
+        os.kill(child.pid, signal.SIGKILL)
+        assert conn.wait_closed(DEADLINE), "the connection did not close"
+    assert (conn.close_reason or "").startswith(DROPPED), conn.close_reason
+    # The context still works: a new peer gets a large message whole.
+    other = contexts()
+    sub = yoton.SubChannel(other, "big", yoton.BINARY)
+    c2 = ctx.bind("tcp://localhost:0")
+    other.connect(f"tcp://localhost:{c2.port1}", timeout=DEADLINE)
+    blob = os.urandom(3 << 20)
+    pub.send(blob)
+    assert recv_n(sub, 1, timeout=DEADLINE) == [blob]
+
+
 # -- SIGSTOP / SIGCONT with traffic both ways ---------------------------------------------
 
 # The child connects to us, publishes numbered messages on "up" from a thread
