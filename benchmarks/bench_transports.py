@@ -169,43 +169,55 @@ def _run(transport: str, n: int, size: int, binary: bool) -> dict[str, Any]:
     return result
 
 
-def pubsub_throughput(
-    transport: str, n: int = 200_000, size: int = 100, repeat: int = 3
-) -> dict[str, Any]:
-    """Pub/sub of ``size``-byte TEXT messages; the best of ``repeat`` runs."""
-    runs = [_run(transport, n, size, binary=False) for _ in range(repeat)]
-    best = max(runs, key=lambda r: r["msg_per_s"])
-    best["scenario"] = f"pub/sub {size} B"
-    best["runs_msg_per_s"] = [round(r["msg_per_s"]) for r in runs]
-    return best
+def pubsub_throughput(transport: str, n: int = 200_000, size: int = 100) -> dict[str, Any]:
+    """Pub/sub of ``size``-byte TEXT messages: one run."""
+    result = _run(transport, n, size, binary=False)
+    result["scenario"] = f"pub/sub {size} B"
+    return result
 
 
-def bandwidth(
-    transport: str, size: int = 16 * MiB, n: int | None = None, repeat: int = 2
-) -> dict[str, Any]:
-    """BINARY messages of ``size`` bytes; the best of ``repeat`` runs."""
+def bandwidth(transport: str, size: int = 16 * MiB, n: int | None = None) -> dict[str, Any]:
+    """BINARY messages of ``size`` bytes: one run."""
     if n is None:
         n = 4000 if transport == "inproc" else max(4, (256 * MiB) // size)
-    runs = [_run(transport, n, size, binary=True) for _ in range(repeat)]
-    best = max(runs, key=lambda r: r["mib_per_s"])
-    best["scenario"] = f"bandwidth {size // MiB} MiB"
-    return best
+    result = _run(transport, n, size, binary=True)
+    result["scenario"] = f"bandwidth {size // MiB} MiB"
+    return result
+
+
+def median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The run with the median ``key``; every run's figure goes with it (``runs``)."""
+    ordered = sorted(runs, key=lambda r: r[key])
+    median = dict(ordered[len(ordered) // 2])
+    median["runs"] = [round(r[key]) for r in runs]
+    return median
 
 
 def run_all(quick: bool = False) -> dict[str, dict[str, Any]]:
-    """Run every measurement (``quick``: fewer messages, one run each)."""
+    """Run every measurement (``quick``: fewer messages, one run each).
+
+    Each figure is the median of three runs, taken in rounds (every
+    measurement once per round), so that the figures a ratio compares are
+    seconds apart, not minutes: the host's load drifts (bench_pubsub does the
+    same).
+    """
     n, repeat, few = (50_000, 1, 8) if quick else (200_000, 3, 16)
-    return {
-        "pubsub_100B_tcp": pubsub_throughput("tcp", n, repeat=repeat),
-        "pubsub_100B_unix": pubsub_throughput("unix", n, repeat=repeat),
-        "pubsub_100B_inproc": pubsub_throughput("inproc", n, repeat=repeat),
+    plan: dict[str, tuple[str, Any]] = {
+        "pubsub_100B_tcp": ("msg_per_s", lambda: pubsub_throughput("tcp", n)),
+        "pubsub_100B_unix": ("msg_per_s", lambda: pubsub_throughput("unix", n)),
+        "pubsub_100B_inproc": ("msg_per_s", lambda: pubsub_throughput("inproc", n)),
         # The same count for both sizes: without copies the time per message,
         # and so the count per second, does not depend on the size.
-        "bandwidth_1MiB_inproc": bandwidth("inproc", 1 * MiB, 250 * few, repeat=repeat),
-        "bandwidth_16MiB_inproc": bandwidth("inproc", 16 * MiB, 250 * few, repeat=repeat),
-        "bandwidth_16MiB_tcp": bandwidth("tcp", 16 * MiB, few, repeat=1),
-        "bandwidth_16MiB_unix": bandwidth("unix", 16 * MiB, few, repeat=1),
+        "bandwidth_1MiB_inproc": ("mib_per_s", lambda: bandwidth("inproc", 1 * MiB, 250 * few)),
+        "bandwidth_16MiB_inproc": ("mib_per_s", lambda: bandwidth("inproc", 16 * MiB, 250 * few)),
+        "bandwidth_16MiB_tcp": ("mib_per_s", lambda: bandwidth("tcp", 16 * MiB, few)),
+        "bandwidth_16MiB_unix": ("mib_per_s", lambda: bandwidth("unix", 16 * MiB, few)),
     }
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in plan}
+    for _ in range(repeat):
+        for name, (_key, measure) in plan.items():
+            runs[name].append(measure())
+    return {name: median_run(runs[name], key) for name, (key, _measure) in plan.items()}
 
 
 def check_targets(results: dict[str, dict[str, Any]]) -> list[tuple[str, bool, str]]:
@@ -290,6 +302,10 @@ def rows_for_runner(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         detail = f"{r['received']:,}/{r['messages']:,}, dropped {r['dropped']:,}"
         if "same_object" in r:
             detail += f"; {'yes' if r['same_object'] else '**no**'}"
+        runs = r.get("runs") or []
+        if len(runs) > 1:
+            unit = "MiB/s" if metric.startswith("MiB/s") else "msg/s"
+            detail += f"; median of {len(runs)} runs ({', '.join(f'{x:,}' for x in runs)} {unit})"
         return {
             "scenario": scenario,
             "library": library,

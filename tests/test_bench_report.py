@@ -160,3 +160,25 @@ def test_transport_tables_compare_like_with_like(run_mod):
     summary = run_mod.target_summary(groups)
     assert "us/yoton 3 over tcp ≥ 3.00 | 2.50 | **MISSED** |" in summary
     assert "us/yoton 3 over tcp ≥ 1.00 | 1.20 | met |" in summary
+
+
+def test_transport_figures_are_medians_of_interleaved_runs(run_mod, monkeypatch):
+    """run_all takes every measurement once per round and reports the median run."""
+    import bench_transports as bt
+
+    calls: list[str] = []
+    rates = iter([300.0, 100.0, 200.0] * 7)
+
+    def fake_run(transport: str, n: int, size: int, binary: bool) -> dict:
+        calls.append(f"{transport}/{size}")
+        return _transport_result(n, size, next(rates))
+
+    monkeypatch.setattr(bt, "_run", fake_run)
+    results = bt.run_all()
+    # Rounds: each of the seven measurements once, three times over.
+    assert calls[:7] == calls[7:14] == calls[14:]
+    tcp = results["pubsub_100B_tcp"]
+    assert len(tcp["runs"]) == 3 and tcp["msg_per_s"] == sorted(tcp["runs"])[1]
+    rows = bt.rows_for_runner(results)
+    detail = next(r["detail"] for r in rows if r["library"].endswith("over tcp"))
+    assert "median of 3 runs" in detail
