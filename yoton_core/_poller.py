@@ -235,12 +235,12 @@ class SocketReader:
     def read(self) -> None:
         """Read one chunk and route it (caller holds :attr:`lock`, not done)."""
         conn = self.conn
-        decoder = conn._decoder
         view = None
         size = CHUNK
-        if decoder._head is not None:  # inside a payload
-            view = decoder.recv_buffer()
-            size = conn._read_size()
+        if conn._decoder._head is not None:  # inside a payload
+            view = conn._decoder.recv_buffer()
+            if view is None:
+                size = conn._read_size()
         main = _SIGMASK and threading.get_ident() == _main_ident
         if main:
             # A KeyboardInterrupt between reading and routing would lose what

@@ -311,13 +311,6 @@ class FrameDecoder:
         self.controls: list[tuple[int, Item]] = []
 
     @property
-    def missing(self) -> int:
-        """Bytes still missing from the payload being collected (0 if none)."""
-        if self._head is not None:
-            return self._need - self._have
-        return 0
-
-    @property
     def wanted(self) -> int:
         """Bytes worth asking for in the next read inside a payload (0 if none).
 
