@@ -408,8 +408,16 @@ def test_outgoing_queue_discards_and_counts(
 
 
 def test_main_pubsub_multithreaded_senders_in_another_process() -> None:
-    """4 threads x 3000 sends in a child process: all arrive, each thread in order."""
+    """4 threads x 3000 sends in a child process: all arrive, each thread in order.
+
+    The child switches threads every microsecond or so, so that a send is often
+    interrupted half way: numbering and queueing must be one step (the context
+    lock), or packages enter the queue out of order and the receiver drops
+    them as old.
+    """
     script = """
+    import sys
+    sys.setswitchinterval(1e-6)
     ctx = yoton.Context()
     pub = yoton.PubChannel(ctx, "mt")
     c = ctx.connect("localhost:" + read_line(), timeout=5)
