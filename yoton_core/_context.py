@@ -371,9 +371,7 @@ class Context:
             self._ease_congestion()
         local = None
         my_id = self._id
-        # The context lock, taken inline (see _ctxlock.py): this is the
-        # hottest path there is.
-        free = self._lock_free
+        free = self._lock_free  # the context lock, taken inline: the hottest path (_ctxlock.py)
         try:
             free.pop()
         except IndexError:
