@@ -6,7 +6,9 @@ read from the stream is decoded in one go and its packages are handed to the
 context as one batch. Who reads depends on the stream: a plain socket is read
 outside trio, by the poller thread or by a user thread that waits for the data
 (``_poller.py``); any other stream (TLS, or no epoll) by :meth:`_receiver_loop`
-in trio. Either way one thread at a time calls :meth:`_receive`.
+in trio. Either way one thread at a time calls :meth:`_receive` (or, when a
+socket reader wrote the rest of a large payload straight into its ``bytes``
+object, :meth:`_receive_filled`).
 """
 
 from __future__ import annotations
@@ -44,11 +46,11 @@ class StreamReceiver:
     _n_recv: int
     timedout: Signal
 
+    _sock: socket.socket | None  # the plain socket under the stream (StreamConnection._serve)
+
     if TYPE_CHECKING:  # provided by StreamConnection
 
         def _end(self, reason: str) -> None: ...
-
-        def _plain_socket(self, stream: trio.abc.Stream) -> socket.socket | None: ...
 
     def _receive(self, data: bytes) -> bool:
         """Decode and route one chunk read from the stream.
@@ -141,7 +143,7 @@ class StreamReceiver:
         """Receive in trio (streams that are not a plain socket, or no epoll)."""
         # A plain socket is read directly: trio's SocketStream layers cost
         # ~10 us per wake-up.
-        sock = self._plain_socket(stream)
+        sock = self._sock
         wait_readable = trio.lowlevel.wait_readable
         try:
             data = leftover

@@ -311,6 +311,11 @@ class FrameDecoder:
         self.controls: list[tuple[int, Item]] = []
 
     @property
+    def _fillable(self) -> bool:
+        """The payload being collected is large enough to be filled in place."""
+        return self._need >= FILL_MIN and _bytesfill.AVAILABLE
+
+    @property
     def wanted(self) -> int:
         """Bytes worth asking for in the next read inside a payload (0 if none).
 
@@ -321,7 +326,7 @@ class FrameDecoder:
         if self._head is None:
             return 0
         missing = self._need - self._have
-        if self._view is None and self._need >= FILL_MIN and _bytesfill.AVAILABLE:
+        if self._view is None and self._fillable:
             until = -(-self._need // FILL_RATIO) - self._have
             if 0 < until < missing:
                 return until
@@ -396,7 +401,7 @@ class FrameDecoder:
 
     def _start_filling(self) -> None:
         """Move the collected parts into the payload's own bytes object, if worth it."""
-        if self._need < FILL_MIN or not _bytesfill.AVAILABLE:
+        if not self._fillable:
             return
         try:
             fill, view = _bytesfill.unfilled_bytes(self._need)
