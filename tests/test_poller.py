@@ -162,6 +162,9 @@ s = b.bind("localhost:0")
 a.connect("localhost:%d" % s.port1, timeout=5)
 wait_for(lambda: s._reader is not None)
 main = threading.main_thread().ident
+# A shell's background job inherits SIGINT ignored, and Python then raises no
+# KeyboardInterrupt: give this process the usual handler whoever started it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 def interrupt():
     wait_for(lambda: s._reader.borrower is not None)  # main is waiting in recv
