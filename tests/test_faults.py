@@ -379,6 +379,70 @@ def test_bind_same_address_again_after_a_fault(
 # -- found by the soak test: a sync-mode "ok" lost while the link was down ----------------
 
 
+class _FullBehindRelay:
+    """p -> hub -> s: a sync-mode sub in s, full, its publisher in p blocked.
+
+    Locks never expire here (LOCK_EXPIRY is made endless), so only an "ok"
+    from s (or p's own link closing) can release the publisher. The sender
+    runs until told to stop, so it is still sending when "full" arrives
+    however late that is (a fixed count was all sent first on a busy machine).
+    """
+
+    def __init__(self, contexts: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        from yoton_core import _sync
+
+        monkeypatch.setattr(_sync, "LOCK_EXPIRY", 3600.0)
+        self.hub, self.p, self.s = contexts(), contexts(), contexts()
+        to_p = self.hub.bind("tcp://localhost:0")
+        self.link_p = self.p.connect(f"tcp://localhost:{to_p.port1}", timeout=DEADLINE)
+        to_s = self.hub.bind("tcp://localhost:0")
+        self.link = self.s.connect(f"tcp://localhost:{to_s.port1}", timeout=DEADLINE)
+        self.sub = yoton.SubChannel(self.s, "sync")
+        self.sub.set_sync_mode(True)
+        self.pub = pub = yoton.PubChannel(self.p, "sync")
+        wait_for(lambda: to_p.is_connected and to_s.is_connected, DEADLINE, "the chain")
+        self.stop = threading.Event()
+        self.sent = 0
+        self.sender = threading.Thread(target=self._send_all, daemon=True)
+        self.sender.start()
+        wait_for(lambda: pub._sync_blocked, DEADLINE, "the subscriber to say full")
+        assert self.sender.is_alive()
+
+    def _send_all(self) -> None:
+        while not self.stop.is_set():
+            self.pub.send(str(self.sent))
+            self.sent += 1
+
+    def finish(self) -> None:
+        """Ask the sender to stop and wait for it: it can only once released."""
+        self.stop.set()
+        self.sender.join(2 * DEADLINE)
+
+    def finish_reading(self, got: list[str]) -> list[str]:
+        """:meth:`finish`, reading meanwhile (the subscriber must drain for the
+        publisher to go on); return ``got`` with everything read."""
+        self.stop.set()
+        deadline = time.monotonic() + 30
+        while self.sender.is_alive():
+            assert time.monotonic() < deadline, (
+                f"the publisher is still blocked by the old 'full' after {self.sent}"
+            )
+            got += self.sub.recv_all()
+            self.sender.join(0.01)
+        return got
+
+    def drop_link(self) -> None:
+        self.link.close()
+        wait_for(lambda: self.s.connection_count == 0, DEADLINE, "the subscriber to be alone")
+
+    def reconnect(self, ctx: yoton.Context | None = None) -> None:
+        """Connect ``ctx`` (default: the subscriber's context) to the hub again."""
+        ctx = ctx or self.s
+        again = self.hub.bind("tcp://localhost:0")
+        ctx.connect(f"tcp://localhost:{again.port1}", timeout=DEADLINE)
+        wait_for(lambda: again.is_connected, DEADLINE, "the link to be back")
+
+
 def test_sync_subscriber_that_drained_while_disconnected_releases_its_publisher(
     contexts: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -388,36 +452,15 @@ def test_sync_subscriber_that_drained_while_disconnected_releases_its_publisher(
     good (the state flipped to "not full" although nothing was said), so the
     publisher stayed blocked until the lock expired (10 s; here made endless).
     """
-    from yoton_core import _sync
-
-    monkeypatch.setattr(_sync, "LOCK_EXPIRY", 3600.0)
-    hub, p, s = contexts(), contexts(), contexts()
-    to_p = hub.bind("tcp://localhost:0")
-    p.connect(f"tcp://localhost:{to_p.port1}", timeout=DEADLINE)
-    to_s = hub.bind("tcp://localhost:0")
-    port_s = to_s.port1
-    link = s.connect(f"tcp://localhost:{port_s}", timeout=DEADLINE)
-    sub = yoton.SubChannel(s, "sync")
-    sub.set_sync_mode(True)
-    pub = yoton.PubChannel(p, "sync")
-    wait_for(lambda: to_p.is_connected and to_s.is_connected, DEADLINE, "the chain")
-    n = 100 * _sync.HIGH_WATER  # far more than is in flight when "full" arrives
-    sender = threading.Thread(target=lambda: [pub.send(str(i)) for i in range(n)], daemon=True)
-    sender.start()
-    wait_for(lambda: pub._sync_blocked, DEADLINE, "the subscriber to say full")
-    assert sender.is_alive()
-    link.close()  # the subscriber's link drops while it is full...
-    got = sub.recv_all()  # ...and it drains its inbox meanwhile: "ok" is due now
-    wait_for(lambda: not sub._sync._scheduled, DEADLINE, "the sync update to run")
-    again = hub.bind(f"tcp://localhost:{port_s}")
-    s.connect(f"tcp://localhost:{port_s}", timeout=DEADLINE)
-    wait_for(lambda: again.is_connected, DEADLINE, "the subscriber to be back")
-    deadline = time.monotonic() + 30
-    while sender.is_alive():
-        assert time.monotonic() < deadline, "the publisher is still blocked by the old 'full'"
-        got += sub.recv_all()
-        sender.join(0.01)
-    assert len(got) <= n and got == sorted(got, key=int)
+    t = _FullBehindRelay(contexts, monkeypatch)
+    t.drop_link()  # the subscriber's link drops while it is full...
+    got = t.sub.recv_all()  # ...and it drains its inbox meanwhile: "ok" is due now
+    wait_for(lambda: not t.sub._sync._scheduled, DEADLINE, "the sync update to run")
+    t.reconnect()
+    got = t.finish_reading(got)
+    # In order, none twice (what reached the hub while s was away is gone: gaps are fine).
+    assert got == sorted(got, key=int) and len(set(got)) == len(got)
+    assert t.sub.dropped == 0
 
 
 def test_publisher_that_reconnects_is_not_held_by_a_lost_ok(
@@ -430,50 +473,19 @@ def test_publisher_that_reconnects_is_not_held_by_a_lost_ok(
     expired (10 s; here made endless); now a closed link drops remote locks,
     and a subscriber that is still full repeats "full" when the publisher is back.
     """
-    from yoton_core import _sync
-
-    monkeypatch.setattr(_sync, "LOCK_EXPIRY", 3600.0)
-    hub, p, s = contexts(), contexts(), contexts()
-    to_p = hub.bind("tcp://localhost:0")
-    port_p = to_p.port1
-    link = p.connect(f"tcp://localhost:{port_p}", timeout=DEADLINE)
-    to_s = hub.bind("tcp://localhost:0")
-    s.connect(f"tcp://localhost:{to_s.port1}", timeout=DEADLINE)
-    sub = yoton.SubChannel(s, "sync")
-    sub.set_sync_mode(True)
-    pub = yoton.PubChannel(p, "sync")
-    wait_for(lambda: to_p.is_connected and to_s.is_connected, DEADLINE, "the chain")
-    n = 100 * _sync.HIGH_WATER
-    sent = [0]
-
-    def send_all() -> None:
-        for i in range(n):
-            pub.send(str(i))
-            sent[0] = i + 1
-
-    sender = threading.Thread(target=send_all, daemon=True)
-    sender.start()
-    wait_for(lambda: pub._sync_blocked, DEADLINE, "the subscriber to say full")
-    assert sender.is_alive()
-    link.close()  # the publisher's link drops...
+    t = _FullBehindRelay(contexts, monkeypatch)
+    t.link_p.close()  # the publisher's link drops...
     got: list[str] = []
 
     def drained_and_ok() -> bool:  # ...and the subscriber says "ok" meanwhile: lost
-        got.extend(sub.recv_all())  # (packages still on their way may come after a read)
-        return not sub._sync.full
+        got.extend(t.sub.recv_all())  # (packages still on their way may come after a read)
+        return not t.sub._sync.full
 
     wait_for(drained_and_ok, DEADLINE, "the subscriber to say ok")
-    again = hub.bind(f"tcp://localhost:{port_p}")
-    p.connect(f"tcp://localhost:{port_p}", timeout=DEADLINE)
-    wait_for(lambda: again.is_connected, DEADLINE, "the publisher to be back")
-    deadline = time.monotonic() + 30
-    while sender.is_alive():
-        assert time.monotonic() < deadline, f"the publisher is still blocked after {sent[0]}"
-        got += sub.recv_all()
-        sender.join(0.01)
-    assert sent[0] == n
+    t.reconnect(t.p)
+    got = t.finish_reading(got)
     assert got == sorted(got, key=int) and len(set(got)) == len(got)
-    assert sub.dropped == 0
+    assert t.sub.dropped == 0
 
 
 def _engine_caught_up() -> None:
@@ -483,46 +495,6 @@ def _engine_caught_up() -> None:
     done = threading.Event()
     get_engine().run_sync_soon(done.set)
     assert done.wait(DEADLINE), "the IO engine did not run a scheduled call"
-
-
-class _FullBehindRelay:
-    """p -> hub -> s: a sync-mode sub in s, full, its publisher in p blocked.
-
-    Locks never expire here (LOCK_EXPIRY is made endless), and p's own link
-    stays up throughout, so only an "ok" from s can release the publisher.
-    """
-
-    def __init__(self, contexts: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-        from yoton_core import _sync
-
-        monkeypatch.setattr(_sync, "LOCK_EXPIRY", 3600.0)
-        self.hub, p, self.s = contexts(), contexts(), contexts()
-        to_p = self.hub.bind("tcp://localhost:0")
-        p.connect(f"tcp://localhost:{to_p.port1}", timeout=DEADLINE)
-        to_s = self.hub.bind("tcp://localhost:0")
-        self.link = self.s.connect(f"tcp://localhost:{to_s.port1}", timeout=DEADLINE)
-        self.sub = yoton.SubChannel(self.s, "sync")
-        self.sub.set_sync_mode(True)
-        self.pub = pub = yoton.PubChannel(p, "sync")
-        wait_for(lambda: to_p.is_connected and to_s.is_connected, DEADLINE, "the chain")
-        self.n = 100 * _sync.HIGH_WATER  # far more than is in flight when "full" arrives
-        self.sender = threading.Thread(target=self._send_all, daemon=True)
-        self.sender.start()
-        wait_for(lambda: pub._sync_blocked, DEADLINE, "the subscriber to say full")
-        assert self.sender.is_alive()
-
-    def _send_all(self) -> None:
-        for i in range(self.n):
-            self.pub.send(str(i))
-
-    def drop_link(self) -> None:
-        self.link.close()
-        wait_for(lambda: self.s.connection_count == 0, DEADLINE, "the subscriber to be alone")
-
-    def reconnect(self) -> None:
-        again = self.hub.bind("tcp://localhost:0")
-        self.s.connect(f"tcp://localhost:{again.port1}", timeout=DEADLINE)
-        wait_for(lambda: again.is_connected, DEADLINE, "the subscriber to be back")
 
 
 @pytest.mark.parametrize("leave", ["set_sync_mode_false", "close"])
@@ -549,7 +521,7 @@ def test_sync_subscriber_that_leaves_sync_mode_while_disconnected_releases_its_p
     _engine_caught_up()  # the release ran while there was nobody to tell
     assert t.pub._sync_blocked and t.sender.is_alive()
     t.reconnect()
-    t.sender.join(2 * DEADLINE)
+    t.finish()
     assert not t.sender.is_alive(), "the publisher is still blocked by the old 'full'"
     assert not t.pub._sync_blocked
 
@@ -578,10 +550,10 @@ def test_sync_mode_switched_on_again_takes_over_the_unsaid_ok(
     _engine_caught_up()  # the new sync mode started while there was nobody to tell
     assert t.pub._sync_blocked and t.sender.is_alive()
     t.reconnect()
-    t.sender.join(2 * DEADLINE)
+    t.finish()
     assert not t.sender.is_alive(), "the publisher is still blocked by the old 'full'"
     got = [int(m) for m in t.sub.recv_all()]
-    while not got or got[-1] != t.n - 1:
+    while not got or got[-1] != t.sent - 1:
         m = t.sub.recv(DEADLINE)
         assert m, f"the last message did not arrive (got {len(got)})"
         got.append(int(m))
