@@ -1,12 +1,10 @@
-"""The Context: a node of the yoton network, and where routing lives.
+"""The Context: a node of the yoton network.
 
-Routing is transport-agnostic: connections hand batches of received packages to
-:meth:`Context._recv_packages`, which drops duplicates (per-source sequence
-numbers), forwards broadcasts to the other connections, and deposits what is for
-us into the channel registered on the package's slot. Because every send takes
-its sequence number and enters every connection's queue under one lock, packages
-of one source leave in sequence order on every link, even with many sending
-threads (the 2.x defect that lost messages with concurrent senders).
+A context owns its connections, its channels (by slot) and the sending half of
+routing: every send takes its sequence number and enters every connection's
+queue under one lock, so packages of one source leave in sequence order on
+every link, even with many sending threads (the 2.x defect that lost messages
+with concurrent senders). The receiving half lives in :mod:`._routing`.
 """
 
 from __future__ import annotations
@@ -27,7 +25,8 @@ from ._channels import BaseChannel
 from ._connection import Connection
 from ._ctxlock import ContextLock
 from ._plugins import resolve_transport
-from ._wire import CONTROL, SLOT_CONTEXT, Header, Package, package_header, raw_package
+from ._routing import Router
+from ._wire import CONTROL, SLOT_CONTEXT, Header, Package
 
 __all__ = ["Context", "ConnectionCollection", "new_uid"]
 
@@ -72,7 +71,7 @@ class ConnectionCollection(list):  # type: ignore[type-arg]
         return super().__getitem__(key)
 
 
-class Context:
+class Context(Router):
     """A node in the yoton network.
 
     Channels are created on a context; connections join contexts into a
@@ -431,151 +430,6 @@ class Context:
 
     def _send_context_message(self, text: str, dest_id: int = 0) -> None:
         self._send(text.encode("utf-8"), SLOT_CONTEXT, None, dest_id)
-
-    # -- receiving (IO threads) -------------------------------------------------
-
-    def _recv_packages(self, conn: Connection, pkgs: list[Package]) -> None:
-        """Route packages that arrived on ``conn`` (for transports that have
-        :class:`Package` objects; stream transports use :meth:`_route`)."""
-        flat: list[Any] = []
-        for p in pkgs:
-            flat.append(package_header(p))
-            flat.append(p.data)
-        self._route(conn, flat)
-
-    def _route(self, conn: Connection, flat: list[Any]) -> None:
-        """Route a batch of packages that arrived on ``conn``.
-
-        ``flat`` alternates header tuples and payloads, as
-        :meth:`FrameDecoder.feed_raw` returns them. A :class:`Package` is made
-        only for channels that take packages themselves (request/reply, state,
-        sync mode) and for context messages; a plain inbox gets
-        ``(recv_seq, payload)``.
-        """
-        touched: list[BaseChannel] = []
-        context_msgs: list[Package] | None = None
-        my_id = self._id
-        smap = self._source_map
-        run_sid = -1
-        free = self._lock_free  # the context lock, taken inline (see _send)
-        try:
-            free.pop()
-        except IndexError:
-            self._lock.wait()
-        rseq = self._recv_seq
-        try:
-            channels = self._recv_channels
-            routes = self._routes
-            learn = False
-            conns = self._connected
-            if len(conns) == 1 and conns[0] is conn:
-                others: Any = ()  # the common leaf node: nowhere to forward
-            else:
-                others = [c for c in conns if c is not conn]
-            queue_n = self._queue_n
-            # The channel of the previous package, and its inbox when that can
-            # be appended to here (the channel does not intercept deposits).
-            last: BaseChannel | None = None
-            last_q: Any = None
-            last_slot = -1
-            # The newest seq of the source of the previous package: a run of
-            # packages from one source (the usual case) skips the dict.
-            run_seq = 0
-            it = iter(flat)
-            for header, data in zip(it, it, strict=True):
-                sid = header[2]
-                seq = header[3]
-                if sid != run_sid:
-                    if run_sid != -1:
-                        smap[run_sid] = run_seq
-                    run_sid = sid
-                    run_seq = smap.get(sid, 0)
-                    learn = bool(others)  # a relay: note the way back to sid
-                if seq <= run_seq:
-                    self._n_duplicates += 1
-                    continue
-                run_seq = seq
-                if learn:
-                    routes[sid] = conn
-                    learn = False
-                if sid == my_id:  # our own broadcast came back through a cycle
-                    continue
-                dest = header[4]
-                if dest:
-                    if dest != my_id:  # for someone else: pass it on
-                        via = routes.get(dest)
-                        if via is not None and via is not conn:
-                            via._push_raw(header, data)
-                        else:  # no (usable) route: flood, as 2.x does
-                            for c in others:
-                                c._push_raw(header, data)
-                        continue
-                elif others:
-                    for c in others:
-                        c._push_raw(header, data)
-                rseq += 1
-                slot = header[1]
-                if slot != last_slot:
-                    if slot == 2:  # SLOT_CONTEXT
-                        pkg = raw_package(header, data)
-                        pkg.recv_seq = rseq
-                        if context_msgs is None:
-                            context_msgs = []
-                        context_msgs.append(pkg)
-                        continue
-                    ch = channels.get(slot)
-                    if ch is None:
-                        self._n_unroutable += 1
-                        continue
-                    last_slot = slot
-                    last = ch
-                    if ch not in touched:
-                        touched.append(ch)
-                    # BaseChannel._deposit is inlined below, unless the
-                    # channel intercepts deposits (class or instance).
-                    if type(ch)._deposit is _base_deposit and "_deposit" not in ch.__dict__:
-                        last_q = ch._queue
-                    else:
-                        last_q = None
-                if last_q is not None and len(last_q) < queue_n:
-                    last_q.append((rseq, data))
-                else:  # a channel of its own kind, or a full inbox (discard policy)
-                    pkg = raw_package(header, data)
-                    pkg.recv_seq = rseq
-                    last._deposit(pkg)  # type: ignore[union-attr]
-        finally:
-            if run_sid != -1:
-                smap[run_sid] = run_seq
-            self._recv_seq = rseq
-            free.append(True)
-            if self._lock.waiters:
-                self._lock.wake()
-        for ch in touched:
-            ch._notify()
-        if context_msgs is not None:
-            for pkg in context_msgs:
-                self._on_context_message(pkg)
-
-    def _on_context_message(self, pkg: Package) -> None:
-        try:
-            text = pkg.data.decode("utf-8")
-        except UnicodeDecodeError:
-            logger.warning("Yoton: ignored a context message that is not UTF-8: %r", pkg.data[:40])
-            return
-        if text == "NEW_CONNECTION":
-            # StateChannel (_state.py) needs to know which packages of the same
-            # batch came after this one (context messages are handled last).
-            for ch in list(self._send_channels.values()):
-                ch._on_new_peer(pkg.source_id, pkg.recv_seq)
-        elif text == "CLOSE_CONNECTION":
-            for conn in self._connected:
-                if conn.id2 == pkg.source_id:
-                    conn.close("Closed from other end.")
-        else:
-            logger.warning("Yoton: Received unknown context message: %r", text[:80])
-
-
-_base_deposit = BaseChannel._deposit
 
 
 @atexit.register

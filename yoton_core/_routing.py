@@ -1,0 +1,195 @@
+"""The receiving half of a Context: routing the packages that arrive.
+
+Routing is transport-agnostic: connections hand batches of received packages to
+:meth:`Router._route` (stream transports, as :meth:`FrameDecoder.feed_raw`
+returns them) or :meth:`Router._recv_packages` (transports with
+:class:`Package` objects). A batch is routed under the context lock in one
+pass: duplicates are dropped (per-source sequence numbers), broadcasts are
+forwarded to the other connections, a package for one context goes the way
+its packages came from (learned routes), and what is for us is deposited into
+the channel registered on its slot. It is the hottest loop of a subscriber, so
+it keeps per-run state in locals (the source of the previous package, its
+channel and inbox) instead of looking them up per package.
+
+:class:`Router` is a mixin of :class:`~._context.Context`, which owns the
+state it reads; it is its own module only to keep each module one concept.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ._channels import BaseChannel
+from ._wire import Package, package_header, raw_package
+
+if TYPE_CHECKING:
+    import collections
+
+    from ._connection import Connection
+    from ._ctxlock import ContextLock
+
+__all__ = ["Router"]
+
+logger = logging.getLogger("yoton")
+
+
+class Router:
+    """Routes received packages; mixed into :class:`~._context.Context`."""
+
+    # Owned and initialised by Context (see Context.__init__).
+    _id: int
+    _lock: ContextLock
+    _lock_free: collections.deque[bool]
+    _recv_seq: int
+    _source_map: dict[int, int]
+    _routes: dict[int, Connection]
+    _connected: tuple[Connection, ...]
+    _send_channels: dict[int, BaseChannel]
+    _recv_channels: dict[int, BaseChannel]
+    _n_duplicates: int
+    _n_unroutable: int
+    _queue_n: int
+
+    def _recv_packages(self, conn: Connection, pkgs: list[Package]) -> None:
+        """Route packages that arrived on ``conn`` (for transports that have
+        :class:`Package` objects; stream transports use :meth:`_route`)."""
+        flat: list[Any] = []
+        for p in pkgs:
+            flat.append(package_header(p))
+            flat.append(p.data)
+        self._route(conn, flat)
+
+    def _route(self, conn: Connection, flat: list[Any]) -> None:
+        """Route a batch of packages that arrived on ``conn``.
+
+        ``flat`` alternates header tuples and payloads, as
+        :meth:`FrameDecoder.feed_raw` returns them. A :class:`Package` is made
+        only for channels that take packages themselves (request/reply, state,
+        sync mode) and for context messages; a plain inbox gets
+        ``(recv_seq, payload)``.
+        """
+        touched: list[BaseChannel] = []
+        context_msgs: list[Package] | None = None
+        my_id = self._id
+        smap = self._source_map
+        run_sid = -1
+        free = self._lock_free  # the context lock, taken inline (see Context._send)
+        try:
+            free.pop()
+        except IndexError:
+            self._lock.wait()
+        rseq = self._recv_seq
+        try:
+            channels = self._recv_channels
+            routes = self._routes
+            learn = False
+            conns = self._connected
+            if len(conns) == 1 and conns[0] is conn:
+                others: Any = ()  # the common leaf node: nowhere to forward
+            else:
+                others = [c for c in conns if c is not conn]
+            queue_n = self._queue_n
+            # The channel of the previous package, and its inbox when that can
+            # be appended to here (the channel does not intercept deposits).
+            last: BaseChannel | None = None
+            last_q: Any = None
+            last_slot = -1
+            # The newest seq of the source of the previous package: a run of
+            # packages from one source (the usual case) skips the dict.
+            run_seq = 0
+            it = iter(flat)
+            for header, data in zip(it, it, strict=True):
+                sid = header[2]
+                seq = header[3]
+                if sid != run_sid:
+                    if run_sid != -1:
+                        smap[run_sid] = run_seq
+                    run_sid = sid
+                    run_seq = smap.get(sid, 0)
+                    learn = bool(others)  # a relay: note the way back to sid
+                if seq <= run_seq:
+                    self._n_duplicates += 1
+                    continue
+                run_seq = seq
+                if learn:
+                    routes[sid] = conn
+                    learn = False
+                if sid == my_id:  # our own broadcast came back through a cycle
+                    continue
+                dest = header[4]
+                if dest:
+                    if dest != my_id:  # for someone else: pass it on
+                        via = routes.get(dest)
+                        if via is not None and via is not conn:
+                            via._push_raw(header, data)
+                        else:  # no (usable) route: flood, as 2.x does
+                            for c in others:
+                                c._push_raw(header, data)
+                        continue
+                elif others:
+                    for c in others:
+                        c._push_raw(header, data)
+                rseq += 1
+                slot = header[1]
+                if slot != last_slot:
+                    if slot == 2:  # SLOT_CONTEXT
+                        pkg = raw_package(header, data)
+                        pkg.recv_seq = rseq
+                        if context_msgs is None:
+                            context_msgs = []
+                        context_msgs.append(pkg)
+                        continue
+                    ch = channels.get(slot)
+                    if ch is None:
+                        self._n_unroutable += 1
+                        continue
+                    last_slot = slot
+                    last = ch
+                    if ch not in touched:
+                        touched.append(ch)
+                    # BaseChannel._deposit is inlined below, unless the
+                    # channel intercepts deposits (class or instance).
+                    if type(ch)._deposit is _base_deposit and "_deposit" not in ch.__dict__:
+                        last_q = ch._queue
+                    else:
+                        last_q = None
+                if last_q is not None and len(last_q) < queue_n:
+                    last_q.append((rseq, data))
+                else:  # a channel of its own kind, or a full inbox (discard policy)
+                    pkg = raw_package(header, data)
+                    pkg.recv_seq = rseq
+                    last._deposit(pkg)  # type: ignore[union-attr]
+        finally:
+            if run_sid != -1:
+                smap[run_sid] = run_seq
+            self._recv_seq = rseq
+            free.append(True)
+            if self._lock.waiters:
+                self._lock.wake()
+        for ch in touched:
+            ch._notify()
+        if context_msgs is not None:
+            for pkg in context_msgs:
+                self._on_context_message(pkg)
+
+    def _on_context_message(self, pkg: Package) -> None:
+        try:
+            text = pkg.data.decode("utf-8")
+        except UnicodeDecodeError:
+            logger.warning("Yoton: ignored a context message that is not UTF-8: %r", pkg.data[:40])
+            return
+        if text == "NEW_CONNECTION":
+            # StateChannel (_state.py) needs to know which packages of the same
+            # batch came after this one (context messages are handled last).
+            for ch in list(self._send_channels.values()):
+                ch._on_new_peer(pkg.source_id, pkg.recv_seq)
+        elif text == "CLOSE_CONNECTION":
+            for conn in self._connected:
+                if conn.id2 == pkg.source_id:
+                    conn.close("Closed from other end.")
+        else:
+            logger.warning("Yoton: Received unknown context message: %r", text[:80])
+
+
+_base_deposit = BaseChannel._deposit
