@@ -308,7 +308,8 @@ def test_truncated_payload_then_eof(server: Server) -> None:
     s.shutdown(socket.SHUT_WR)
     assert conn.wait_closed(10)
     reason = conn.close_reason or ""
-    assert "middle of a package" in reason, reason
+    expected = "in the middle of a package (66 of 1056 bytes received)."
+    assert reason == f"Other end dropped the connection {expected}"
     s.close()
     # No spinning receive loop: the engine still serves the other connection promptly.
     server.assert_healthy()

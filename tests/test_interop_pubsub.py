@@ -327,8 +327,9 @@ def test_2x_close_is_seen_as_dropped_connection(peer: Peer, we_bind: bool) -> No
         conn.closed.bind(lambda c, reason: seen.append((c, reason)))
         peer.ask("CLOSED", "close")
         assert conn.wait_closed(10), "2.x closed, but our connection did not notice"
-        # 2.x never sends CLOSE; it just closes its socket: EOF, or a reset when
-        # our heartbeats were still unread in its receive buffer.
+        # 2.x never sends CLOSE; it just closes its socket: EOF (possibly inside a
+        # package, as it writes header and payload separately), or a reset when our
+        # heartbeats were still unread in its receive buffer.
         reason = conn.close_reason
         assert reason is not None and reason.startswith("Other end dropped the connection")
         assert not conn.is_alive and ctx.connection_count == 0

@@ -123,7 +123,12 @@ class StreamReceiver:
             try:
                 self._decoder.eof()
             except ProtocolError as err:
-                self._end(err.reason)
+                # The peer closed inside a package (2.x can: it writes header and
+                # payload separately); what arrived of it is dropped.
+                reason = err.reason
+                if reason.startswith("Connection closed in the middle"):
+                    reason = "Other end dropped the connection" + reason[len("Connection closed") :]
+                self._end(reason)
             else:
                 self._end("Other end dropped the connection.")
         elif isinstance(exc, OSError):
