@@ -254,7 +254,7 @@ def test_eof_inside_payload() -> None:
     with pytest.raises(ProtocolError) as info:
         d.eof()
     assert str(info.value) == (
-        "Connection closed in the middle of a package (59 of 61 bytes received)."
+        "Other end dropped the connection in the middle of a package (59 of 61 bytes received)."
     )
 
 

@@ -122,13 +122,8 @@ class StreamReceiver:
         if eof:
             try:
                 self._decoder.eof()
-            except ProtocolError as err:
-                # The peer closed inside a package (2.x can: it writes header and
-                # payload separately); what arrived of it is dropped.
-                reason = err.reason
-                if reason.startswith("Connection closed in the middle"):
-                    reason = "Other end dropped the connection" + reason[len("Connection closed") :]
-                self._end(reason)
+            except ProtocolError as err:  # e.g. the peer closed inside a package
+                self._end(err.reason)
             else:
                 self._end("Other end dropped the connection.")
         elif isinstance(exc, OSError):

@@ -532,23 +532,24 @@ class FrameDecoder:
         return _items(flat, self.controls)
 
     def eof(self) -> None:
-        """Tell the decoder that the stream ended.
+        """Tell the decoder that the stream ended (the peer closed its side).
 
         Raises:
-            ProtocolError: the stream ended inside a package, or was invalid.
+            ProtocolError: the stream ended inside a package (a peer can close
+                there: 2.x writes header and payload separately), or was invalid.
         """
         if self._error is not None:
             raise ProtocolError(self._error)
         if self._head is not None:
             total = HEADER_SIZE + self._need
             message = (
-                "Connection closed in the middle of a package "
+                "Other end dropped the connection in the middle of a package "
                 f"({HEADER_SIZE + self._have} of {total} bytes received)."
             )
             raise self._fail(message, [])
         if self._tail:
             message = (
-                "Connection closed in the middle of a package header "
+                "Other end dropped the connection in the middle of a package header "
                 f"({len(self._tail)} of {HEADER_SIZE} bytes received)."
             )
             raise self._fail(message, [])
