@@ -9,8 +9,9 @@ minute so the soak test runs in every CI run. Give it more for a real soak::
 ``-m "not soak"`` leaves it out.
 
 Fixtures shared by several test modules live in plugin modules listed in
-``pytest_plugins`` (``reqrep_helpers``: the req/rep tests' ``contexts``,
-``pair`` and ``clean_event_queue``), so tests get them without importing them.
+``pytest_plugins`` (``reqrep_helpers``: ``made_contexts``, ``pair`` and
+``clean_event_queue``), so tests get them without importing them; the factory
+of contexts most modules use, ``contexts``, is defined here.
 """
 
 from __future__ import annotations
@@ -68,14 +69,19 @@ def soak_seconds(request: pytest.FixtureRequest) -> float:
 
 
 @pytest.fixture
-def new_context() -> Iterator[Callable[..., yoton.Context]]:
-    """A factory of contexts (keyword arguments go to Context), all closed after the test."""
+def contexts() -> Iterator[Callable[..., Any]]:
+    """A factory of contexts, all closed after the test.
+
+    ``contexts()`` makes one, ``contexts(n)`` a list of ``n``; keyword arguments
+    go to the class, ``cls`` (default :class:`yoton.Context`, e.g.
+    :class:`yoton.SimpleSocket`) is what is made.
+    """
     made: list[yoton.Context] = []
 
-    def make(**kw: Any) -> yoton.Context:
-        ctx = yoton.Context(**kw)
-        made.append(ctx)
-        return ctx
+    def make(n: int = 1, *, cls: Callable[..., Any] = yoton.Context, **kw: Any) -> Any:
+        new = [cls(**kw) for _ in range(n)]
+        made.extend(new)
+        return new if n > 1 else new[0]
 
     yield make
     for ctx in made:

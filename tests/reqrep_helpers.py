@@ -38,7 +38,8 @@ def clean_event_queue() -> Iterator[None]:
 
 
 @pytest.fixture
-def contexts() -> Iterator[list[yoton.Context]]:
+def made_contexts() -> Iterator[list[yoton.Context]]:
+    """A list a test appends the contexts it made to; all closed after the test."""
     made: list[yoton.Context] = []
     yield made
     for ctx in made:
@@ -46,9 +47,9 @@ def contexts() -> Iterator[list[yoton.Context]]:
 
 
 @pytest.fixture
-def pair(contexts: list[yoton.Context]) -> tuple[yoton.Context, yoton.Context]:
+def pair(made_contexts: list[yoton.Context]) -> tuple[yoton.Context, yoton.Context]:
     a, b = yoton.Context(), yoton.Context()
-    contexts += [a, b]
+    made_contexts += [a, b]
     join(a, b)
     return a, b
 

@@ -197,20 +197,6 @@ def scheme(request: pytest.FixtureRequest, tmp_path, monkeypatch) -> str:
     return request.param
 
 
-@pytest.fixture
-def contexts():
-    made: list[yoton.Context] = []
-
-    def make(**kwargs: object) -> yoton.Context:
-        ctx = yoton.Context(**kwargs)  # type: ignore[arg-type]
-        made.append(ctx)
-        return ctx
-
-    yield make
-    for ctx in made:
-        ctx.close()
-
-
 def test_same_key_works_for_pubsub_and_reqrep(scheme: str, contexts) -> None:
     a, b = contexts(auth_key="s3cret"), contexts(auth_key=b"s3cret")
     conn = a.bind(f"{scheme}://localhost:0")

@@ -43,12 +43,6 @@ def join(server: yoton.Context, client: yoton.Context) -> tuple[yoton.Connection
     return s, c
 
 
-@pytest.fixture
-def contexts(new_context: Callable[..., yoton.Context]) -> Callable[..., yoton.Context]:
-    """This module calls the factory of contexts (conftest.py) ``contexts``."""
-    return new_context
-
-
 # -- a peer of ours in another process ---------------------------------------------
 
 PEER = """

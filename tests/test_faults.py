@@ -71,12 +71,6 @@ def rundir(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     return xdg
 
 
-@pytest.fixture
-def contexts(new_context: Callable[..., yoton.Context]) -> Callable[..., yoton.Context]:
-    """This module calls the factory of contexts (conftest.py) ``contexts``."""
-    return new_context
-
-
 def process_events_until(cond: Callable[[], Any], timeout: float = DEADLINE) -> None:
     deadline = time.monotonic() + timeout
     while not cond():

@@ -15,20 +15,6 @@ from yoton_core.testing import wait_for
 TIMEOUT = 10.0
 
 
-@pytest.fixture
-def contexts():
-    made = []
-
-    def make(n=1, **kwargs):
-        new = [yoton.Context(**kwargs) for _ in range(n)]
-        made.extend(new)
-        return new if n > 1 else new[0]
-
-    yield make
-    for ctx in made:
-        ctx.close()
-
-
 def _open_fds() -> set[str]:
     """This process's file descriptors with what they point to."""
     found = set()

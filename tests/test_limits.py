@@ -21,20 +21,6 @@ from yoton_core.testing import wait_for
 TIMEOUT = 10.0
 
 
-@pytest.fixture
-def contexts():
-    made: list[yoton.Context] = []
-
-    def make(**kwargs: object) -> yoton.Context:
-        ctx = yoton.Context(**kwargs)  # type: ignore[arg-type]
-        made.append(ctx)
-        return ctx
-
-    yield make
-    for ctx in made:
-        ctx.close()
-
-
 @pytest.fixture(params=["tcp", "unix"])
 def stream_scheme(request: pytest.FixtureRequest, tmp_path, monkeypatch) -> str:
     if request.param == "unix":

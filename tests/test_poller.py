@@ -15,7 +15,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -28,11 +27,6 @@ pytestmark = [
     pytest.mark.timeout(60),
     pytest.mark.skipif(not _poller.AVAILABLE, reason="needs select.epoll"),
 ]
-
-
-@pytest.fixture
-def contexts(new_context: Callable[..., yoton.Context]) -> Callable[..., yoton.Context]:
-    return new_context
 
 
 def join(server: yoton.Context, client: yoton.Context) -> tuple[Any, Any]:

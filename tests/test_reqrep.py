@@ -16,7 +16,7 @@ from reqrep_helpers import GENEROUS, Calc, MyError, join, wait_until
 import yoton
 from yoton_core._eventloop import app
 
-# contexts, pair and clean_event_queue: fixtures of reqrep_helpers (a plugin, see conftest.py)
+# made_contexts, pair and clean_event_queue: fixtures of reqrep_helpers (a plugin, see conftest.py)
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("clean_event_queue")]
 
 
@@ -68,10 +68,10 @@ def test_2x_path_between_our_own_ends(pair, monkeypatch):
     assert req._fast == {}
 
 
-def test_request_and_reply_within_one_context(contexts):
+def test_request_and_reply_within_one_context(made_contexts):
     """Local delivery: a replier in the same context answers."""
     ctx = yoton.Context()
-    contexts.append(ctx)
+    made_contexts.append(ctx)
     Calc(ctx)
     req = yoton.ReqChannel(ctx, "calc")
     assert [req.add(i, i).result(GENEROUS) for i in range(5)] == [0, 2, 4, 6, 8]
@@ -284,10 +284,10 @@ def test_invalid_modes_are_refused(pair):
 # -- waiting, callbacks, events --------------------------------------------------------------
 
 
-def test_request_before_any_replier_joined_is_answered_later(contexts):
+def test_request_before_any_replier_joined_is_answered_later(made_contexts):
     """The resent req? reaches a replier that joins within the auto-cancel time."""
     a, b = yoton.Context(), yoton.Context()
-    contexts += [a, b]
+    made_contexts += [a, b]
     req = yoton.ReqChannel(b, "calc")
     future = req.add(20, 22)  # no connection, no replier yet
     Calc(a)

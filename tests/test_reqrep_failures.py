@@ -18,17 +18,17 @@ from yoton2 import Yoton2Proc
 import yoton
 from yoton_core import _reqrep
 
-# contexts, pair and clean_event_queue: fixtures of reqrep_helpers (a plugin, see conftest.py)
+# made_contexts, pair and clean_event_queue: fixtures of reqrep_helpers (a plugin, see conftest.py)
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("clean_event_queue")]
 
 
 # -- load balancing, fairness ----------------------------------------------------------------
 
 
-def test_each_request_runs_on_exactly_one_replier(contexts):
+def test_each_request_runs_on_exactly_one_replier(made_contexts):
     """Load balancing: two repliers share the work, nobody runs a request twice."""
     hub, r1, r2, user = (yoton.Context() for _ in range(4))
-    contexts += [hub, r1, r2, user]
+    made_contexts += [hub, r1, r2, user]
     for ctx in (r1, r2, user):
         join(hub, ctx)
     reps = [Calc(r1), Calc(r2)]
@@ -76,10 +76,10 @@ def test_requests_are_served_first_come_first_served(pair):
     assert rep.calls == ["first", *range(8)]
 
 
-def test_busy_replier_declines_a_direct_request(contexts):
+def test_busy_replier_declines_a_direct_request(made_contexts):
     """A direct request to a busy replier falls back to the broadcast and still runs once."""
     hub, p, u1, u2 = (yoton.Context() for _ in range(4))
-    contexts += [hub, p, u1, u2]
+    made_contexts += [hub, p, u1, u2]
     for ctx in (p, u1, u2):
         join(hub, ctx)
     rep = Calc(p)
@@ -98,9 +98,9 @@ def test_busy_replier_declines_a_direct_request(contexts):
     assert rep.calls == ["held", "second"]
 
 
-def test_closed_replier_is_forgotten_and_queued_requests_get_an_error(contexts):
+def test_closed_replier_is_forgotten_and_queued_requests_get_an_error(made_contexts):
     hub, p, q, u = (yoton.Context() for _ in range(4))
-    contexts += [hub, p, q, u]
+    made_contexts += [hub, p, q, u]
     for ctx in (p, q, u):
         join(hub, ctx)
     rep_p = Calc(p)
@@ -137,11 +137,11 @@ def test_work_queued_on_a_closing_replier_gets_an_error(pair):
     assert "closed before it handled" in str(exc)
 
 
-def test_direct_request_to_a_vanished_replier_falls_back(contexts, monkeypatch):
+def test_direct_request_to_a_vanished_replier_falls_back(made_contexts, monkeypatch):
     """A direct request nobody acknowledges goes to the other repliers."""
     monkeypatch.setattr(_reqrep, "DIRECT_ACK_TIMEOUT", 0.3)
     hub, p, q, u = (yoton.Context() for _ in range(4))
-    contexts += [hub, p, q, u]
+    made_contexts += [hub, p, q, u]
     for ctx in (p, q, u):
         join(hub, ctx)
     rep_p = Calc(p)
@@ -211,10 +211,10 @@ def spawn_replier(port: int) -> Yoton2Proc:
     return Yoton2Proc(proc)
 
 
-def test_future_fails_promptly_when_the_replier_process_dies(contexts):
+def test_future_fails_promptly_when_the_replier_process_dies(made_contexts):
     """2.x left the Future running forever (item 11)."""
     ctx = yoton.Context()
-    contexts.append(ctx)
+    made_contexts.append(ctx)
     conn = ctx.bind("tcp://localhost:0")  # the child is another process
     child = spawn_replier(conn.port1)
     try:
@@ -233,12 +233,12 @@ def test_future_fails_promptly_when_the_replier_process_dies(contexts):
     assert "hold()" in str(exc)
 
 
-def test_replier_behind_a_relay_that_dies_fails_the_future(contexts, monkeypatch):
+def test_replier_behind_a_relay_that_dies_fails_the_future(made_contexts, monkeypatch):
     """Liveness checks catch a replier whose death we cannot see directly."""
     monkeypatch.setattr(_reqrep, "PING_INTERVAL", 0.1)
     monkeypatch.setattr(_reqrep, "PING_TIMEOUT", 0.8)
     relay, user = yoton.Context(), yoton.Context()
-    contexts += [relay, user]
+    made_contexts += [relay, user]
     join(relay, user)
     conn = relay.bind("tcp://localhost:0")  # the child is another process
     child = spawn_replier(conn.port1)
@@ -294,7 +294,7 @@ def test_lost_request_is_reported(pair, monkeypatch):
     rep.release.set()
 
 
-def test_a_vanished_requester_does_not_hold_up_the_replier(contexts):
+def test_a_vanished_requester_does_not_hold_up_the_replier(made_contexts):
     """Stale pre-requests of a requester that went away (e.g. behind a relay) expire.
 
     2.x kept an acknowledged pre-request for 10 s each, so a few stale ones
@@ -303,7 +303,7 @@ def test_a_vanished_requester_does_not_hold_up_the_replier(contexts):
     from yoton_core._engine import get_engine
 
     hub, p, u1, u2 = (yoton.Context() for _ in range(4))
-    contexts += [hub, p, u1, u2]
+    made_contexts += [hub, p, u1, u2]
     for ctx in (p, u1, u2):
         join(hub, ctx)
     rep = Calc(p)

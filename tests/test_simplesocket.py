@@ -16,7 +16,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,21 +29,6 @@ from yoton_core.testing import recv_n, wait_for
 pytestmark = pytest.mark.timeout(60)
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def contexts() -> Iterator[Callable[..., Any]]:
-    """``make(cls=yoton.Context, **kw)``; everything made is closed afterwards."""
-    made: list[yoton.Context] = []
-
-    def make(cls: Any = yoton.Context, **kw: Any) -> Any:
-        ctx = cls(**kw)
-        made.append(ctx)
-        return ctx
-
-    yield make
-    for ctx in made:
-        ctx.close()
 
 
 def join(server: yoton.Context, client: yoton.Context) -> None:
@@ -92,8 +77,8 @@ def parked(sub: yoton.SubChannel) -> Callable[[], bool]:
 
 @pytest.fixture
 def sockets(contexts: Callable[..., Any]) -> tuple[yoton.SimpleSocket, yoton.SimpleSocket]:
-    a = contexts(yoton.SimpleSocket)
-    b = contexts(yoton.SimpleSocket)
+    a = contexts(cls=yoton.SimpleSocket)
+    b = contexts(cls=yoton.SimpleSocket)
     join(a, b)
     return a, b
 
@@ -163,7 +148,7 @@ def test_simplesocket_recv_rejects_bad_block(sockets: Any, block: Any, error: ty
 
 
 def test_simplesocket_meets_plain_channels_on_slot_text(contexts: Callable[..., Any]) -> None:
-    sock = contexts(yoton.SimpleSocket)
+    sock = contexts(cls=yoton.SimpleSocket)
     listener, talker = contexts(), contexts()  # apart: a local Pub would reach the Sub
     join(sock, listener)
     join(sock, talker)
@@ -198,7 +183,7 @@ def test_simplesocket_close(sockets: Any) -> None:
 
 
 def test_simplesocket_passes_context_options(contexts: Callable[..., Any]) -> None:
-    s = contexts(yoton.SimpleSocket, verbose=True, queue_params=(3, "new"))
+    s = contexts(cls=yoton.SimpleSocket, verbose=True, queue_params=(3, "new"))
     assert s.queue_params == (3, "new")
     with pytest.raises(TypeError):
         yoton.SimpleSocket(transport=5)
@@ -214,7 +199,7 @@ say("GOT", repr(s.recv(10.0)))
 
 
 def test_simplesocket_talks_to_a_2x_simplesocket(contexts: Callable[..., Any]) -> None:
-    ours = contexts(yoton.SimpleSocket)
+    ours = contexts(cls=yoton.SimpleSocket)
     conn = ours.bind("localhost:0")
     with run_yoton2(TWO_X_SOCKET) as peer:
         peer.send_line(str(conn.port1))

@@ -135,9 +135,9 @@ def watch(monkeypatch: pytest.MonkeyPatch) -> JoinWatch:
     return w
 
 
-def new(contexts: list[yoton.Context], n: int = 1) -> list[yoton.Context]:
+def new(made_contexts: list[yoton.Context], n: int = 1) -> list[yoton.Context]:
     made = [yoton.Context() for _ in range(n)]
-    contexts += made
+    made_contexts += made
     return made
 
 
@@ -163,8 +163,8 @@ def count_arrivals(ch: yoton.StateChannel) -> list[object]:
 # -- the basics ----------------------------------------------------------------------------
 
 
-def test_recv_returns_the_current_state_without_blocking(contexts):
-    (ctx,) = new(contexts)
+def test_recv_returns_the_current_state_without_blocking(made_contexts):
+    (ctx,) = new(made_contexts)
     text = yoton.StateChannel(ctx, "t")
     binary = yoton.StateChannel(ctx, "b", yoton.BINARY)
     obj = yoton.StateChannel(ctx, "o", yoton.OBJECT)
@@ -178,8 +178,8 @@ def test_recv_returns_the_current_state_without_blocking(contexts):
         text.recv("yes")
 
 
-def test_state_goes_both_ways_and_emits_received(contexts):
-    a, b = new(contexts, 2)
+def test_state_goes_both_ways_and_emits_received(made_contexts):
+    a, b = new(made_contexts, 2)
     join(a, b)
     sa = yoton.StateChannel(a, "light")
     sb = yoton.StateChannel(b, "light")
@@ -195,14 +195,14 @@ def test_state_goes_both_ways_and_emits_received(contexts):
     assert got == ["green"]  # b's own send does not emit received at b
 
 
-def _joined_pair(contexts, watch):  # type: ignore[no-untyped-def]
+def _joined_pair(made_contexts, watch):  # type: ignore[no-untyped-def]
     """Two contexts with a StateChannel "s" each, b connected to a, the join over.
 
     The binding end answers NEW_CONNECTION with its state (send_last): when
     that comes after the test's first send, it is one more package. The
     channels exist before the join, and the join is over before we return.
     """
-    a, b = new(contexts, 2)
+    a, b = new(made_contexts, 2)
     sa = yoton.StateChannel(a, "s")
     sb = yoton.StateChannel(b, "s")
     join(a, b)
@@ -210,9 +210,9 @@ def _joined_pair(contexts, watch):  # type: ignore[no-untyped-def]
     return a, b, sa, sb
 
 
-def test_empty_message_is_ignored(contexts, watch):
+def test_empty_message_is_ignored(made_contexts, watch):
     """2.x raised AttributeError for send("") after a non-empty state (item 9)."""
-    a, _b, sa, sb = _joined_pair(contexts, watch)
+    a, _b, sa, sb = _joined_pair(made_contexts, watch)
     sa.send("value")
     wait_until(lambda: sb.recv() == "value")
     sent = a.statistics()["sent"]
@@ -223,8 +223,8 @@ def test_empty_message_is_ignored(contexts, watch):
     assert a.statistics()["sent"] == sent  # nothing went out
 
 
-def test_an_unchanged_state_is_not_sent_again_but_send_last_does(contexts, watch):
-    _a, _b, sa, sb = _joined_pair(contexts, watch)
+def test_an_unchanged_state_is_not_sent_again_but_send_last_does(made_contexts, watch):
+    _a, _b, sa, sb = _joined_pair(made_contexts, watch)
     arrivals = count_arrivals(sb)
     sa.send("x")
     wait_until(lambda: sb.recv() == "x")
@@ -234,8 +234,8 @@ def test_an_unchanged_state_is_not_sent_again_but_send_last_does(contexts, watch
     assert arrivals == [b"x", b"x"] and sb.recv() == "x"
 
 
-def test_send_on_a_closed_channel_raises(contexts):
-    (ctx,) = new(contexts)
+def test_send_on_a_closed_channel_raises(made_contexts):
+    (ctx,) = new(made_contexts)
     ch = yoton.StateChannel(ctx, "s")
     ch.close()
     with pytest.raises(OSError):
@@ -245,9 +245,9 @@ def test_send_on_a_closed_channel_raises(contexts):
 # -- joining later ----------------------------------------------------------------------------
 
 
-def test_state_set_before_connecting_reaches_contexts_that_join_later(contexts):
+def test_state_set_before_connecting_reaches_contexts_that_join_later(made_contexts):
     """Across several hops, through contexts with and without a StateChannel."""
-    a, b, relay, c, d = new(contexts, 5)
+    a, b, relay, c, d = new(made_contexts, 5)
     sa = yoton.StateChannel(a, "cfg", yoton.OBJECT)
     sa.send({"mode": "fast"})  # set before any connection exists
     join(a, b)
@@ -261,8 +261,8 @@ def test_state_set_before_connecting_reaches_contexts_that_join_later(contexts):
         wait_until(lambda ch=ch: ch.recv() == {"mode": "fast"}, what=f"state at {ch.context}")
 
 
-def test_a_new_channel_on_a_connected_context_gets_the_state_on_the_next_join(contexts):
-    a, b, c = new(contexts, 3)
+def test_a_new_channel_on_a_connected_context_gets_the_state_on_the_next_join(made_contexts):
+    a, b, c = new(made_contexts, 3)
     join(a, b)
     sa = yoton.StateChannel(a, "s")
     sa.send("hello")
@@ -271,7 +271,7 @@ def test_a_new_channel_on_a_connected_context_gets_the_state_on_the_next_join(co
     wait_until(lambda: sc.recv() == "hello")
 
 
-def _holders(contexts, watch, hub, n, holding):  # type: ignore[no-untyped-def]
+def _holders(made_contexts, watch, hub, n, holding):  # type: ignore[no-untyped-def]
     """n contexts around ``hub`` that all hold the same state, their joins over.
 
     ``holding``: the contexts that already have a StateChannel on the slot.
@@ -280,7 +280,7 @@ def _holders(contexts, watch, hub, n, holding):  # type: ignore[no-untyped-def]
     holding = list(holding)
     handled = []
     chans = []
-    for ctx in new(contexts, n):
+    for ctx in new(made_contexts, n):
         join(hub, ctx)
         handled += [(h, ctx) for h in holding]
         ch = yoton.StateChannel(ctx, "s")
@@ -296,13 +296,13 @@ def _holders(contexts, watch, hub, n, holding):  # type: ignore[no-untyped-def]
     return holding
 
 
-def test_a_join_at_a_holder_does_not_flood(contexts, watch):
+def test_a_join_at_a_holder_does_not_flood(made_contexts, watch):
     """2.x made every holder rebroadcast on NEW_CONNECTION: N messages per join."""
-    (hub,) = new(contexts)
+    (hub,) = new(made_contexts)
     hub_ch = yoton.StateChannel(hub, "s")
-    holding = _holders(contexts, watch, hub, 6, [hub])
+    holding = _holders(made_contexts, watch, hub, 6, [hub])
     assert hub_ch.recv() == "shared"
-    (joiner,) = new(contexts)
+    (joiner,) = new(made_contexts)
     ch = yoton.StateChannel(joiner, "s")
     arrivals = count_arrivals(ch)
     join(hub, joiner)
@@ -311,10 +311,10 @@ def test_a_join_at_a_holder_does_not_flood(contexts, watch):
     assert 1 <= len(arrivals) <= 2, arrivals
 
 
-def test_a_join_at_a_relay_does_not_flood(contexts, watch):
-    (relay,) = new(contexts)  # no StateChannel here: the holders answer, once
-    holding = _holders(contexts, watch, relay, 8, [])
-    (joiner,) = new(contexts)
+def test_a_join_at_a_relay_does_not_flood(made_contexts, watch):
+    (relay,) = new(made_contexts)  # no StateChannel here: the holders answer, once
+    holding = _holders(made_contexts, watch, relay, 8, [])
+    (joiner,) = new(made_contexts)
     ch = yoton.StateChannel(joiner, "s")
     arrivals = count_arrivals(ch)
     join(relay, joiner)
@@ -327,9 +327,9 @@ def test_a_join_at_a_relay_does_not_flood(contexts, watch):
 
 
 @pytest.mark.parametrize("newer_side", ["binding", "connecting"])
-def test_two_networks_with_different_states_agree_after_joining(contexts, watch, newer_side):
+def test_two_networks_with_different_states_agree_after_joining(made_contexts, watch, newer_side):
     """The most recently set state wins everywhere, whatever the arrival order."""
-    x1, x2, y1, y2 = new(contexts, 4)
+    x1, x2, y1, y2 = new(made_contexts, 4)
     join(x1, x2)
     join(y1, y2)
     xs = [yoton.StateChannel(c, "s") for c in (x1, x2)]
@@ -349,8 +349,8 @@ def test_two_networks_with_different_states_agree_after_joining(contexts, watch,
     assert [ch.recv() for ch in xs + ys] == ["new"] * 4  # and it stays that way
 
 
-def test_a_stale_resend_does_not_undo_a_newer_state(contexts, watch):
-    a, _b, sa, sb = _joined_pair(contexts, watch)
+def test_a_stale_resend_does_not_undo_a_newer_state(made_contexts, watch):
+    a, _b, sa, sb = _joined_pair(made_contexts, watch)
     sa.send("one")
     wait_until(lambda: sb.recv() == "one")
     stale_version, stale_data = sa._version, sa._data

@@ -69,10 +69,10 @@ def read_all(sub: yoton.SubChannel, n: int) -> list[int]:
     return out
 
 
-def blocked_pair(contexts, n):  # type: ignore[no-untyped-def]
+def blocked_pair(made_contexts, n):  # type: ignore[no-untyped-def]
     """A sync-mode sub that does not read and a publisher thread it blocked."""
     p, s = yoton.Context(), yoton.Context()
-    contexts += [p, s]
+    made_contexts += [p, s]
     pub = yoton.PubChannel(p, "data", yoton.BINARY)
     sub = yoton.SubChannel(s, "data", yoton.BINARY)
     sub.set_sync_mode(True)
@@ -117,10 +117,10 @@ print("RESULT", expected, out_of_order, sub.dropped, max_pending, flush=True)
 """
 
 
-def test_sync_subscriber_loses_nothing_of_a_million_message_burst(contexts):
+def test_sync_subscriber_loses_nothing_of_a_million_message_burst(made_contexts):
     n = 1_000_000
     ctx = yoton.Context()
-    contexts.append(ctx)
+    made_contexts.append(ctx)
     pub = yoton.PubChannel(ctx, "burst", yoton.BINARY)
     conn = ctx.bind("tcp://localhost:0")  # the child is another process
     child = Yoton2Proc(
@@ -151,9 +151,9 @@ def test_sync_subscriber_loses_nothing_of_a_million_message_burst(contexts):
 # -- blocking and waking --------------------------------------------------------------------
 
 
-def test_publisher_blocks_while_the_subscriber_is_full_and_wakes_on_ok(contexts):
+def test_publisher_blocks_while_the_subscriber_is_full_and_wakes_on_ok(made_contexts):
     n = 50_000
-    pub, sub, sender = blocked_pair(contexts, n)
+    pub, sub, sender = blocked_pair(made_contexts, n)
     assert sender.is_alive() and sender.sent < n
     assert sub.pending < n  # the burst did not all pile up
     assert sub.sync_mode
@@ -165,11 +165,11 @@ def test_publisher_blocks_while_the_subscriber_is_full_and_wakes_on_ok(contexts)
     wait_until(lambda: not pub._sync_blocked, what="the final ok")
 
 
-def test_sync_mode_does_not_drop_at_the_queue_limit(contexts):
+def test_sync_mode_does_not_drop_at_the_queue_limit(made_contexts):
     """queue_params N bounds a normal inbox; in sync mode the publisher waits instead."""
     p = yoton.Context()
     s = yoton.Context(queue_params=(100, "old"))
-    contexts += [p, s]
+    made_contexts += [p, s]
     pub = yoton.PubChannel(p, "data", yoton.BINARY)
     sync_sub = yoton.SubChannel(s, "data", yoton.BINARY)
     plain_sub = yoton.SubChannel(s, "DATA2", yoton.BINARY)
@@ -187,9 +187,9 @@ def test_sync_mode_does_not_drop_at_the_queue_limit(contexts):
     assert sync_sub.dropped == 0
 
 
-def test_pub_and_sync_sub_in_one_context(contexts):
+def test_pub_and_sync_sub_in_one_context(made_contexts):
     ctx = yoton.Context()
-    contexts.append(ctx)
+    made_contexts.append(ctx)
     pub = yoton.PubChannel(ctx, "local", yoton.BINARY)
     sub = yoton.SubChannel(ctx, "local", yoton.BINARY)
     sub.set_sync_mode(True)
@@ -201,8 +201,8 @@ def test_pub_and_sync_sub_in_one_context(contexts):
     assert sender.error is None
 
 
-def test_leaving_sync_mode_releases_the_publisher(contexts):
-    pub, sub, sender = blocked_pair(contexts, 50_000)
+def test_leaving_sync_mode_releases_the_publisher(made_contexts):
+    pub, sub, sender = blocked_pair(made_contexts, 50_000)
     sub.set_sync_mode(False)
     sub.set_sync_mode(False)  # idempotent
     assert not sub.sync_mode
@@ -210,9 +210,9 @@ def test_leaving_sync_mode_releases_the_publisher(contexts):
     assert not sender.is_alive() and sender.sent == 50_000
 
 
-def test_closing_a_full_sync_subscriber_releases_the_publisher(contexts):
+def test_closing_a_full_sync_subscriber_releases_the_publisher(made_contexts):
     """2.x left publishers locked and broke the next recv() with a TypeError (item 9)."""
-    pub, sub, sender = blocked_pair(contexts, 50_000)
+    pub, sub, sender = blocked_pair(made_contexts, 50_000)
     sub.close()
     sender.join(GENEROUS)
     assert not sender.is_alive() and sender.error is None
@@ -220,10 +220,10 @@ def test_closing_a_full_sync_subscriber_releases_the_publisher(contexts):
     sub.recv_all()
 
 
-def test_a_lock_expires_when_the_subscriber_goes_silent(contexts, monkeypatch):
+def test_a_lock_expires_when_the_subscriber_goes_silent(made_contexts, monkeypatch):
     monkeypatch.setattr(_sync, "LOCK_EXPIRY", 0.2)
     p, s = yoton.Context(), yoton.Context()
-    contexts += [p, s]
+    made_contexts += [p, s]
     pub = yoton.PubChannel(p, "data")
     liar = yoton.SubChannel(s, "data")  # says "full" once and never again
     join(p, s)
@@ -246,9 +246,9 @@ threading.Event().wait(60)  # never reads
 """
 
 
-def test_a_dead_subscriber_does_not_block_the_publisher(contexts):
+def test_a_dead_subscriber_does_not_block_the_publisher(made_contexts):
     ctx = yoton.Context()
-    contexts.append(ctx)
+    made_contexts.append(ctx)
     pub = yoton.PubChannel(ctx, "data", yoton.BINARY)
     conn = ctx.bind("tcp://localhost:0")  # the child is another process
     child = Yoton2Proc(

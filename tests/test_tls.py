@@ -36,20 +36,6 @@ def client_ctx(ca) -> ssl.SSLContext:
     return ctx
 
 
-@pytest.fixture
-def contexts():
-    made: list[yoton.Context] = []
-
-    def make(**kwargs: object) -> yoton.Context:
-        ctx = yoton.Context(**kwargs)  # type: ignore[arg-type]
-        made.append(ctx)
-        return ctx
-
-    yield make
-    for ctx in made:
-        ctx.close()
-
-
 def link(a, b, server_ctx, client_ctx, **connect_options):
     conn = a.bind("tls://localhost:0", ssl_context=server_ctx)
     other = b.connect(

@@ -23,20 +23,6 @@ def scheme(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.fixture
-def contexts():
-    made: list[yoton.Context] = []
-
-    def make(n: int = 1, **kwargs):
-        new = [yoton.Context(**kwargs) for _ in range(n)]
-        made.extend(new)
-        return new if n > 1 else new[0]
-
-    yield make
-    for ctx in made:
-        ctx.close()
-
-
 def pair(scheme: str, a: yoton.Context, b: yoton.Context, name: str = ""):
     """``a`` binds, ``b`` connects; both ends once connected."""
     ca = a.bind(f"{scheme}://localhost:0", name=name)

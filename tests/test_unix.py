@@ -29,20 +29,6 @@ def rundir(tmp_path, monkeypatch):
     return xdg / "yoton"
 
 
-@pytest.fixture
-def contexts():
-    made = []
-
-    def make(n=1):
-        new = [yoton.Context() for _ in range(n)]
-        made.extend(new)
-        return new if n > 1 else new[0]
-
-    yield make
-    for ctx in made:
-        ctx.close()
-
-
 def test_host_port_form_maps_into_private_dir(rundir, contexts):
     a, b = contexts(2)
     conn = a.bind("unix://localhost:chat")
