@@ -4,21 +4,22 @@ Also a pytest plugin (``pytest_plugins`` in ``tests/conftest.py``), so its
 fixtures reach the tests without an import -- importing a fixture by name into
 a test module that then takes it as an argument trips ruff's F811:
 
-* ``contexts`` -- a list; every context put in it is closed after the test;
+* ``made_contexts`` -- a list; every context put in it is closed after the test;
+* ``star`` -- ``star(n)``: a hub and ``n`` contexts connected to it over TCP;
 * ``pair`` -- two contexts, the second connected to the first over TCP;
 * ``clean_event_queue`` -- an empty, unembedded yoton event queue before and
   after the test; a module opts in with
   ``pytestmark = pytest.mark.usefixtures("clean_event_queue")``.
 
-A test module that defines its own ``contexts`` or ``pair`` (several do, with
-other meanings) overrides these for its tests, as pytest does for any fixture.
+A test module that defines its own ``pair`` (several do, with other meanings)
+overrides it for its tests, as pytest does for any fixture.
 Plain helpers (``Calc``, ``join``, ...) are imported as usual.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -44,6 +45,20 @@ def made_contexts() -> Iterator[list[yoton.Context]]:
     yield made
     for ctx in made:
         ctx.close()
+
+
+@pytest.fixture
+def star(made_contexts: list[yoton.Context]) -> Callable[[int], list[yoton.Context]]:
+    """``star(n)``: a hub and ``n`` contexts joined to it, as ``[hub, *others]``."""
+
+    def make(n: int) -> list[yoton.Context]:
+        hub, *others = (yoton.Context() for _ in range(n + 1))
+        made_contexts.extend([hub, *others])
+        for ctx in others:
+            join(hub, ctx)
+        return [hub, *others]
+
+    return make
 
 
 @pytest.fixture

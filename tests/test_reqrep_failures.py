@@ -18,19 +18,16 @@ from yoton2 import Yoton2Proc
 import yoton
 from yoton_core import _reqrep
 
-# made_contexts, pair and clean_event_queue: fixtures of reqrep_helpers (a plugin, see conftest.py)
+# made_contexts, star, pair, clean_event_queue: fixtures of reqrep_helpers (see conftest.py)
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("clean_event_queue")]
 
 
 # -- load balancing, fairness ----------------------------------------------------------------
 
 
-def test_each_request_runs_on_exactly_one_replier(made_contexts):
+def test_each_request_runs_on_exactly_one_replier(star):
     """Load balancing: two repliers share the work, nobody runs a request twice."""
-    hub, r1, r2, user = (yoton.Context() for _ in range(4))
-    made_contexts += [hub, r1, r2, user]
-    for ctx in (r1, r2, user):
-        join(hub, ctx)
+    hub, r1, r2, user = star(3)
     reps = [Calc(r1), Calc(r2)]
     req = yoton.ReqChannel(user, "calc")
     # Two requests at once while both repliers are held: each takes one.
@@ -76,12 +73,9 @@ def test_requests_are_served_first_come_first_served(pair):
     assert rep.calls == ["first", *range(8)]
 
 
-def test_busy_replier_declines_a_direct_request(made_contexts):
+def test_busy_replier_declines_a_direct_request(star):
     """A direct request to a busy replier falls back to the broadcast and still runs once."""
-    hub, p, u1, u2 = (yoton.Context() for _ in range(4))
-    made_contexts += [hub, p, u1, u2]
-    for ctx in (p, u1, u2):
-        join(hub, ctx)
+    hub, p, u1, u2 = star(3)
     rep = Calc(p)
     req1 = yoton.ReqChannel(u1, "calc")
     req2 = yoton.ReqChannel(u2, "calc")
@@ -98,11 +92,8 @@ def test_busy_replier_declines_a_direct_request(made_contexts):
     assert rep.calls == ["held", "second"]
 
 
-def test_closed_replier_is_forgotten_and_queued_requests_get_an_error(made_contexts):
-    hub, p, q, u = (yoton.Context() for _ in range(4))
-    made_contexts += [hub, p, q, u]
-    for ctx in (p, q, u):
-        join(hub, ctx)
+def test_closed_replier_is_forgotten_and_queued_requests_get_an_error(star):
+    hub, p, q, u = star(3)
     rep_p = Calc(p)
     req = yoton.ReqChannel(u, "calc")
     assert req.add(1, 1).result(GENEROUS) == 2
@@ -137,13 +128,10 @@ def test_work_queued_on_a_closing_replier_gets_an_error(pair):
     assert "closed before it handled" in str(exc)
 
 
-def test_direct_request_to_a_vanished_replier_falls_back(made_contexts, monkeypatch):
+def test_direct_request_to_a_vanished_replier_falls_back(star, monkeypatch):
     """A direct request nobody acknowledges goes to the other repliers."""
     monkeypatch.setattr(_reqrep, "DIRECT_ACK_TIMEOUT", 0.3)
-    hub, p, q, u = (yoton.Context() for _ in range(4))
-    made_contexts += [hub, p, q, u]
-    for ctx in (p, q, u):
-        join(hub, ctx)
+    hub, p, q, u = star(3)
     rep_p = Calc(p)
     req = yoton.ReqChannel(u, "calc")
     assert req.add(1, 1).result(GENEROUS) == 2
@@ -294,7 +282,7 @@ def test_lost_request_is_reported(pair, monkeypatch):
     rep.release.set()
 
 
-def test_a_vanished_requester_does_not_hold_up_the_replier(made_contexts):
+def test_a_vanished_requester_does_not_hold_up_the_replier(star):
     """Stale pre-requests of a requester that went away (e.g. behind a relay) expire.
 
     2.x kept an acknowledged pre-request for 10 s each, so a few stale ones
@@ -302,10 +290,7 @@ def test_a_vanished_requester_does_not_hold_up_the_replier(made_contexts):
     """
     from yoton_core._engine import get_engine
 
-    hub, p, u1, u2 = (yoton.Context() for _ in range(4))
-    made_contexts += [hub, p, u1, u2]
-    for ctx in (p, u1, u2):
-        join(hub, ctx)
+    hub, p, u1, u2 = star(3)
     rep = Calc(p)
     gone = yoton.ReqChannel(u1, "calc")
     req = yoton.ReqChannel(u2, "calc")
