@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -86,3 +87,16 @@ def contexts() -> Iterator[Callable[..., Any]]:
     yield make
     for ctx in made:
         ctx.close()
+
+
+@pytest.fixture
+def rundir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where unix-scheme sockets go, under a fresh private ``XDG_RUNTIME_DIR``.
+
+    Tests never touch the user's real sockets, and child processes inherit
+    the environment. The ``yoton`` directory itself is made by the transport.
+    """
+    xdg = tmp_path / "xdg"
+    xdg.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(xdg))
+    return xdg / "yoton"

@@ -189,11 +189,9 @@ def test_pairing_rule_for_transports_without_bytes() -> None:
 
 
 @pytest.fixture(params=["tcp", "unix", "inproc"])
-def scheme(request: pytest.FixtureRequest, tmp_path, monkeypatch) -> str:
+def scheme(request: pytest.FixtureRequest) -> str:
     if request.param == "unix":
-        xdg = tmp_path / "xdg"
-        xdg.mkdir(mode=0o700)
-        monkeypatch.setenv("XDG_RUNTIME_DIR", str(xdg))
+        request.getfixturevalue("rundir")
     return request.param
 
 

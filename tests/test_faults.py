@@ -62,15 +62,6 @@ DEADLINE = 10.0
 DROPPED = "Other end dropped the connection"
 
 
-@pytest.fixture
-def rundir(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """A fresh XDG_RUNTIME_DIR for unix sockets (children inherit the environment)."""
-    xdg = tmp_path / "xdg"
-    xdg.mkdir(mode=0o700)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(xdg))
-    return xdg
-
-
 def process_events_until(cond: Callable[[], Any], timeout: float = DEADLINE) -> None:
     deadline = time.monotonic() + timeout
     while not cond():

@@ -22,11 +22,9 @@ TIMEOUT = 10.0
 
 
 @pytest.fixture(params=["tcp", "unix"])
-def stream_scheme(request: pytest.FixtureRequest, tmp_path, monkeypatch) -> str:
+def stream_scheme(request: pytest.FixtureRequest) -> str:
     if request.param == "unix":
-        xdg = tmp_path / "xdg"
-        xdg.mkdir(mode=0o700)
-        monkeypatch.setenv("XDG_RUNTIME_DIR", str(xdg))
+        request.getfixturevalue("rundir")
     return request.param
 
 

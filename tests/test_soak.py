@@ -324,11 +324,8 @@ class Hub:
 
 @pytest.mark.soak
 def test_soak_churning_publishers(
-    soak_seconds: float, tmp_path: Any, record_property: Any, monkeypatch: pytest.MonkeyPatch
+    soak_seconds: float, rundir: Any, tmp_path: Any, record_property: Any
 ) -> None:
-    xdg = tmp_path / "xdg"  # a private runtime dir for the unix socket (children inherit it)
-    xdg.mkdir(mode=0o700)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(xdg))
     hub = Hub()
     started = time.monotonic()
     subs: list[Yoton2Proc] = []

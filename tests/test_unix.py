@@ -20,15 +20,6 @@ from yoton_unix import _paths
 TIMEOUT = 10.0
 
 
-@pytest.fixture
-def rundir(tmp_path, monkeypatch):
-    """A fresh XDG_RUNTIME_DIR, so tests never touch the user's real sockets."""
-    xdg = tmp_path / "xdg"
-    xdg.mkdir(mode=0o700)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(xdg))
-    return xdg / "yoton"
-
-
 def test_host_port_form_maps_into_private_dir(rundir, contexts):
     a, b = contexts(2)
     conn = a.bind("unix://localhost:chat")

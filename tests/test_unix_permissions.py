@@ -18,14 +18,6 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX only")
 TIMEOUT = 10.0
 
 
-@pytest.fixture
-def rundir(tmp_path, monkeypatch):
-    xdg = tmp_path / "xdg"
-    xdg.mkdir(mode=0o700)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(xdg))
-    return xdg / "yoton"
-
-
 def test_permissive_umask_does_not_loosen_modes(rundir, tmp_path) -> None:
     old = os.umask(0)
     ctx = yoton.Context()
