@@ -2,7 +2,7 @@
 
 Every package a context sends is numbered and queued under its context's lock,
 and every batch it receives is routed under it (``Context._send``,
-``Context._route``): numbering and queueing must be one step, or a receiver
+``Router._route``): numbering and queueing must be one step, or a receiver
 would see a later number first and drop the earlier package as a duplicate.
 The lock is nearly always free when taken. CPython's ``Lock.acquire`` still
 parses its arguments and reads the clock on every call: on Python 3.11 an
@@ -14,7 +14,8 @@ lock is free. ``collections.deque`` documents its appends and pops as
 thread-safe (atomic), so taking the token is ``free.pop()`` (IndexError: the
 lock is held) and giving it back is ``free.append(True)``. Only a thread that
 finds the lock held goes the slow way, waiting on a condition; a releaser
-wakes one waiter when there is one. The hot paths in ``_context.py`` use
+wakes one waiter when there is one. The hot paths (``Context._send`` in
+``_context.py``, ``Router._route`` in ``_routing.py``) use
 :attr:`ContextLock.free` and :meth:`ContextLock.wait` / :meth:`ContextLock.wake`
 directly (a Python-level ``acquire()`` call would cost what the lock saves);
 everything else uses ``with lock:``.
