@@ -134,6 +134,75 @@ def test_a_plugin_that_fails_to_import_breaks_only_its_scheme(tmp_path):
         assert "ImportError: needs libfoo, which is not installed" in line
 
 
+def _plugin_site(tmp_path: Path, name: str, module_code: str) -> Path:
+    """A directory that, put on ``sys.path``, installs a plugin through a real
+    ``yoton`` entry point (a ``.dist-info`` with ``entry_points.txt``)."""
+    site = tmp_path / "site"
+    dist = site / f"{name}-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[yoton]\n{name} = yoton_{name}\n")
+    (site / f"yoton_{name}.py").write_text(textwrap.dedent(module_code))
+    return site
+
+
+_TCP_VARIANTS = {
+    # The subclass made inside the hook: yoton.TcpConnection is asked for while
+    # discovery runs this very hook.
+    "in_hook": """
+        import yoton
+
+        @yoton.hookimpl
+        def yoton_connection_types():
+            class MyConn(yoton.TcpConnection):
+                scheme = "mytcp"
+            assert "tcp" in yoton.transports()  # any public name, even this one
+            return [MyConn]
+        """,
+    # The subclass made by the module's body: asked for while discovery imports it.
+    "in_module": """
+        import yoton
+
+        class MyConn(yoton.TcpConnection):
+            scheme = "mytcp"
+
+        @yoton.hookimpl
+        def yoton_connection_types():
+            return [MyConn]
+        """,
+}
+
+
+@pytest.mark.parametrize("where", sorted(_TCP_VARIANTS))
+@pytest.mark.parametrize("imported_first", [False, True], ids=["discovered", "imported_first"])
+def test_a_plugin_may_subclass_yoton_tcpconnection_while_discovered(
+    tmp_path, where, imported_first
+):
+    # Discovery must not re-enter itself (it recursed until RecursionError), and a
+    # plugin module the user imports first must not be registered half made.
+    site = _plugin_site(tmp_path, "mytcp", _TCP_VARIANTS[where])
+    code = textwrap.dedent(
+        f"""
+        {"import yoton_mytcp" if imported_first else ""}
+        import yoton
+        known = yoton.transports()
+        assert {{"tcp", "unix", "inproc", "mytcp"}} <= set(known), known
+        assert issubclass(known["mytcp"], yoton.TcpConnection), known["mytcp"].__mro__
+        a, b = yoton.Context(), yoton.Context()
+        conn = a.bind("mytcp://localhost:0")
+        assert type(conn).__name__ == "MyConn", type(conn)  # (a hook may make it anew)
+        b.connect("mytcp://localhost:%d" % conn.port1, timeout=10)
+        sub = yoton.SubChannel(b, "t")
+        yoton.PubChannel(a, "t").send("over my tcp")
+        print(sub.recv(10.0))
+        a.close(); b.close()
+        """
+    )
+    result = run_python(code, env_extra={"PYTHONPATH": str(site)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "over my tcp"
+
+
 class MemoryConnection(InprocConnection):
     """A run-time plugin for the tests: inproc under another scheme."""
 

@@ -4,6 +4,24 @@ Discovery is lazy (the first address that needs a transport triggers it) and
 forgiving: an entry point that fails to import is remembered with its error and
 breaks only its own scheme. Asking for that scheme raises :class:`PluginLoadError`
 naming the plugin and the import error; every other scheme keeps working.
+
+Discovery never re-enters itself. A plugin may use any public yoton name while it
+is being discovered, and the natural TCP variant does: ``class
+MyConn(yoton.TcpConnection)``, at import or inside its hook. ``yoton.TcpConnection``
+is looked up through :func:`transports`, the very thing that was running, so a
+naive discovery recurses until Python gives up. Three rules stop it:
+
+- An entry point leaves the pending list *before* it is imported; a nested
+  :func:`plugin_manager` call (that import asking for a yoton name) loads the
+  entries still pending instead of starting over.
+- An entry point whose module is still being imported (a user imported the plugin
+  module, and its body asked for ``yoton.TcpConnection``) is not registered half
+  made, without its hook: it is loaded on the next call, once its import is done.
+- A hook is never called again while it runs on the same thread: a nested
+  :func:`transports` answers from the other plugins.
+
+The guards are per thread (a re-entrant lock and a thread-local set), so another
+thread waits for discovery to finish, or runs the hooks itself.
 """
 
 from __future__ import annotations
@@ -12,7 +30,9 @@ import difflib
 import importlib.metadata
 import logging
 import re
+import sys
 import threading
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import pluggy
@@ -30,51 +50,103 @@ logger = logging.getLogger("yoton")
 ENTRY_POINT_GROUP = "yoton"
 _SCHEME_RE = re.compile(r"^[a-z][a-z0-9+.\-]*$")
 
-_lock = threading.RLock()
+_lock = threading.RLock()  # re-entrant: a plugin's import may ask for a yoton name
 _pm: pluggy.PluginManager | None = None
+_ready = False  # every entry point is loaded or broken; read without the lock
+_depth = 0  # plugin_manager() calls in progress (nested ones on the lock's thread)
+_pending: list[importlib.metadata.EntryPoint] = []
+_deferred: list[importlib.metadata.EntryPoint] = []  # their module was mid-import
 _broken: dict[str, tuple[str, BaseException]] = {}
+_local = threading.local()  # .running: the hook implementations this thread is in
 
 
 def plugin_manager() -> pluggy.PluginManager:
     """The process-wide plugin manager; ``.register(obj)`` adds a plugin at run time."""
-    global _pm
+    global _pm, _ready, _depth
+    if _ready:
+        return _pm  # type: ignore[return-value]
     with _lock:
         if _pm is None:
-            pm = pluggy.PluginManager(_hookspecs.PROJECT_NAME)
-            pm.add_hookspecs(_hookspecs)
-            _load_entry_points(pm)
-            _pm = pm
+            _pm = pluggy.PluginManager(_hookspecs.PROJECT_NAME)
+            _pm.add_hookspecs(_hookspecs)
+            _pending.extend(_entry_points())
+        _pending.extend(_deferred)
+        _deferred.clear()
+        _depth += 1
+        try:
+            # A nested call (an entry point's import asking for yoton.TcpConnection)
+            # runs this loop while the outer one is mid-way: it loads the rest.
+            while _pending:
+                ep = _pending.pop(0)
+                if not _load(_pm, ep):
+                    _deferred.append(ep)
+        finally:
+            _depth -= 1
+        # Only the outermost call knows that every import it started has finished.
+        _ready = _depth == 0 and not _deferred
         return _pm
 
 
-def _load_entry_points(pm: pluggy.PluginManager) -> None:
+def _entry_points() -> list[importlib.metadata.EntryPoint]:
     try:
         eps = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
     except Exception as exc:  # pragma: no cover - broken metadata
         logger.warning("yoton: could not read entry points: %s", exc)
-        return
-    seen: set[str] = set()
+        return []
+    unique: dict[str, importlib.metadata.EntryPoint] = {}
     for ep in eps:
-        if ep.name in seen:
-            continue
-        seen.add(ep.name)
+        unique.setdefault(ep.name, ep)
+    return list(unique.values())
+
+
+def _load(pm: pluggy.PluginManager, ep: importlib.metadata.EntryPoint) -> bool:
+    """Import and register one entry point; False to try again later."""
+    module = sys.modules.get(ep.module)
+    # CPython marks a module whose body is still running (the flag its own
+    # import machinery reads); registering it now would find no hook in it.
+    if module is not None and getattr(module.__spec__, "_initializing", False):
+        return False
+    try:
+        plugin = ep.load()
+        if pm.get_plugin(ep.name) is None and not pm.is_registered(plugin):
+            pm.register(plugin, name=ep.name)
+    except Exception as exc:
+        _broken[ep.name.lower()] = (ep.value, exc)
+        logger.debug("yoton plugin %r (%s) failed to load: %r", ep.name, ep.value, exc)
+    return True
+
+
+def _hook_results(pm: pluggy.PluginManager) -> list[Iterable[object]]:
+    """Every ``yoton_connection_types()`` result, in pluggy's call order (last
+    registered first), leaving out the hooks this thread is already inside."""
+    running: set[int] | None = getattr(_local, "running", None)
+    if running is None:
+        running = _local.running = set()
+    results = []
+    for impl in reversed(pm.hook.yoton_connection_types.get_hookimpls()):
+        if id(impl) in running or impl.hookwrapper or impl.wrapper:
+            continue  # (a wrapper has nothing to add to a list of classes)
+        running.add(id(impl))
         try:
-            plugin = ep.load()
-            if pm.get_plugin(ep.name) is None and not pm.is_registered(plugin):
-                pm.register(plugin, name=ep.name)
-        except Exception as exc:
-            _broken[ep.name.lower()] = (ep.value, exc)
-            logger.debug("yoton plugin %r (%s) failed to load: %r", ep.name, ep.value, exc)
+            result = impl.function()
+        finally:
+            running.discard(id(impl))
+        if result is not None:
+            results.append(result)
+    return results
 
 
 def transports() -> dict[str, type[Connection]]:
-    """``{scheme: ConnectionClass}`` of every transport that loaded."""
+    """``{scheme: ConnectionClass}`` of every transport that loaded.
+
+    Called from inside a plugin's own ``yoton_connection_types()`` (directly, or
+    through ``yoton.TcpConnection``), it answers from the other plugins.
+    """
     from ._connection import Connection
 
     result: dict[str, type[Connection]] = {}
-    pm = plugin_manager()
-    for impl_result in pm.hook.yoton_connection_types():
-        for cls in impl_result or ():
+    for impl_result in _hook_results(plugin_manager()):
+        for cls in impl_result:
             if not (isinstance(cls, type) and issubclass(cls, Connection)):
                 raise TypeError(
                     f"a yoton plugin returned {cls!r} from yoton_connection_types(); "
