@@ -8,7 +8,9 @@ targets, how a row reads):
   interface (:class:`Receiver`, :class:`Sender`), made by :func:`receiver` and
   :func:`sender` from a library key: ``yoton`` (this project), ``yoton2``
   (pyzo's 2.x; same API, other import), ``yoton-<scheme>`` (this project over
-  ``tcp``, ``unix`` or ``inproc``), ``zmq``, ``nng`` and ``raw`` (``_raw``).
+  ``tcp``, ``unix`` or ``inproc``), ``zmq`` (pyzmq with no HWM: lossless),
+  ``zmq-default`` (pyzmq's default HWM of 1,000: it drops), ``nng`` and
+  ``raw`` (``_raw``).
   Each endpoint imports its library inside ``__init__``, never at module
   level, so that a 2.x role imports pyzo's ``yoton`` (see ``_util``).
 * **The measuring loops** of the child processes: :func:`wait_warm` (the
@@ -33,6 +35,7 @@ as a second byte), padded to the message size with ``x``.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -42,18 +45,41 @@ from _util import Commands, Role, cpu_seconds, roles, say, say_json, start_role
 
 #: Seconds without a message after which a subscriber stops counting (the rest was lost).
 IDLE_TIMEOUT = 2.0
-#: Queue limits of the peers, raised from their defaults (zmq 1000, nng 0/few)
-#: to be comparable with yoton's default 10000 per queue; drops still show.
-ZMQ_HWM = 10000
-NNG_BUFFER = 8192  # the largest pynng accepts
+#: pyzmq's high-water marks (messages per socket queue). A PUB socket never
+#: blocks: at its HWM it drops. With a limit, a publisher faster than its
+#: subscriber loses messages, and the subscriber's rate is then measured while
+#: the publisher competes with it for the CPU (on 2 cores: 408k msg/s with 39 %
+#: lost at HWM 10,000 against 657-904k lossless). Without one (0) nothing is
+#: lost: the publisher's backlog queues in memory and the subscriber drains it,
+#: the last part alone on the machine. The like-for-like figure beside ours
+#: (which loses nothing: its publisher waits for a congested connection) is
+#: the lossless one; the default's is shown beside it, labelled.
+ZMQ_HWM_LOSSLESS = 0
+ZMQ_HWM_DEFAULT = 1000
+#: pynng's buffers, raised from their default (0: none) to the largest it
+#: accepts; it still drops when they fill.
+NNG_BUFFER = 8192
+
+
+#: What :meth:`Receiver.reader` returns: a call without arguments that gives
+#: the next message (falsy or one of the exceptions after the timeout).
+Reader = tuple[Callable[[], Any], tuple[type[BaseException], ...]]
 
 
 class Receiver(Protocol):
-    """The subscribing end: binds (port 0), receives bytes, reports its counters."""
+    """The subscribing end: binds (port 0), receives bytes, reports its counters.
+
+    ``recv(timeout)`` is for warm-up and set-up; the counting loop uses
+    ``reader(timeout)``: the library's own receive call, bound once, so that
+    the loop times the library and not a wrapper (a Python method around
+    pyzmq's ``recv`` costs a quarter of pyzmq's time per message).
+    """
 
     def bind(self) -> int: ...
 
     def recv(self, timeout: float) -> bytes | bytearray | None: ...
+
+    def reader(self, timeout: float) -> Reader: ...
 
     def stats(self) -> dict[str, Any]: ...
 
@@ -104,6 +130,10 @@ class YotonReceiver:
     def recv(self, timeout: float) -> bytes | None:
         return self.sub.recv(timeout) or None
 
+    def reader(self, timeout: float) -> Reader:
+        # recv(timeout) returns b"" when nothing came in time.
+        return functools.partial(self.sub.recv, timeout), ()
+
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {"version": self.yoton.__version__}
         dropped = getattr(self.sub, "dropped", None)  # 2.x does not count its drops
@@ -141,15 +171,15 @@ class YotonSender:
 
 
 class ZmqReceiver:
-    """A SUB socket subscribed to everything, its HWM raised to :data:`ZMQ_HWM`."""
+    """A SUB socket subscribed to everything; ``hwm`` 0 is no limit."""
 
-    def __init__(self) -> None:
+    def __init__(self, hwm: int = ZMQ_HWM_LOSSLESS) -> None:
         import zmq
 
         self.zmq = zmq
         self.zctx = zmq.Context()
         self.sock = self.zctx.socket(zmq.SUB)
-        self.sock.setsockopt(zmq.RCVHWM, ZMQ_HWM)
+        self.sock.setsockopt(zmq.RCVHWM, hwm)
         self.sock.setsockopt(zmq.SUBSCRIBE, b"")
         self._timeout = -1
 
@@ -166,6 +196,11 @@ class ZmqReceiver:
         except self.zmq.Again:
             return None
 
+    def reader(self, timeout: float) -> Reader:
+        self.sock.setsockopt(self.zmq.RCVTIMEO, int(timeout * 1000))
+        self._timeout = int(timeout * 1000)
+        return self.sock.recv, (self.zmq.Again,)
+
     def stats(self) -> dict[str, Any]:
         return {}
 
@@ -175,14 +210,14 @@ class ZmqReceiver:
 
 
 class ZmqSender:
-    """A PUB socket, its HWM raised to :data:`ZMQ_HWM`."""
+    """A PUB socket; ``hwm`` 0 is no limit."""
 
-    def __init__(self) -> None:
+    def __init__(self, hwm: int = ZMQ_HWM_LOSSLESS) -> None:
         import zmq
 
         self.zctx = zmq.Context()
         self.sock = self.zctx.socket(zmq.PUB)
-        self.sock.setsockopt(zmq.SNDHWM, ZMQ_HWM)
+        self.sock.setsockopt(zmq.SNDHWM, hwm)
         self.send = self.sock.send
 
     def connect(self, port: int) -> None:
@@ -234,6 +269,11 @@ class NngReceiver:
         except self.pynng.Timeout:
             return None
 
+    def reader(self, timeout: float) -> Reader:
+        self._timeout = int(timeout * 1000)
+        self.sock.recv_timeout = self._timeout
+        return self.sock.recv, (self.pynng.Timeout,)
+
     def stats(self) -> dict[str, Any]:
         return {}
 
@@ -274,6 +314,8 @@ def receiver(lib: str, *, large: bool = False) -> Receiver:
         return YotonReceiver(lib.split("-", 1)[1])
     if lib == "nng":
         return NngReceiver(large)
+    if lib == "zmq-default":
+        return ZmqReceiver(ZMQ_HWM_DEFAULT)
     return {"zmq": ZmqReceiver, "raw": RawReceiver}[lib]()
 
 
@@ -283,6 +325,8 @@ def sender(lib: str) -> Sender:
         return YotonSender()
     if lib.startswith("yoton-"):
         return YotonSender(lib.split("-", 1)[1])
+    if lib == "zmq-default":
+        return ZmqSender(ZMQ_HWM_DEFAULT)
     return {"zmq": ZmqSender, "nng": NngSender, "raw": RawSender}[lib]()
 
 
@@ -304,7 +348,7 @@ def wait_warm(r: Receiver, deadline_s: float = 60.0) -> bool:
 
 
 def count_messages(
-    recv: Callable[[float], bytes | bytearray | None],
+    reader: Reader,
     n: int,
     counted: bytes = b"M",
     end: bytes = b"E",
@@ -313,6 +357,7 @@ def count_messages(
 ) -> dict[str, Any]:
     """Count the messages that start with ``counted``; time the first to the last.
 
+    ``reader`` is what :meth:`Receiver.reader` returned for :data:`IDLE_TIMEOUT`.
     Stops at ``n``, at a message that starts with ``end``, after
     :data:`IDLE_TIMEOUT` of silence, or (checked every 64 counted messages,
     outside the per-message loop) once ``time.monotonic()`` passes
@@ -320,27 +365,31 @@ def count_messages(
     ``counted`` and ``end`` are the same length. ``clock`` gives ``first``
     and ``last``: ``time.monotonic`` where processes compare them.
     """
+    recv, timeouts = reader
     k = len(counted)
-    idle = IDLE_TIMEOUT
     count = 0
     first = last = 0.0
     reason = ""
+    silence = f"{IDLE_TIMEOUT} s of silence"
     while count < n and not reason:
         stop = n if deadline is None else min(n, count + 64)
-        while count < stop:
-            m = recv(idle)
-            if m is None:
-                reason = f"{idle} s of silence"
-                break
-            head = m[:k]
-            if head == counted:
-                last = clock()
-                if not count:
-                    first = last
-                count += 1
-            elif head == end:
-                reason = "end marker"
-                break
+        try:
+            while count < stop:
+                m = recv()
+                if not m:
+                    reason = silence
+                    break
+                head = m[:k]
+                if head == counted:
+                    last = clock()
+                    if not count:
+                        first = last
+                    count += 1
+                elif head == end:
+                    reason = "end marker"
+                    break
+        except timeouts:
+            reason = silence
         if deadline is not None and not reason and count < n and time.monotonic() > deadline:
             reason = "phase deadline"
     return {
@@ -400,7 +449,7 @@ def subscriber(lib: str, n: int, clock: str) -> None:
         say_json("RESULT", {"error": "no warm-up message arrived"})
         return
     say("READY")
-    result = count_messages(r.recv, n, clock=getattr(time, clock))
+    result = count_messages(r.reader(IDLE_TIMEOUT), n, clock=getattr(time, clock))
     result.update(r.stats())
     say_json("RESULT", result)
     r.close()

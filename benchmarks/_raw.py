@@ -8,6 +8,7 @@ Made by ``_pubsub.receiver('raw')`` / ``sender('raw')`` for the pub/sub scenario
 
 from __future__ import annotations
 
+import functools
 import struct
 from typing import Any
 
@@ -42,6 +43,10 @@ class RawReceiver:
                 raise ConnectionError("raw peer closed mid-frame")
             got += k
         return out
+
+    def reader(self, timeout: float) -> tuple[Any, tuple[type[BaseException], ...]]:
+        """The counting loop's receive call (see ``_pubsub.Receiver``)."""
+        return functools.partial(self.recv, timeout), ()
 
     def recv(self, timeout: float) -> bytes | bytearray | None:
         frames = self.frames

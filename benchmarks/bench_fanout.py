@@ -33,11 +33,12 @@ LIBRARIES = {
     # key: (display name, messages, time limit of the publisher in s)
     "yoton": (US, 100_000, 15.0),
     "yoton2": ("yoton 2.2 (pyzo)", 10_000, 3.0),
-    "zmq": ("pyzmq PUB/SUB", 100_000, 15.0),
+    "zmq": ("pyzmq PUB/SUB, no HWM (lossless)", 100_000, 15.0),
+    "zmq-default": ("pyzmq PUB/SUB, default HWM 1,000 (drops)", 100_000, 15.0),
     "nng": ("pynng pub0/sub0", 100_000, 15.0),
 }
-#: Minimum ratio us/peer, from the issue.
-TARGETS = {"zmq": 0.3}
+#: Minimum ratio us/peer (issue 18), against pyzmq's lossless figure.
+TARGETS = {"zmq": 0.6}
 
 
 def run(opts: Namespace) -> list[dict[str, Any]]:

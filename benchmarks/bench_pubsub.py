@@ -22,9 +22,12 @@ Procedure, identical for each library, every role in its own process:
    are seconds apart, not minutes); the row is the run with the median rate
    (the five rates are in its detail).
 
-Connection set-up and warm-up are outside the timed span. The queue limits
-of pyzmq (HWM) and pynng (buffer sizes) are raised to about yoton's default
-of 10,000 messages per queue; losses are still reported.
+Connection set-up and warm-up are outside the timed span. pyzmq runs twice:
+with no high-water mark (nothing lost; the figure ours is judged against) and
+with its default HWM of 1,000 (a PUB socket drops at its HWM, and the rate of
+a subscriber that loses messages is measured while the publisher competes
+with it for the CPU: see ``_pubsub``). pynng's buffers are raised to the
+largest it accepts; it still drops. Losses are always reported.
 
 The endpoints, roles and loops are those of ``_pubsub`` (shared with the
 fan-out and the size sweep); this module holds the counts, targets and rows.
@@ -45,14 +48,16 @@ LIBRARIES = {
     # key: (display name, messages, time limit of the publisher in s)
     "yoton": (US, 300_000, 20.0),
     "yoton2": ("yoton 2.2 (pyzo)", 30_000, 3.0),
-    "zmq": ("pyzmq PUB/SUB", 300_000, 20.0),
+    "zmq": ("pyzmq PUB/SUB, no HWM (lossless)", 300_000, 20.0),
+    "zmq-default": ("pyzmq PUB/SUB, default HWM 1,000 (drops)", 300_000, 20.0),
     "nng": ("pynng pub0/sub0", 300_000, 20.0),
     "raw": ("raw socket loop", 300_000, 20.0),
 }
 
 
-#: Minimum ratio us/peer in the same run (issue 6).
-TARGETS = {"yoton2": 30.0, "zmq": 0.3}
+#: Minimum ratio us/peer in the same run (issue 6: 2.x; issue 18: pyzmq,
+#: judged against its lossless figure).
+TARGETS = {"yoton2": 30.0, "zmq": 1.0}
 #: Runs per library, each with fresh processes, in interleaved rounds; the
 #: row is the run with the median rate. On a shared 2-core VM one run moves by
 #: +-20 %, and the host's load drifts over minutes: a single run, or runs of

@@ -71,7 +71,7 @@ LIBRARIES = {
     "yoton-unix": ("yoton 3 over unix", 384 * MiB, 150_000, 1.5),
     "yoton-inproc": ("yoton 3 over inproc (one process, by reference)", 384 * MiB, 150_000, 1.5),
     "yoton2": ("yoton 2.2 (pyzo)", 48 * MiB, 10_000, 1.5),
-    "zmq": ("pyzmq PUB/SUB", 384 * MiB, 150_000, 1.5),
+    "zmq": ("pyzmq PUB/SUB, no HWM (lossless)", 384 * MiB, 150_000, 1.5),
     "nng": ("pynng pub0/sub0", 384 * MiB, 150_000, 1.5),
     "raw": ("raw socket loop", 384 * MiB, 150_000, 1.5),
 }
@@ -109,7 +109,11 @@ def receive_phase(r: Receiver, phase: int, n: int, deadline_s: float) -> dict[st
     """
     before = r.stats()
     result = count_messages(
-        r.recv, n, head(b"M", phase), head(b"E", phase), deadline=time.monotonic() + deadline_s
+        r.reader(IDLE_TIMEOUT),
+        n,
+        head(b"M", phase),
+        head(b"E", phase),
+        deadline=time.monotonic() + deadline_s,
     )
     result.update(stats_delta(before, r.stats()))
     return result
