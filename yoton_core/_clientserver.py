@@ -18,7 +18,6 @@ pair instead of a 0.25 s polling timeout.
 
 from __future__ import annotations
 
-import logging
 import math
 import numbers
 import selectors
@@ -30,10 +29,11 @@ import time
 from ._address import parse_host_port, split_scheme
 from ._errors import BrokenConnectionError
 from ._eventloop import InvalidArgumentError
+from ._log import apply_verbose, get_logger
 
 __all__ = ["RequestServer", "do_request", "NoServerError"]
 
-logger = logging.getLogger("yoton")
+logger = get_logger("clientserver")
 
 CRLF = b"\r\n"
 #: Bytes asked for per ``recv`` call.
@@ -221,7 +221,9 @@ class RequestServer(threading.Thread):
             thread, so a slow handler or a stalling client does not hold up
             the others. When False (default), connections are handled one at a
             time in the serving thread. (yoton 2.x called this ``async``.)
-        verbose: When true, log each request at INFO level on the "yoton" logger.
+        verbose: As for :class:`Context`: 1 shows yoton's INFO records (the
+            server starting and stopping), 2 DEBUG too (each request). The
+            records go to the ``yoton.clientserver`` logger either way.
         request_timeout: Seconds a client has to deliver its request.
         max_request_size: Largest request accepted, in bytes (without CRLF).
     """
@@ -249,6 +251,7 @@ class RequestServer(threading.Thread):
         self._address = address
         self._threaded = bool(threaded)
         self._verbose = verbose
+        apply_verbose(verbose)
         self._request_timeout = request_timeout
         self._max_request_size = max_request_size
         self._state_lock = threading.Lock()
@@ -331,8 +334,7 @@ class RequestServer(threading.Thread):
             if self._serving:
                 raise RuntimeError("This RequestServer is already serving.")
             self._serving = True
-        if self._verbose:
-            logger.info("RequestServer: serving at %s:%s.", self._host, self._port)
+        logger.info("RequestServer: serving at %s:%s.", self._host, self._port)
         try:
             self._serve()
         finally:
@@ -340,8 +342,7 @@ class RequestServer(threading.Thread):
                 self._serving = False
                 self._finished = True
                 self._close_sockets()
-            if self._verbose:
-                logger.info("RequestServer at %s:%s stopped.", self._host, self._port)
+            logger.info("RequestServer at %s:%s stopped.", self._host, self._port)
 
     def stop(self) -> None:
         """Stop serving; thread-safe, returns at once.
@@ -424,8 +425,7 @@ class RequestServer(threading.Thread):
                 logger.debug("RequestServer: %s sent nothing.", peer)
                 return
             request = data.decode("utf-8", errors="replace")
-            if self._verbose:
-                logger.info("RequestServer: request from %s: %r", peer, request[:200])
+            logger.debug("RequestServer: request from %s: %r", peer, request[:200])
             try:
                 reply = self.handle_request(request)
             except Exception:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._events import Signal
+from ._log import transport_logger
 from ._wire import raw_package
 
 if TYPE_CHECKING:
@@ -38,6 +39,15 @@ STATUS_NAMES = {
 }
 
 MIN_TIMEOUT = 0.5
+
+#: The reason a peer's own close is reported with; like a close by us, it is
+#: the life of a connection (logged at INFO), not a fault (WARNING).
+CLOSED_FROM_OTHER_END = "Closed from other end."
+
+
+def endpoint(host: str, port: int) -> str:
+    """``host:port`` for messages; just ``host`` when there is no port (a socket path)."""
+    return f"{host}:{port}" if port else host
 
 
 @dataclass(frozen=True)
@@ -83,7 +93,11 @@ class Connection:
         self._id2 = 0
         self._pid2 = 0
         self._close_reason: str | None = None
+        # True once close() was called: the end is on purpose, not a fault.
+        self._closed_on_purpose = False
         self._closed_event = threading.Event()
+        #: This transport's logger, ``yoton.<scheme>`` (see _log.py).
+        self._log = transport_logger(self.scheme)
         self.closed = Signal()
         self.timedout = Signal()
         # Counters; written by the IO side, read without locks (ints are atomic).
@@ -220,6 +234,8 @@ class Connection:
         """
         if reason is None:
             reason = "Closed on command."
+        if self._status > STATUS_CLOSING:  # (not when a fault is ending it already)
+            self._closed_on_purpose = True
         self._close(reason, notify_peer=True)
 
     def close_on_problem(self, reason: str | None = None) -> None:
@@ -241,10 +257,32 @@ class Connection:
         if self._closed_event.is_set():
             return
         self._close_reason = reason
+        was = self._status
         self._status = STATUS_CLOSED
+        self._log_closed(reason, was)
         self._context._connection_closed(self)
         self._closed_event.set()
         self.closed.emit(self, reason)
+
+    def _log_closed(self, reason: str, was: int) -> None:
+        """INFO for a close on purpose (ours or the peer's), WARNING for a fault."""
+        log = self._log
+        if was >= STATUS_HOSTING:
+            where = f"connection {self._describe_link()}"
+        else:
+            where = f"listener at {endpoint(self._hostname1, self._port1)}"
+        if self._closed_on_purpose or reason == CLOSED_FROM_OTHER_END:
+            log.info("%s closed: %s", where, reason)
+        else:
+            log.warning("%s lost: %s", where, reason)
+
+    def _describe_link(self) -> str:
+        """``here -> there (peer context id, pid)`` for log messages."""
+        return (
+            f"{endpoint(self._hostname1, self._port1)} -> "
+            f"{endpoint(self._hostname2, self._port2)} "
+            f"(peer context {self._id2:016x}, pid {self._pid2})"
+        )
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Block until the connection is closed; return False on timeout."""

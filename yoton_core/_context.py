@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import atexit
 import collections
-import logging
 import os
 import random
 import threading
@@ -22,15 +21,16 @@ from typing import Any
 from ._address import split_scheme
 from ._auth import normalize_auth_key
 from ._channels import BaseChannel
-from ._connection import Connection
+from ._connection import STATUS_HOSTING, Connection, endpoint
 from ._ctxlock import ContextLock
+from ._log import apply_verbose, get_logger
 from ._plugins import resolve_transport
 from ._routing import Router
 from ._wire import CONTROL, SLOT_CONTEXT, Header, Package
 
 __all__ = ["Context", "ConnectionCollection", "new_uid"]
 
-logger = logging.getLogger("yoton")
+logger = get_logger("context")
 
 DEFAULT_QUEUE_PARAMS = (10000, "old")
 DEFAULT_MAX_MESSAGE_SIZE = 2**30
@@ -78,7 +78,10 @@ class Context(Router):
     network. Each context has a unique 64-bit :attr:`id`.
 
     Args:
-        verbose: Log connection events at INFO level when true.
+        verbose: Show yoton's log records: 1 (or True) connection life and
+            faults (INFO), 2 per-package detail too (DEBUG); 0 leaves it to
+            the application's logging configuration. Process-wide; see
+            README "Logging".
         queue_params: ``(N, discard_mode)``: the size of every queue that
             belongs to this context (channel inboxes, connection outboxes, the
             start-up queue) and what to drop when one is full: ``"old"`` (the
@@ -108,6 +111,7 @@ class Context(Router):
     ) -> None:
         self._id = new_uid()
         self._verbose = verbose
+        apply_verbose(verbose)
         self._lock = ContextLock()
         self._lock_free = self._lock.free  # the hot paths take the token themselves
         self._send_seq = 0
@@ -250,8 +254,8 @@ class Context(Router):
             # added conn) before we get here, e.g. over inproc.
             if conn not in self._connections and conn.is_alive:
                 self._connections.append(conn)
-        if self._verbose:
-            logger.info("Yoton: waiting at %s:%s.", conn.hostname1, conn.port1)
+        if conn.is_waiting:
+            conn._log.info("waiting for a peer at %s", endpoint(conn.hostname1, conn.port1))
         return conn
 
     def connect(
@@ -277,8 +281,6 @@ class Context(Router):
                 if conn in self._connections:
                     self._connections.remove(conn)
             raise
-        if self._verbose:
-            logger.info("Yoton: connected to %s:%s.", conn.hostname2, conn.port2)
         self._send_context_message("NEW_CONNECTION")
         return conn
 
@@ -291,6 +293,10 @@ class Context(Router):
             startup, self._startup_queue = self._startup_queue, collections.deque()
             for header, data in startup:
                 conn._push_raw(header, data)
+        if conn._status == STATUS_HOSTING:
+            conn._log.info("peer connected: %s", conn._describe_link())
+        else:
+            conn._log.info("connected: %s", conn._describe_link())
         for ch in list(self._send_channels.values()):
             ch._on_new_connection(conn)
 
@@ -310,10 +316,8 @@ class Context(Router):
             try:
                 ch._on_connection_closed(conn)
             except Exception:
-                logger.exception("yoton: error in %r._on_connection_closed", ch)
+                logger.exception("error in %r._on_connection_closed", ch)
         # -- end of req/rep hook
-        if self._verbose:
-            logger.info("Yoton: connection closed: %s", conn.close_reason)
 
     def close(self) -> None:
         """Close every connection and every channel; the context stays usable."""

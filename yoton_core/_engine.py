@@ -16,7 +16,6 @@ the parent's loop thread does not exist in the child.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -25,11 +24,12 @@ from typing import Any
 
 import trio
 
+from ._log import get_logger
 from ._poller import in_io_role
 
 __all__ = ["Engine", "get_engine"]
 
-logger = logging.getLogger("yoton")
+logger = get_logger()
 
 #: How often the keep-alive ticker runs (heartbeats, timed-out detection).
 TICK_INTERVAL = 0.05

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
 import math
 import numbers
 import os
@@ -29,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._block import normalize_block
+from ._log import get_logger
 from ._timers import TimerHandle, scheduler
 
 __all__ = [
@@ -47,7 +47,7 @@ __all__ = [
     "stop_event_loop",
 ]
 
-logger = logging.getLogger("yoton")
+logger = get_logger("events")
 
 # Longest single Condition.wait() of a blocking wait. Waiting forever in one
 # call is not interruptible by Ctrl+C on Windows; a wake-up every few seconds of

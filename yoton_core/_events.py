@@ -13,7 +13,6 @@ right away in the calling thread.
 
 from __future__ import annotations
 
-import logging
 import math
 import numbers
 import threading
@@ -37,6 +36,7 @@ from ._eventloop import (
     start_event_loop,
     stop_event_loop,
 )
+from ._log import get_logger
 from ._timers import TimerHandle, scheduler
 
 __all__ = [
@@ -54,7 +54,7 @@ __all__ = [
     "post_event_asap",
 ]
 
-logger = logging.getLogger("yoton")
+logger = get_logger("events")
 
 
 # ---------------------------------------------------------------------------

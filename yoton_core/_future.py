@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import builtins
 import concurrent.futures
-import logging
 import math
 import threading
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from . import _errors
 from ._errors import CancelledError, YotonError
 from ._errors import TimeoutError as YotonTimeoutError
 from ._eventloop import InvalidArgumentError, post_event, run_event
+from ._log import get_logger
 from ._poller import Waker, borrow_wait
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Future", "RemoteError", "make_remote_error"]
 
-logger = logging.getLogger("yoton")
+logger = get_logger("reqrep")
 
 PENDING = 0
 RUNNING = 1

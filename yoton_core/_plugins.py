@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import difflib
 import importlib.metadata
-import logging
 import re
 import sys
 import threading
@@ -39,13 +38,14 @@ import pluggy
 
 from . import _hookspecs
 from ._errors import PluginLoadError, TransportNotFoundError
+from ._log import get_logger
 
 if TYPE_CHECKING:
     from ._connection import Connection
 
 __all__ = ["plugin_manager", "transports", "resolve_transport"]
 
-logger = logging.getLogger("yoton")
+logger = get_logger("plugins")
 
 ENTRY_POINT_GROUP = "yoton"
 _SCHEME_RE = re.compile(r"^[a-z][a-z0-9+.\-]*$")
@@ -91,7 +91,7 @@ def _entry_points() -> list[importlib.metadata.EntryPoint]:
     try:
         eps = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
     except Exception as exc:  # pragma: no cover - broken metadata
-        logger.warning("yoton: could not read entry points: %s", exc)
+        logger.warning("could not read entry points: %s", exc)
         return []
     unique: dict[str, importlib.metadata.EntryPoint] = {}
     for ep in eps:

@@ -38,11 +38,12 @@ loop (:attr:`StreamConnection.poll_reads`), and nothing is ever borrowed.
 
 from __future__ import annotations
 
-import logging
 import os
 import select
 import signal
 import threading
+
+from ._log import get_logger
 
 try:  # the C function: signal.pthread_sigmask converts every mask to enums
     from _signal import pthread_sigmask as _sigmask
@@ -65,7 +66,7 @@ __all__ = [
     "in_io_role",
 ]
 
-logger = logging.getLogger("yoton")
+logger = get_logger()
 
 AVAILABLE = hasattr(select, "epoll") and hasattr(select, "poll")
 
@@ -265,7 +266,7 @@ class SocketReader:
             try:
                 ok = self._receive(data) if view is None else conn._receive_filled(got)
             except Exception as exc:  # a routing bug must not kill the reading thread
-                logger.exception("yoton: error while routing packages of %r", self.conn)
+                logger.exception("error while routing packages of %r", self.conn)
                 self._finish(exc)
             else:
                 if not ok:

@@ -16,7 +16,6 @@ the modes can be switched back and forth any number of times.
 
 from __future__ import annotations
 
-import logging
 import reprlib
 import threading
 import time
@@ -27,6 +26,7 @@ from ._channels import BaseChannel
 from ._engine import get_engine
 from ._errors import ConnectionClosedError
 from ._eventloop import post_event
+from ._log import get_logger
 from ._message_types import OBJECT, decode_object, encode_object
 from ._poller import borrow_wait
 from ._reqrep_wire import (
@@ -49,7 +49,7 @@ from ._wire import Package
 
 __all__ = ["RepChannel"]
 
-logger = logging.getLogger("yoton")
+logger = get_logger("reqrep")
 
 MODE_OFF = 0
 MODE_EVENT = 1
@@ -274,7 +274,7 @@ class RepChannel(BaseChannel):
             try:
                 self._execute(work)
             except BaseException:  # SystemExit & co. in a handler: keep serving
-                logger.exception("yoton.RepChannel: a handler raised in the worker thread")
+                logger.exception("a handler raised in the worker thread")
 
     def _run_one_event(self) -> None:
         with self._cond:
@@ -345,7 +345,7 @@ class RepChannel(BaseChannel):
             if not isinstance(exc, Exception):  # e.g. KeyboardInterrupt: answer, then go on
                 self._done(work, reply)
                 raise
-            logger.info("yoton.RepChannel: error handling request: %s: %s", type(exc).__name__, exc)
+            logger.info("error handling request: %s: %s", type(exc).__name__, exc)
         self._done(work, reply)
 
     def _done(self, work: _Work, reply: bytes) -> None:
@@ -375,7 +375,7 @@ class RepChannel(BaseChannel):
         try:
             ctx._send(data, self._slot_out, self, dest_id, dest_seq)
         except Exception:  # pragma: no cover - e.g. a transport failing hard
-            logger.exception("yoton: could not send a reply package on %r", self)
+            logger.exception("could not send a reply package on %r", self)
 
     def _send_all(self, out: _Out) -> None:
         for data, dest_id, dest_seq in out:

@@ -11,7 +11,6 @@ path between two new-style ends, is described in :mod:`yoton_core._reqrep_wire`.
 from __future__ import annotations
 
 import itertools
-import logging
 import math
 import threading
 import time
@@ -22,6 +21,7 @@ from ._channels import BaseChannel
 from ._engine import get_engine
 from ._errors import BrokenConnectionError, ConnectionClosedError
 from ._future import CANCELLED, FAILED, RUNNING, SUCCEEDED, Future
+from ._log import get_logger
 from ._message_types import OBJECT, encode_object
 from ._reqrep_wire import (
     NEW_STYLE,
@@ -42,7 +42,7 @@ from ._wire import Package
 
 __all__ = ["ReqChannel"]
 
-logger = logging.getLogger("yoton")
+logger = get_logger("reqrep")
 
 #: Resend ``req?`` this often while no replier took the request (2.x).
 RESEND_INTERVAL = 0.5
@@ -241,7 +241,7 @@ class ReqChannel(BaseChannel):
         try:
             ctx._send(data, self._slot_out, self, dest_id, dest_seq)
         except Exception:  # pragma: no cover - e.g. a transport failing hard
-            logger.exception("yoton: could not send a request package on %r", self)
+            logger.exception("could not send a request package on %r", self)
 
     def _dispatch(self, out: _Out, finish: _Finish) -> None:
         for data, dest_id, dest_seq in out:
@@ -408,8 +408,7 @@ class ReqChannel(BaseChannel):
                 elif item.state == OFFERED:
                     if now - item.offered_at >= DIRECT_ACK_TIMEOUT:
                         logger.info(
-                            "yoton: replier %#x did not answer a direct request; "
-                            "asking all repliers",
+                            "replier %#x did not answer a direct request; asking all repliers",
                             item.replier,
                         )
                         self._fast.pop(item.replier, None)

@@ -17,10 +17,11 @@ state it reads; it is its own module only to keep each module one concept.
 
 from __future__ import annotations
 
-import logging
+from logging import DEBUG
 from typing import TYPE_CHECKING, Any
 
 from ._channels import BaseChannel
+from ._log import get_logger
 from ._wire import Package, package_header, raw_package
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Router"]
 
-logger = logging.getLogger("yoton")
+logger = get_logger("context")
 
 
 class Router:
@@ -69,6 +70,8 @@ class Router:
         sync mode) and for context messages; a plain inbox gets
         ``(recv_seq, payload)``.
         """
+        if conn._log.isEnabledFor(DEBUG):  # once per batch; formats nothing when off
+            _debug_batch(conn, flat)
         touched: list[BaseChannel] = []
         context_msgs: list[Package] | None = None
         my_id = self._id
@@ -177,7 +180,7 @@ class Router:
         try:
             text = pkg.data.decode("utf-8")
         except UnicodeDecodeError:
-            logger.warning("Yoton: ignored a context message that is not UTF-8: %r", pkg.data[:40])
+            logger.warning("ignored a context message that is not UTF-8: %r", pkg.data[:40])
             return
         if text == "NEW_CONNECTION":
             # StateChannel (_state.py) needs to know which packages of the same
@@ -189,7 +192,22 @@ class Router:
                 if conn.id2 == pkg.source_id:
                     conn.close("Closed from other end.")
         else:
-            logger.warning("Yoton: Received unknown context message: %r", text[:80])
+            logger.warning("received unknown context message: %r", text[:80])
+
+
+def _debug_batch(conn: Connection, flat: list[Any]) -> None:
+    """Log every package of a received batch at DEBUG (only called when enabled)."""
+    log = conn._log
+    it = iter(flat)
+    for header, data in zip(it, it, strict=True):
+        log.debug(
+            "received from %016x seq %d: slot %016x, dest %016x, %d bytes",
+            header[2],
+            header[3],
+            header[1],
+            header[4],
+            len(data),
+        )
 
 
 _base_deposit = BaseChannel._deposit

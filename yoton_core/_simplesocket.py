@@ -57,7 +57,7 @@ class SimpleSocket(Context):
     nothing arrived.
 
     Args:
-        verbose: Log connection events at INFO level when true.
+        verbose: As for :class:`Context` (README "Logging").
         **options: Any other :class:`Context` argument (``transport``,
             ``queue_params``, ``auth_key``, ...).
 

@@ -27,7 +27,6 @@ messages (section 10, item 16). Here:
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 from typing import Any
@@ -38,12 +37,13 @@ from ._block import normalize_block
 from ._channels import BaseChannel
 from ._engine import get_engine
 from ._errors import ConnectionClosedError
+from ._log import get_logger
 from ._message_types import TEXT
 from ._wire import Package
 
 __all__ = ["StateChannel"]
 
-logger = logging.getLogger("yoton")
+logger = get_logger("state")
 
 #: Random delay before a holder answers NEW_CONNECTION (seconds, min and max).
 RESEND_DELAY = (0.02, 0.25)
@@ -141,7 +141,7 @@ class StateChannel(BaseChannel):
         try:
             message = self._decode(data)
         except Exception as exc:
-            logger.warning("yoton: ignored an undecodable state on %r: %s", self, exc)
+            logger.warning("ignored an undecodable state on %r: %s", self, exc)
             return False
         self._data = data
         self._message = message

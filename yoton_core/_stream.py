@@ -17,7 +17,6 @@ task decodes whole chunks and hands batches of packages to the context.
 from __future__ import annotations
 
 import collections
-import logging
 import os
 import socket
 import time
@@ -32,11 +31,13 @@ from ._connection import (
     STATUS_HOSTING,
     STATUS_WAITING,
     Connection,
+    endpoint,
 )
 from ._engine import get_engine
 from ._errors import HandshakeError
 from ._errors import TimeoutError as YotonTimeoutError
 from ._handshake import Handshake
+from ._log import get_logger
 from ._poller import AVAILABLE as POLLER_AVAILABLE
 from ._poller import SocketReader, get_poller, in_io_role
 from ._stream_queue import StreamQueue
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = ["StreamConnection"]
 
-logger = logging.getLogger("yoton")
+logger = get_logger()
 
 #: Send a heartbeat when nothing was sent for this long (2.x peers time out at 0.5 s).
 HEARTBEAT_INTERVAL = 0.2
@@ -193,7 +194,11 @@ class StreamConnection(StreamQueue, StreamReceiver, Connection):
                         try:
                             stream = await listener.accept()
                         except OSError as exc:  # e.g. EMFILE: back off, keep serving
-                            logger.warning("yoton: accept failed on %s: %s", self._port1, exc)
+                            self._log.warning(
+                                "accept failed at %s: %s",
+                                endpoint(self._hostname1, self._port1),
+                                exc,
+                            )
                             await trio.sleep(0.1)
                             continue
                         if len(pending) >= self.max_pending_handshakes:
@@ -247,7 +252,9 @@ class StreamConnection(StreamQueue, StreamReceiver, Connection):
                 with trio.CancelScope(shield=True):
                     await trio.aclose_forcefully(stream)
         if not won and self._status == STATUS_WAITING:
-            logger.warning("Yoton: Handshake failed on port %s: %s", self._port1, reason)
+            self._log.warning(
+                "handshake failed at %s: %s", endpoint(self._hostname1, self._port1), reason
+            )
 
     # -- connect -------------------------------------------------------------
 
@@ -510,6 +517,9 @@ class StreamConnection(StreamQueue, StreamReceiver, Connection):
             self._send_event.set()
         if not self._timed_out and now - self._last_rx >= self._timeout:
             self._timed_out = True
+            self._log.warning(
+                "nothing received for %.1f s (timed out): %s", self._timeout, self._describe_link()
+            )
             self.timedout.emit(self, True)
 
     # -- close -------------------------------------------------------------

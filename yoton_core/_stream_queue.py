@@ -37,6 +37,7 @@ import collections
 import socket
 import threading
 import time
+from logging import DEBUG
 from typing import TYPE_CHECKING
 
 import trio
@@ -47,6 +48,8 @@ from ._errors import TimeoutError as YotonTimeoutError
 from ._wire import HEADER, package_header
 
 if TYPE_CHECKING:
+    import logging
+
     from ._engine import Engine
     from ._wire import Header, Package
 
@@ -85,6 +88,7 @@ class StreamQueue:
     _b_sent: int
     _congestion_check: bool
     _context: object
+    _log: logging.Logger  # Connection's
 
     def _init_queue(self) -> None:
         # Per package: the whole frame (header and payload) as bytes when the
@@ -264,6 +268,8 @@ class StreamQueue:
         self._b_sent += size
         self._written += count
         self._last_tx = time.monotonic()
+        if self._log.isEnabledFor(DEBUG):  # once per batch
+            self._log.debug("wrote %d packages, %d bytes", count, size)
         self._after_drain()
 
     # -- back-pressure -----------------------------------------------------------

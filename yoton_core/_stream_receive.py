@@ -23,6 +23,7 @@ from ._poller import CHUNK, MAX_CHUNK
 from ._wire import CloseRequest, ConnectionMessage
 
 if TYPE_CHECKING:
+    import logging
     import socket
 
     from ._context import Context
@@ -41,6 +42,12 @@ class StreamReceiver:
     _decoder: FrameDecoder
     _last_rx: float
     _timed_out: bool
+    _log: logging.Logger  # Connection's, like _describe_link below
+
+    if TYPE_CHECKING:  # (only declared: the real one is Connection's, later in the MRO)
+
+        def _describe_link(self) -> str: ...
+
     _serve_scope: trio.CancelScope | None
     _b_recv: int
     _n_recv: int
@@ -87,6 +94,7 @@ class StreamReceiver:
         self._last_rx = time.monotonic()
         if self._timed_out:
             self._timed_out = False
+            self._log.info("receiving again: %s", self._describe_link())
             self.timedout.emit(self, False)
         self._b_recv += n
 

@@ -41,11 +41,11 @@ What is different from 2.x (section 10, items 6, 9, 24):
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 from ._engine import get_engine
+from ._log import get_logger
 from ._wire import Package
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SubSync", "pub_forget", "pub_on_sync_message", "pub_wait", "pub_wake", "set_sync_mode"]
 
-logger = logging.getLogger("yoton")
+logger = get_logger("pubsub")
 
 FULL = b"full"
 OK = b"ok"
@@ -143,7 +143,7 @@ class SubSync:
         try:
             ctx._send(word, sub._slot_out, sub)  # type: ignore[arg-type]
         except Exception:  # pragma: no cover - defensive
-            logger.exception("yoton: could not send sync-mode %r from %r", word, sub)
+            logger.exception("could not send sync-mode %r from %r", word, sub)
         return True
 
     def on_new_peer(self) -> None:
@@ -287,8 +287,7 @@ def pub_wait(pub: PubChannel) -> None:
                 if expiry <= now:
                     del blocked[sid]
                     logger.info(
-                        "yoton: sync-mode subscriber %#x said nothing for %s s; "
-                        "no longer waiting for it",
+                        "sync-mode subscriber %#x said nothing for %s s; no longer waiting for it",
                         sid,
                         LOCK_EXPIRY,
                     )

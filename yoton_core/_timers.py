@@ -18,16 +18,17 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import logging
 import math
 import os
 import threading
 import time
 from collections.abc import Callable
 
+from ._log import get_logger
+
 __all__ = ["TimerHandle", "TimerScheduler", "scheduler"]
 
-logger = logging.getLogger("yoton")
+logger = get_logger("events")
 
 # Rebuild the heap when more than this many entries are stale *and* they are
 # the majority; keeps memory bounded for a timer restarted in a tight loop.

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = ["InprocConnection", "bound_names"]
 
-logger = logging.getLogger("yoton")
+logger = logging.getLogger("yoton.inproc")
 
 #: Packages handed to the peer context in one routing call.
 MAX_BATCH = 8192
@@ -178,7 +178,7 @@ class InprocConnection(Connection):
                     # -- auth_key: same rule and reasons as the stream handshake (_auth.py)
                     problem = pairing_problem(self._context._auth_key, peer._context._auth_key)
                     if problem is not None:
-                        logger.warning("Yoton: Handshake failed on %s: %s", key, problem[1])
+                        self._log.warning("handshake failed at %s: %s", key, problem[1])
                         raise ConnectionRefusedError(f"Could not connect: {problem[0]}")
                     # -- end of auth_key
                     del _registry[key]
@@ -248,7 +248,7 @@ class InprocConnection(Connection):
         try:
             self._deliver_batch()
         except Exception as exc:  # a routing bug must not kill the engine
-            logger.exception("yoton: inproc delivery failed on %r", self)
+            logger.exception("inproc delivery failed on %r", self)
             self._end_reason = self._end_reason or f"Error while delivering packages: {exc!r}"
             self._close_in_engine(notify_peer=False)
             return
@@ -383,7 +383,7 @@ class InprocConnection(Connection):
                 while self._outq and not peer._closed_event.is_set():
                     self._deliver_batch()
             except Exception:  # never let a routing bug escape into the engine
-                logger.exception("yoton: inproc delivery failed while closing %r", self)
+                logger.exception("inproc delivery failed while closing %r", self)
         self._finish(reason)
         if notify_peer:
             peer._finish("Closed from other end.")
