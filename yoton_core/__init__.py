@@ -9,17 +9,22 @@ from __future__ import annotations
 
 from ._async import run_event_loop_async, trio_event_loop
 from ._channels import BaseChannel
-from ._clientserver import NoServerError, RequestServer, do_request
+from ._clientserver import RequestServer, do_request
 from ._connection import Connection, ConnectionStatistics
 from ._context import ConnectionCollection, Context
 from ._errors import (
     BrokenConnectionError,
     CancelledError,
+    ConnectError,
     ConnectionClosedError,
+    FrameError,
     HandshakeError,
+    InvalidArgumentError,
     MessageDecodeError,
+    NoServerError,
     PluginLoadError,
     ProtocolError,
+    RemoteError,
     TimeoutError,
     TransportNotFoundError,
     YotonError,
@@ -35,7 +40,7 @@ from ._events import (
     stop_event_loop,
 )
 from ._filewrapper import FileWrapper
-from ._future import Future, RemoteError
+from ._future import Future
 from ._hashing import port_hash, slot_hash
 from ._hookspecs import hookimpl, hookspec
 from ._iostats import IOStatistics, io_statistics
@@ -58,15 +63,18 @@ __all__ = [
     "BaseChannel",
     "BrokenConnectionError",
     "CancelledError",
+    "ConnectError",
     "Connection",
     "ConnectionClosedError",
     "ConnectionCollection",
     "ConnectionStatistics",
     "Context",
     "FileWrapper",
+    "FrameError",
     "Future",
     "HandshakeError",
     "IOStatistics",
+    "InvalidArgumentError",
     "MessageDecodeError",
     "MessageType",
     "NoServerError",

@@ -24,15 +24,15 @@ below.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ._block import check_timeout
 from ._errors import TimeoutError
-from ._eventloop import InvalidArgumentError, app
+from ._eventloop import app
 
 if TYPE_CHECKING:
     from ._channels import BaseChannel
@@ -50,13 +50,8 @@ __all__ = [
 
 def _deadline(timeout: object) -> float:
     """A trio deadline for ``timeout`` seconds (None: no deadline)."""
-    if timeout is None:
-        return math.inf
-    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
-        raise InvalidArgumentError(f"timeout must be None or a number of seconds, got {timeout!r}.")
-    if math.isnan(timeout) or timeout < 0:
-        raise ValueError(f"timeout must be None or a number of seconds >= 0, got {timeout!r}.")
-    return trio.current_time() + float(timeout)
+    seconds = check_timeout(timeout, "timeout", none=True)
+    return math.inf if seconds is None else trio.current_time() + seconds
 
 
 def _waker(event: trio.Event) -> Callable[..., None]:

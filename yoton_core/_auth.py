@@ -342,8 +342,7 @@ async def authenticate_stream(
     keyless peer sees both at once); ``leftover`` is what followed the peer's
     line. Raises :class:`HandshakeError` with the reason when refused.
     """
-    import trio
-
+    from ._engine import LINK_ERRORS
     from ._errors import HandshakeError
 
     out = first + auth.initiate()
@@ -359,7 +358,7 @@ async def authenticate_stream(
     if out:  # our OK, or a FAIL that tells the peer why
         try:
             await stream.send_all(out)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        except LINK_ERRORS:
             if auth.state == Authenticator.DONE:
                 raise
     if auth.state != Authenticator.DONE:

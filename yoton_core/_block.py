@@ -1,17 +1,22 @@
-"""What a ``block`` argument means, in one place for every call that waits.
+"""What ``block`` and ``timeout`` arguments mean, in one place for every call that waits.
 
 ``SubChannel.recv``, ``StateChannel.recv``, ``SimpleSocket.recv``,
 ``FileWrapper.read`` and ``process_events`` take the same 2.x-style ``block``:
-True (wait), False/None (don't), or a number of seconds.
+True (wait), False/None (don't), or a number of seconds. Every ``timeout``-like
+argument (``Context.connect``, ``Future.result``, ``Connection.timeout``,
+``call_later``, ``do_request``, ...) is checked by :func:`check_timeout`, so
+they all accept the same numbers and fail with the same kind of error.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+from typing import Any, Literal, overload
 
-__all__ = ["check_block", "normalize_block"]
+from ._errors import InvalidArgumentError
+
+__all__ = ["check_block", "check_timeout", "normalize_block"]
 
 
 def normalize_block(block: Any) -> float | None:
@@ -68,3 +73,72 @@ def check_block(block: Any, where: str) -> float | None:
             f"of seconds >= 0, got {block!r}"
         ) from None
     return wait
+
+
+@overload
+def check_timeout(
+    value: Any,
+    what: str,
+    *,
+    none: Literal[False] = ...,
+    minimum: float = ...,
+    above: bool = ...,
+    finite: bool = ...,
+) -> float: ...
+
+
+@overload
+def check_timeout(
+    value: Any,
+    what: str,
+    *,
+    none: bool,
+    minimum: float = ...,
+    above: bool = ...,
+    finite: bool = ...,
+) -> float | None: ...
+
+
+def check_timeout(
+    value: Any,
+    what: str,
+    *,
+    none: bool = False,
+    minimum: float = 0.0,
+    above: bool = False,
+    finite: bool = False,
+) -> float | None:
+    """Validate a number of seconds given by the user; return it as a float.
+
+    Any real number is accepted (int, float, numpy's, ...), never a bool. The
+    error names the argument and what it accepts, in one wording for every call.
+
+    Args:
+        value: The argument.
+        what: How the user knows it, e.g. ``"Context.connect() timeout"``.
+        none: Whether None is allowed (it is returned as None).
+        minimum: The smallest number allowed (``-math.inf`` for no bound).
+        above: Require ``value > minimum`` instead of ``>=``.
+        finite: Refuse ``float("inf")``.
+
+    Raises:
+        InvalidArgumentError: (a TypeError and a ValueError) ``value`` is not
+            allowed.
+    """
+    if value is None and none:
+        return None
+    cls = type(value)
+    if cls is float or cls is int or (cls is not bool and isinstance(value, numbers.Real)):
+        seconds = float(value)
+        if (seconds > minimum if above else seconds >= minimum) and not (
+            finite and not math.isfinite(seconds)
+        ):
+            return seconds
+    expected = "a number of seconds"
+    if minimum != -math.inf:
+        expected += f" {'>' if above else '>='} {minimum:g}"
+    if finite:
+        expected = "a finite " + expected[2:]
+    if none:
+        expected = "None or " + expected
+    raise InvalidArgumentError(f"{what} must be {expected}, got {value!r}.")

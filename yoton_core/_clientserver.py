@@ -19,7 +19,6 @@ pair instead of a 0.25 s polling timeout.
 from __future__ import annotations
 
 import math
-import numbers
 import selectors
 import socket
 import sys
@@ -27,8 +26,8 @@ import threading
 import time
 
 from ._address import parse_host_port, split_scheme
-from ._errors import BrokenConnectionError
-from ._eventloop import InvalidArgumentError
+from ._block import check_timeout
+from ._errors import BrokenConnectionError, InvalidArgumentError, NoServerError
 from ._log import apply_verbose, get_logger
 
 __all__ = ["RequestServer", "do_request", "NoServerError"]
@@ -44,14 +43,6 @@ DEFAULT_MAX_REQUEST_SIZE = 2**20
 DEFAULT_REQUEST_TIMEOUT = 5.0
 
 
-class NoServerError(ConnectionRefusedError, RuntimeError):
-    """Nobody accepted the connection of :func:`do_request`.
-
-    A ``ConnectionRefusedError`` (so an ``OSError``); also a ``RuntimeError``,
-    which is what yoton 2.x raised, so code written for 2.x keeps catching it.
-    """
-
-
 def _tcp_target(address: str) -> tuple[str, int]:
     """Resolve ``[tcp://]host:port`` (names hashed like everywhere in yoton)."""
     scheme, rest = split_scheme(address)
@@ -61,14 +52,6 @@ def _tcp_target(address: str) -> tuple[str, int]:
             "use 'host:port' or 'tcp://host:port'."
         )
     return parse_host_port(rest, address=address)
-
-
-def _check_seconds(value: object, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise InvalidArgumentError(f"{what} must be a number of seconds, got {value!r}.")
-    if math.isnan(value):
-        raise ValueError(f"{what} must be a number of seconds, got {value!r}.")
-    return float(value)
 
 
 def _read_line(
@@ -151,7 +134,8 @@ def do_request(address: str, request: str, timeout: float | None = -1) -> str | 
     """
     if not isinstance(request, str):
         raise InvalidArgumentError(f"request must be a str, got {type(request).__name__}.")
-    wait = -1.0 if timeout is None else _check_seconds(timeout, "timeout")
+    wait = check_timeout(timeout, "do_request() timeout", none=True, minimum=-math.inf)
+    wait = -1.0 if wait is None else wait
     if request.endswith("\r\n"):
         request = request[:-2]
     if "\r\n" in request:
@@ -238,9 +222,9 @@ class RequestServer(threading.Thread):
         max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
     ) -> None:
         super().__init__(name=f"yoton-RequestServer-{address}", daemon=True)
-        request_timeout = _check_seconds(request_timeout, "request_timeout")
-        if not request_timeout > 0:
-            raise ValueError(f"request_timeout must be > 0 seconds, got {request_timeout!r}.")
+        request_timeout = check_timeout(
+            request_timeout, "RequestServer() request_timeout", above=True
+        )
         if (
             isinstance(max_request_size, bool)
             or not isinstance(max_request_size, int)

@@ -25,8 +25,9 @@ import trio
 
 from ._connection import Connection
 from ._context import Context
+from ._engine import LINK_ERRORS
+from ._errors import RemoteError
 from ._events import process_events
-from ._future import RemoteError
 from ._handshake import format_line
 from ._message_types import BINARY, OBJECT
 from ._plugins import resolve_transport
@@ -492,7 +493,7 @@ async def _raw_session(cls: type[Connection], address: str, chunks: list[bytes])
             while True:
                 try:
                     data = await stream.receive_some(65536)
-                except (trio.BrokenResourceError, OSError):
+                except LINK_ERRORS:
                     break
                 if not data:
                     break

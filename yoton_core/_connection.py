@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ._block import check_timeout
 from ._events import Signal
 from ._log import transport_logger
 from ._wire import raw_package
@@ -48,6 +49,19 @@ CLOSED_FROM_OTHER_END = "Closed from other end."
 def endpoint(host: str, port: int) -> str:
     """``host:port`` for messages; just ``host`` when there is no port (a socket path)."""
     return f"{host}:{port}" if port else host
+
+
+#: What a connect that finds nobody listening tells the user: also the case of a
+#: second peer at a bind that already serves one (its listener is gone).
+ONE_PEER_HINT = (
+    "Is a context bound there and running? One bind() serves one peer: if another "
+    "peer is already connected there, bind again (another port or name) for this one."
+)
+#: What a bind at an address in use tells the user.
+IN_USE_HINT = (
+    "Another context or program holds it: choose another port or name, or pass "
+    "max_tries=N to bind() to try N ports from there."
+)
 
 
 @dataclass(frozen=True)
@@ -192,11 +206,7 @@ class Connection:
 
     @timeout.setter
     def timeout(self, value: float) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"timeout must be a number of seconds, got {value!r}")
-        if value < MIN_TIMEOUT:
-            raise ValueError(f"timeout must be at least {MIN_TIMEOUT} s, got {value!r}")
-        self._timeout = float(value)
+        self._timeout = check_timeout(value, "Connection.timeout", minimum=MIN_TIMEOUT)
 
     @property
     def stats(self) -> ConnectionStatistics:

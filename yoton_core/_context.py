@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import errno
 import os
 import random
 import threading
@@ -20,9 +21,12 @@ from typing import Any
 
 from ._address import split_scheme
 from ._auth import normalize_auth_key
+from ._block import check_timeout
 from ._channels import BaseChannel
-from ._connection import STATUS_HOSTING, Connection, endpoint
+from ._connection import IN_USE_HINT, STATUS_HOSTING, Connection, endpoint
 from ._ctxlock import ContextLock
+from ._errors import ConnectError
+from ._errors import TimeoutError as YotonTimeoutError
 from ._log import apply_verbose, get_logger
 from ._plugins import resolve_transport
 from ._routing import Router
@@ -69,6 +73,34 @@ class ConnectionCollection(list):  # type: ignore[type-arg]
             names = ", ".join(repr(c.name) for c in self if c.name) or "none"
             raise KeyError(f"No connection named {key!r} (named connections: {names}).")
         return super().__getitem__(key)
+
+
+def _user_error(doing: str, address: str, exc: OSError) -> OSError:
+    """What bind/connect raise for a transport's ``exc``: the user's address first.
+
+    The error is raised in the user's thread with a short chain: the
+    transport's message follows the address as the user wrote it, and the
+    underlying error (a socket's, a :class:`HandshakeError`) is its cause,
+    without the IO engine's frames, which would bury the message.
+    """
+    text = f"{doing} {address!r}: {exc.args[-1] if exc.args else exc}"
+    if exc.errno == errno.EADDRINUSE:
+        text += (" " if text.endswith(".") else ". ") + IN_USE_HINT
+    error: OSError
+    if isinstance(exc, TimeoutError):
+        error = YotonTimeoutError(text)
+    elif doing == "Cannot connect to":
+        error = ConnectError(text)
+    else:
+        try:
+            error = type(exc)(text)
+        except Exception:  # an OSError subclass with a constructor of its own
+            error = OSError(text)
+    error.errno = exc.errno
+    cause = exc.__cause__ if isinstance(exc, ConnectError) else exc
+    error.__cause__ = None if cause is None else cause.with_traceback(None)
+    error.__suppress_context__ = True
+    return error
 
 
 class Context(Router):
@@ -144,16 +176,9 @@ class Context(Router):
         self._max_message_size = max_message_size
         # -- security and limits (_auth.py, README "Security and limits")
         self._auth_key = normalize_auth_key(auth_key)
-        if handshake_timeout is not None and (
-            isinstance(handshake_timeout, bool)
-            or not isinstance(handshake_timeout, (int, float))
-            or not handshake_timeout > 0
-        ):
-            raise ValueError(
-                f"handshake_timeout must be a positive number of seconds or None, "
-                f"got {handshake_timeout!r}"
-            )
-        self._handshake_timeout = handshake_timeout
+        self._handshake_timeout = check_timeout(
+            handshake_timeout, "Context() handshake_timeout", none=True, above=True
+        )
         # -- end of security and limits
         _live_contexts.add(self)
 
@@ -248,7 +273,10 @@ class Context(Router):
             **options: Transport options, e.g. ``ssl_context=`` for ``tls://``.
         """
         conn, rest = self._new_connection(address, name, options)
-        conn._bind(rest, max_tries)
+        try:
+            conn._bind(rest, max_tries)
+        except OSError as exc:
+            raise _user_error("Cannot bind to", address, exc)  # noqa: B904 (it sets the cause)
         with self._lock:
             # A peer may already have connected (and _connection_established
             # added conn) before we get here, e.g. over inproc.
@@ -269,17 +297,18 @@ class Context(Router):
             OSError: when nobody accepts within ``timeout`` seconds or the
                 handshake fails; the message says which.
         """
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-            raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
+        timeout = check_timeout(timeout, "Context.connect() timeout", finite=True)
         conn, rest = self._new_connection(address, name, options)
         with self._lock:
             self._connections.append(conn)
         try:
             conn._connect(rest, timeout)
-        except BaseException:
+        except BaseException as exc:
             with self._lock:
                 if conn in self._connections:
                     self._connections.remove(conn)
+            if isinstance(exc, OSError):
+                raise _user_error("Cannot connect to", address, exc)  # noqa: B904
             raise
         self._send_context_message("NEW_CONNECTION")
         return conn

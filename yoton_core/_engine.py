@@ -27,9 +27,19 @@ import trio
 from ._log import get_logger
 from ._poller import in_io_role
 
-__all__ = ["Engine", "get_engine"]
+__all__ = ["LINK_ERRORS", "Engine", "get_engine"]
 
 logger = get_logger()
+
+#: What a stream operation raises when its link is gone: trio's own errors
+#: (the stream broke, or we closed it meanwhile) and the OS's. Catch these, not
+#: a hand-written list, wherever a send or receive may meet a dead link. (Not in
+#: _errors.py: the sans-IO modules import that one and must not import trio.)
+LINK_ERRORS: tuple[type[Exception], ...] = (
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    OSError,
+)
 
 #: How often the keep-alive ticker runs (heartbeats, timed-out detection).
 TICK_INTERVAL = 0.05

@@ -1,32 +1,49 @@
-"""Yoton's small error hierarchy.
+"""Yoton's error hierarchy, all of it in one place.
 
 Every transport maps its native exceptions onto these classes, so user code can
-tell *who* ended a conversation without knowing which transport carried it:
+tell *who* ended a conversation without knowing which transport carried it::
 
-* :class:`ConnectionClosedError` -- we closed it (``close()``, context closed).
-* :class:`BrokenConnectionError` -- the peer went away or the link broke.
-* :class:`ProtocolError` -- the bytes on the wire are not yoton's protocol.
-* :class:`TimeoutError` -- something did not finish in time (also a builtin
-  ``TimeoutError``, so ``except TimeoutError`` keeps working after
-  ``from yoton import *``).
+    YotonError
+    ├── InvalidArgumentError      a wrong argument (also TypeError and ValueError)
+    ├── ConnectionClosedError     we closed it (also OSError)
+    ├── BrokenConnectionError     the peer went away or the link broke (also OSError)
+    ├── ConnectError              connecting failed (also ConnectionRefusedError)
+    │   └── NoServerError         do_request found no server (also RuntimeError)
+    ├── ProtocolError             the bytes are not yoton's protocol (also ValueError)
+    │   ├── HandshakeError        the handshake with a peer failed
+    │   ├── FrameError            the package stream is invalid
+    │   └── MessageDecodeError    a payload cannot be decoded by its message type
+    ├── TimeoutError              not finished in time (also the builtin TimeoutError)
+    ├── CancelledError            a Future was cancelled
+    ├── RemoteError               the remote handler of a request raised
+    ├── TransportNotFoundError    no plugin has that scheme (also ValueError)
+    └── PluginLoadError           a plugin failed to load (also ImportError)
 
-They derive from :class:`OSError` where the documented 2.x API raised ``IOError``
-(an alias of ``OSError`` in Python 3), so code written for 2.x keeps catching them.
+Each class also derives from the builtin a user would catch without knowing
+yoton: the 2.x API raised ``IOError`` (``OSError`` in Python 3) for connection
+problems and ``ValueError``/``TypeError``/``RuntimeError`` elsewhere, so code
+written for 2.x, or for Python's conventions, keeps catching them.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+from typing import Any
 
 __all__ = [
     "YotonError",
+    "InvalidArgumentError",
     "ConnectionClosedError",
     "BrokenConnectionError",
+    "ConnectError",
+    "NoServerError",
     "ProtocolError",
     "HandshakeError",
+    "FrameError",
     "MessageDecodeError",
     "TimeoutError",
     "CancelledError",
+    "RemoteError",
     "TransportNotFoundError",
     "PluginLoadError",
 ]
@@ -36,12 +53,42 @@ class YotonError(Exception):
     """Base class of all errors raised by yoton itself."""
 
 
+class InvalidArgumentError(YotonError, TypeError, ValueError):
+    """A call got an argument it cannot use; the message says what was expected.
+
+    Why both a ``TypeError`` and a ``ValueError``: which of the two a wrong
+    argument "is" depends on the argument (a str where a number belongs, or a
+    negative number), 2.x raised ``ValueError`` for most of them, and code out
+    there catches either. Being both, every such ``except`` keeps working while
+    ``except yoton.InvalidArgumentError`` catches exactly the user's mistakes.
+    """
+
+
 class ConnectionClosedError(YotonError, OSError):
     """The connection or channel was closed on our side."""
 
 
 class BrokenConnectionError(YotonError, OSError):
     """The peer closed the connection or the link broke."""
+
+
+class ConnectError(YotonError, ConnectionRefusedError):
+    """Connecting to a peer failed: nobody accepted, or the handshake failed.
+
+    A ``ConnectionRefusedError`` (so an ``OSError``), as 2.x raised. The
+    message names the address as the user wrote it and what to check; what
+    went wrong underneath (the ``OSError`` of the socket, the
+    :class:`HandshakeError`) is kept as ``__cause__``.
+    """
+
+
+class NoServerError(ConnectError, RuntimeError):
+    """Nobody accepted the connection of :func:`do_request`.
+
+    A :class:`ConnectError` (so a ``ConnectionRefusedError``); also a
+    ``RuntimeError``, which is what yoton 2.x raised, so code written for 2.x
+    keeps catching it.
+    """
 
 
 class ProtocolError(YotonError, ValueError):
@@ -59,16 +106,95 @@ class HandshakeError(ProtocolError):
     """The handshake with a peer failed (not yoton, wrong key, self-connect...)."""
 
 
+class FrameError(ProtocolError):
+    """The package stream is invalid: bad control bytes, or a package over the limit.
+
+    A stream has no frame markers to resync on, so the connection must close;
+    what the same chunk held before the bad bytes is valid and may still be
+    delivered.
+
+    Attributes:
+        raw: The packages decoded before the bad bytes, in
+            ``FrameDecoder.feed_raw``'s flat form ``[header, payload, ...]``.
+        items: The same as items (``Package``, ``Heartbeat``, ...), as
+            ``FrameDecoder.feed`` returns them; empty from ``feed_raw``.
+    """
+
+    def __init__(
+        self, message: str, raw: list[Any] | None = None, items: list[Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.raw: list[Any] = raw if raw is not None else []
+        self.items: list[Any] = items if items is not None else []
+
+
 class MessageDecodeError(ProtocolError):
     """A message payload could not be decoded by its message type."""
 
 
 class TimeoutError(YotonError, TimeoutError):  # noqa: A001 - deliberately yoton.TimeoutError
-    """An operation did not complete within its timeout."""
+    """An operation did not complete within its timeout.
+
+    Also the builtin ``TimeoutError``, so ``except TimeoutError`` keeps working
+    after ``from yoton import *``.
+    """
 
 
 class CancelledError(YotonError, concurrent.futures.CancelledError):
     """The Future was cancelled."""
+
+
+class RemoteError(YotonError):
+    """An exception raised by the remote handler of a request.
+
+    For a builtin exception type (or one of these) the raised object is also an
+    instance of that class (``except ZeroDivisionError`` works); see
+    ``yoton_core._future.make_remote_error``.
+
+    Attributes:
+        type_name: The class name of the remote exception (e.g.
+            ``"ZeroDivisionError"``); empty when the replier (a yoton 2.x peer)
+            did not say.
+        message: ``str()`` of the remote exception.
+        remote_module: The module of the remote exception class ("" if unknown).
+        remote_traceback: The remote traceback as text ("" if unknown).
+        replier_id: The context id of the replier (0 if unknown).
+    """
+
+    def __init__(
+        self,
+        type_name: str,
+        message: str,
+        remote_traceback: str = "",
+        replier_id: int = 0,
+        remote_module: str = "",
+    ) -> None:
+        BaseException.__init__(self, message)
+        self.type_name = type_name
+        self.message = message
+        self.remote_traceback = remote_traceback
+        self.replier_id = replier_id
+        self.remote_module = remote_module
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.message}" if self.type_name else self.message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.type_name!r}, {self.message!r})"
+
+    def __reduce__(self) -> Any:
+        from ._future import make_remote_error  # it builds the right subclass
+
+        return (
+            make_remote_error,
+            (
+                self.type_name,
+                self.message,
+                self.remote_traceback,
+                self.replier_id,
+                self.remote_module,
+            ),
+        )
 
 
 class TransportNotFoundError(YotonError, ValueError):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import numbers
 import os
 import threading
 import time
@@ -27,7 +26,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ._block import normalize_block
+from ._block import check_timeout, normalize_block
+from ._errors import InvalidArgumentError
 from ._log import get_logger
 from ._timers import TimerHandle, scheduler
 
@@ -53,14 +53,6 @@ logger = get_logger("events")
 # call is not interruptible by Ctrl+C on Windows; a wake-up every few seconds of
 # an idle loop costs nothing measurable.
 _WAIT_CHUNK = 5.0
-
-
-class InvalidArgumentError(TypeError, ValueError):
-    """Raised for an argument of the wrong type.
-
-    It is a TypeError (the Pythonic choice) *and* a ValueError (what 2.x raised),
-    so code written against either keeps working.
-    """
 
 
 def describe_callable(func: object) -> str:
@@ -196,12 +188,7 @@ class EventLoop:
         """
         if not callable(func):
             raise InvalidArgumentError(f"call_later needs a callable, got {func!r}.")
-        if (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, numbers.Real)
-            or not math.isfinite(timeout)
-        ):
-            raise ValueError(f"timeout must be a finite number of seconds, got {timeout!r}.")
+        timeout = check_timeout(timeout, "call_later() timeout", minimum=-math.inf, finite=True)
         if timeout > 0:
             handle = TimerHandle(functools.partial(self.post_event, func, *args, **kwargs))
             scheduler.schedule(handle, float(timeout))

@@ -21,10 +21,10 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from ._errors import InvalidArgumentError
 from ._eventloop import (
     EventLoop,
     EventLoopStatistics,
-    InvalidArgumentError,
     app,
     call_later,
     describe_callable,

@@ -27,7 +27,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import _errors
-from ._errors import CancelledError, YotonError
+from ._block import check_timeout
+from ._errors import CancelledError, RemoteError
 from ._errors import TimeoutError as YotonTimeoutError
 from ._eventloop import InvalidArgumentError, post_event, run_event
 from ._log import get_logger
@@ -58,53 +59,6 @@ _STATE_NAMES = {
 DEFAULT_AUTO_CANCEL_TIMEOUT = 10.0
 #: Longest single condition wait, so a blocked ``result()`` stays interruptible.
 _WAIT_CHUNK = 5.0
-
-
-class RemoteError(YotonError):
-    """An exception raised by the remote handler of a request.
-
-    Attributes:
-        type_name: The class name of the remote exception (e.g.
-            ``"ZeroDivisionError"``); empty when the replier (a yoton 2.x peer)
-            did not say.
-        message: ``str()`` of the remote exception.
-        remote_module: The module of the remote exception class ("" if unknown).
-        remote_traceback: The remote traceback as text ("" if unknown).
-        replier_id: The context id of the replier (0 if unknown).
-    """
-
-    def __init__(
-        self,
-        type_name: str,
-        message: str,
-        remote_traceback: str = "",
-        replier_id: int = 0,
-        remote_module: str = "",
-    ) -> None:
-        BaseException.__init__(self, message)
-        self.type_name = type_name
-        self.message = message
-        self.remote_traceback = remote_traceback
-        self.replier_id = replier_id
-        self.remote_module = remote_module
-
-    def __str__(self) -> str:
-        return f"{self.type_name}: {self.message}" if self.type_name else self.message
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.type_name!r}, {self.message!r})"
-
-    def __reduce__(self) -> Any:
-        return (
-            make_remote_error,
-            (
-                self.type_name,
-                self.message,
-                self.remote_traceback,
-                self.replier_id,
-                self.remote_module,
-            ),
-        )
 
 
 _remote_classes: dict[str, type[RemoteError]] = {}
@@ -167,13 +121,8 @@ def make_remote_error(
 
 
 def _check_timeout(timeout: Any, what: str = "timeout") -> float | None:
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"{what} must be None or a number of seconds, got {timeout!r}")
-    if timeout != timeout or timeout < 0:
-        raise ValueError(f"{what} must be None or a number of seconds >= 0, got {timeout!r}")
-    return None if math.isinf(timeout) else float(timeout)
+    seconds = check_timeout(timeout, what, none=True)
+    return None if seconds == math.inf else seconds
 
 
 class Future:
@@ -313,7 +262,7 @@ class Future:
             Exception: the remote call failed (usually a :class:`RemoteError`).
         """
         if self._state != SUCCEEDED:  # (else: done, nothing to check or wait for)
-            timeout = _check_timeout(timeout)
+            timeout = _check_timeout(timeout, "Future.result() timeout")
             if not self._wait(timeout):
                 raise self._timeout_error(timeout)
             if self._state == CANCELLED:
@@ -330,7 +279,7 @@ class Future:
             yoton.TimeoutError: not done in time.
             yoton.CancelledError: the Future was cancelled.
         """
-        timeout = _check_timeout(timeout)
+        timeout = _check_timeout(timeout, "Future.exception() timeout")
         if not self._wait(timeout):
             raise self._timeout_error(timeout)
         if self._state == CANCELLED:
@@ -394,14 +343,8 @@ class Future:
         Raises:
             ValueError: ``timeout`` is not positive.
         """
-        if timeout is None:
-            self._auto_cancel_timeout = math.inf
-            return
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-            raise TypeError(f"timeout must be None or a number of seconds > 0, got {timeout!r}")
-        if not timeout > 0:
-            raise ValueError(f"timeout must be None or a number of seconds > 0, got {timeout!r}")
-        self._auto_cancel_timeout = float(timeout)
+        seconds = check_timeout(timeout, "Future.set_auto_cancel_timeout()", none=True, above=True)
+        self._auto_cancel_timeout = math.inf if seconds is None else seconds
 
     # -- completing -------------------------------------------------------------
 

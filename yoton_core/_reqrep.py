@@ -17,6 +17,7 @@ import time
 from collections import deque
 from typing import Any
 
+from ._block import check_timeout
 from ._channels import BaseChannel
 from ._engine import get_engine
 from ._errors import BrokenConnectionError, ConnectionClosedError
@@ -146,21 +147,10 @@ class ReqChannel(BaseChannel):
     def __init__(
         self, context: Any, slot_base: str, default_future_timeout: float | None = 10.0
     ) -> None:
-        if default_future_timeout is None:
-            default_future_timeout = math.inf
-        elif isinstance(default_future_timeout, bool) or not isinstance(
-            default_future_timeout, (int, float)
-        ):
-            raise TypeError(
-                "default_future_timeout must be None or a number of seconds > 0, "
-                f"got {default_future_timeout!r}"
-            )
-        elif not default_future_timeout > 0:
-            raise ValueError(
-                "default_future_timeout must be None or a number of seconds > 0, "
-                f"got {default_future_timeout!r}"
-            )
-        self._default_future_timeout = float(default_future_timeout)
+        seconds = check_timeout(
+            default_future_timeout, "ReqChannel() default_future_timeout", none=True, above=True
+        )
+        self._default_future_timeout = math.inf if seconds is None else seconds
         self._lock = threading.Lock()
         self._items: dict[int, _Item] = {}
         self._counter = itertools.count(1)

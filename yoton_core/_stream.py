@@ -17,6 +17,7 @@ task decodes whole chunks and hands batches of packages to the context.
 from __future__ import annotations
 
 import collections
+import errno
 import os
 import socket
 import time
@@ -27,14 +28,15 @@ import trio
 from ._auth import HELLO as AUTH_HELLO
 from ._auth import NO_KEY_REASON, NO_KEY_REPLY, Authenticator, authenticate_stream, is_auth_message
 from ._connection import (
+    ONE_PEER_HINT,
     STATUS_CONNECTED,
     STATUS_HOSTING,
     STATUS_WAITING,
     Connection,
     endpoint,
 )
-from ._engine import get_engine
-from ._errors import HandshakeError
+from ._engine import LINK_ERRORS, get_engine
+from ._errors import ConnectError, HandshakeError
 from ._errors import TimeoutError as YotonTimeoutError
 from ._handshake import Handshake
 from ._log import get_logger
@@ -134,6 +136,10 @@ class StreamConnection(StreamQueue, StreamReceiver, Connection):
         if isinstance(target, tuple) and len(target) == 2:
             return str(target[0]), int(target[1])
         return str(target), 0
+
+    def _describe_target(self, target: Any) -> str:
+        """The target as a user reads it in an error message, e.g. ``127.0.0.1:5000``."""
+        return endpoint(*self._target_names(target))
 
     def _plain_socket(self, stream: trio.abc.Stream) -> socket.socket | None:
         """The stdlib socket under ``stream`` if its bytes reach it unchanged, else None.
@@ -244,7 +250,7 @@ class StreamConnection(StreamQueue, StreamReceiver, Connection):
                     reason = "Handshake timed out."
         except HandshakeError as exc:
             reason = exc.reason
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        except LINK_ERRORS as exc:
             reason = f"Handshake failed: {exc!r}"
         finally:
             pending.pop(id(hs_scope), None)
@@ -276,21 +282,18 @@ class StreamConnection(StreamQueue, StreamReceiver, Connection):
                     last_exc = exc
             if stream is None:
                 if trio.current_time() + retry >= deadline:
-                    where = "{}:{}".format(*self._target_names(target))
-                    raise ConnectionRefusedError(
-                        f"Cannot connect to {where}: {last_exc or 'timed out'}"
-                    )
+                    raise _unreachable(self._describe_target(target), last_exc, timeout)
                 await trio.sleep(retry)
         try:
             with trio.fail_after(self.handshake_timeout):
                 peer_id, peer_pid, leftover = await self._handshake(stream, "connect")
         except trio.TooSlowError:
             await trio.aclose_forcefully(stream)
-            raise YotonTimeoutError("Could not connect: Handshake timed out.") from None
-        except (HandshakeError, OSError, trio.BrokenResourceError) as exc:
+            raise YotonTimeoutError("Handshake timed out.") from None
+        except (HandshakeError, *LINK_ERRORS) as exc:
             await trio.aclose_forcefully(stream)
-            text = exc.reason if isinstance(exc, HandshakeError) else repr(exc)
-            raise ConnectionRefusedError(f"Could not connect: {text}") from None
+            text = exc.reason if isinstance(exc, HandshakeError) else f"Handshake failed: {exc!r}"
+            raise ConnectError(text) from exc
         self._id2, self._pid2 = peer_id, peer_pid
         sock = getattr(stream, "socket", None)
         try:
@@ -437,7 +440,7 @@ class StreamConnection(StreamQueue, StreamReceiver, Connection):
                     self._close_sent = True
                     self._end(self._end_reason or "Closed on command.")
                     return
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        except LINK_ERRORS as exc:
             self._end(f"Other end dropped the connection ({exc_text(exc)}).")
 
     async def _write_items(self, stream: trio.abc.Stream, items: list[Any]) -> None:
@@ -550,6 +553,24 @@ class StreamConnection(StreamQueue, StreamReceiver, Connection):
             scope.cancel()
 
 
+def _unreachable(where: str, exc: OSError | None, timeout: float) -> ConnectError:
+    """The error of a connect that found nobody at ``where`` (``exc``: the last attempt's)."""
+    if exc is None:
+        return ConnectError(f"Nothing answered at {where} within {timeout:g} s.")
+    group = getattr(exc.__cause__, "exceptions", None)  # trio: one error per address tried
+    if group and isinstance(group[0], OSError):
+        exc = group[0]
+    what = os.strerror(exc.errno) if exc.errno else str(exc)
+    if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+        text = f"Nothing is listening at {where} ({what}). {ONE_PEER_HINT}"
+    else:
+        text = f"{where} cannot be reached ({what})."
+    error = ConnectError(text)
+    error.errno = exc.errno
+    error.__cause__ = exc
+    return error
+
+
 async def _linger(stream: trio.abc.Stream) -> None:
     """After CLOSE: half-close, drain until the peer closes (closing with unread
     data sends a reset, which can make the peer lose our CLOSE unread)."""
@@ -559,5 +580,5 @@ async def _linger(stream: trio.abc.Stream) -> None:
             await send_eof()
         while await stream.receive_some(65536):
             pass
-    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, OSError):
+    except (*LINK_ERRORS, trio.BusyResourceError):  # Busy: the receive loop still reads
         pass

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ._errors import ProtocolError
+from ._engine import LINK_ERRORS
+from ._errors import FrameError
 from ._poller import CHUNK, MAX_CHUNK
 from ._wire import CloseRequest, ConnectionMessage
 
@@ -71,10 +72,10 @@ class StreamReceiver:
         self._note_rx(len(data))
         try:
             flat = self._decoder.feed_raw(data)
-        except ProtocolError as exc:
+        except FrameError as exc:
             # Packages decoded before the bad bytes in the same chunk are valid:
             # deliver them, then close with the reason.
-            good = getattr(exc, "raw", None)
+            good = exc.raw
             if good:
                 self._n_recv += len(good) >> 1
                 self._context._route(self, good)
@@ -130,7 +131,7 @@ class StreamReceiver:
         if eof:
             try:
                 self._decoder.eof()
-            except ProtocolError as err:  # e.g. the peer closed inside a package
+            except FrameError as err:  # e.g. the peer closed inside a package
                 self._end(err.reason)
             else:
                 self._end("Other end dropped the connection.")
@@ -178,7 +179,7 @@ class StreamReceiver:
                 if not data:
                     self._receive_end(None, eof=True)
                     return
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        except LINK_ERRORS as exc:
             self._end(f"Other end dropped the connection ({exc_text(exc)}).")
         finally:
             scope.cancel()

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _bytesfill
-from ._errors import ProtocolError
+from ._errors import FrameError
 
 __all__ = [
     "HEADER",
@@ -269,7 +269,7 @@ class FrameDecoder:
     read. Without ``_bytesfill`` the parts are joined once at the end.
 
     Any violation (bad control word, length above ``max_message_size``) raises
-    :class:`ProtocolError` and kills the decoder: there is no way to resync a
+    :class:`FrameError` and kills the decoder: there is no way to resync a
     stream that has no frame markers, so the connection must close. Items
     decoded from the same chunk before the bad header are in the exception's
     ``items`` attribute, so the caller may still deliver them.
@@ -343,15 +343,13 @@ class FrameDecoder:
     def max_message_size(self) -> int:
         return self._max
 
-    def _fail(self, message: str, flat: list) -> ProtocolError:
+    def _fail(self, message: str, flat: list) -> FrameError:
         self._error = message
         self._tail = b""
         self._head = None
         self._parts = []
         self._fill = self._view = None  # never seen by anyone: not all of it was written
-        err = ProtocolError(message)
-        err.raw = flat  # type: ignore[attr-defined]  # what came before the bad bytes
-        return err
+        return FrameError(message, flat)  # with what came before the bad bytes
 
     def _finish_payload(self, data: bytes, flat: list) -> bytes:
         """Add ``data`` to the collected payload; emit it if complete; return the rest."""
@@ -458,12 +456,12 @@ class FrameDecoder:
         This is the receive path's form: no object per package.
 
         Raises:
-            ProtocolError: the stream is invalid (or was found invalid earlier);
+            FrameError: the stream is invalid (or was found invalid earlier);
                 its ``raw`` attribute holds the packages decoded before the bad
                 bytes, in the same form.
         """
         if self._error is not None:
-            raise ProtocolError(self._error)
+            raise FrameError(self._error)
         if type(data) is not bytes:
             data = bytes(data)
         flat: list[Any] = []
@@ -521,25 +519,24 @@ class FrameDecoder:
         connection-level items in their places.
 
         Raises:
-            ProtocolError: the stream is invalid (or was found invalid earlier);
+            FrameError: the stream is invalid (or was found invalid earlier);
                 its ``items`` attribute holds the items decoded before the bad bytes.
         """
         try:
             flat = self.feed_raw(data)
-        except ProtocolError as exc:
-            exc.items = _items(getattr(exc, "raw", []), self.controls)  # type: ignore[attr-defined]
-            raise
+        except FrameError as exc:
+            raise FrameError(exc.reason, exc.raw, _items(exc.raw, self.controls)) from None
         return _items(flat, self.controls)
 
     def eof(self) -> None:
         """Tell the decoder that the stream ended (the peer closed its side).
 
         Raises:
-            ProtocolError: the stream ended inside a package (a peer can close
+            FrameError: the stream ended inside a package (a peer can close
                 there: 2.x writes header and payload separately), or was invalid.
         """
         if self._error is not None:
-            raise ProtocolError(self._error)
+            raise FrameError(self._error)
         if self._head is not None:
             total = HEADER_SIZE + self._need
             message = (

@@ -36,11 +36,22 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from yoton_core import BrokenConnectionError, Connection, ConnectionClosedError, Package
+from yoton_core import (
+    BrokenConnectionError,
+    ConnectError,
+    Connection,
+    ConnectionClosedError,
+    Package,
+)
 from yoton_core import TimeoutError as YotonTimeoutError
 from yoton_core._address import bind_port_offsets, parse_host_port
 from yoton_core._auth import pairing_problem
-from yoton_core._connection import STATUS_CONNECTED, STATUS_HOSTING, STATUS_WAITING
+from yoton_core._connection import (
+    ONE_PEER_HINT,
+    STATUS_CONNECTED,
+    STATUS_HOSTING,
+    STATUS_WAITING,
+)
 from yoton_core._engine import get_engine
 from yoton_core._wire import Header, package_header
 
@@ -172,23 +183,21 @@ class InprocConnection(Connection):
                 peer = _registry.get(key)
                 if peer is not None:
                     if peer._context is self._context:
-                        raise ConnectionRefusedError(
-                            "Could not connect: Handshake failed (context cannot connect to self)."
-                        )
+                        raise ConnectError("Handshake failed (context cannot connect to self).")
                     # -- auth_key: same rule and reasons as the stream handshake (_auth.py)
                     problem = pairing_problem(self._context._auth_key, peer._context._auth_key)
                     if problem is not None:
                         self._log.warning("handshake failed at %s: %s", key, problem[1])
-                        raise ConnectionRefusedError(f"Could not connect: {problem[0]}")
+                        raise ConnectError(problem[0])
                     # -- end of auth_key
                     del _registry[key]
                     break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     names = ", ".join(sorted(_registry)) or "none"
-                    raise ConnectionRefusedError(
-                        f"Cannot connect to {key}: no inproc context is bound there "
-                        f"(waited {timeout:g} s; bound names: {names})."
+                    raise ConnectError(
+                        f"No inproc context is bound at {key!r} (waited {timeout:g} s; "
+                        f"bound names: {names}). {ONE_PEER_HINT}"
                     )
                 _registry_cond.wait(remaining)
         self._key = key
@@ -203,9 +212,7 @@ class InprocConnection(Connection):
     def _pair(self, peer: InprocConnection) -> None:
         """Join ``self`` (connecting) and ``peer`` (bound); engine thread."""
         if peer._status != STATUS_WAITING or peer._end_reason is not None:
-            raise ConnectionRefusedError(
-                f"Cannot connect to {self._key}: the bound connection closed meanwhile."
-            )
+            raise ConnectError(f"The connection bound at {self._key!r} closed meanwhile.")
         pid = os.getpid()
         self._peer, peer._peer = peer, self
         self._id2, self._pid2 = peer._context.id, pid

@@ -6,6 +6,7 @@ Everything but listening and connecting comes from
 
 from __future__ import annotations
 
+import errno
 import socket
 import sys
 from collections.abc import Iterable
@@ -38,12 +39,13 @@ class TcpConnection(StreamConnection):
                 sock.bind((host, port + offset))
                 sock.listen(self.max_pending_handshakes)
                 return sock
-            except OSError:
+            except OSError as exc:
                 sock.close()
                 if len(offsets) == 1:
-                    raise
+                    raise OSError(exc.errno, f"{host}:{port}: {exc.strerror}.") from None
         raise OSError(
-            f"Could not bind to any of the {len(offsets)} ports tried, starting with {port}."
+            errno.EADDRINUSE,
+            f"Could not bind to any of the {len(offsets)} ports tried, starting with {port}.",
         )
 
     async def _connect_once(self, target: tuple[str, int]) -> trio.abc.Stream:

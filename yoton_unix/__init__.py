@@ -77,6 +77,9 @@ class UnixConnection(StreamConnection):
     def _target_names(self, target: UnixTarget) -> tuple[str, int]:
         return target.path or target.host, target.port
 
+    def _describe_target(self, target: UnixTarget) -> str:
+        return target.path or f"{target.host}:{target.port}"
+
     def _establish(self, status: int) -> None:
         if status == STATUS_HOSTING:  # the listener is closed: its file goes now
             self._remove_socket_file()
