@@ -231,6 +231,7 @@ TIMEOUT_CALLS: dict[str, Callable[[Any], Any]] = {
         yoton.Context(), "v", default_future_timeout=t
     ),
     "timeout": _recv_async,  # SubChannel.recv_async()
+    "Timer interval": lambda t: yoton.Timer(t),
 }
 
 
@@ -264,3 +265,79 @@ def test_the_validator_accepts_any_real_number_in_range() -> None:
         check_timeout(math.inf, "t", finite=True)
     with pytest.raises(yoton.InvalidArgumentError, match="t must be a finite number"):
         check_timeout(-math.inf, "t", minimum=-math.inf, finite=True)
+
+
+# -- channels: the user's slot and channel kind, and what to do ------------------------
+
+
+def test_a_second_channel_on_a_slot_is_named_in_the_users_terms(contexts: Any) -> None:
+    ctx = contexts()
+    yoton.SubChannel(ctx, "MEASUREMENTS", yoton.OBJECT)
+    with pytest.raises(yoton.InvalidArgumentError) as info:
+        yoton.SubChannel(ctx, "measurements", yoton.OBJECT)
+    text = str(info.value)
+    assert "SubChannel 'MEASUREMENTS' (OBJECT)" in text
+    assert ".obj." not in text and "sub-pub" not in text  # no internal slot string
+    assert "close() it first" in text and "another slot name" in text
+    assert isinstance(info.value, ValueError)  # what 2.x raised
+    yoton.ReqChannel(ctx, "svc")
+    with pytest.raises(yoton.InvalidArgumentError, match=r"a ReqChannel 'svc' \("):
+        yoton.ReqChannel(ctx, "svc")
+
+
+@pytest.mark.parametrize(
+    ("make", "send", "named"),
+    [
+        (
+            lambda c: yoton.PubChannel(c, "news"),
+            lambda ch: ch.send("x"),
+            "PubChannel 'news' (TEXT)",
+        ),
+        (
+            lambda c: yoton.StateChannel(c, "level", yoton.OBJECT),
+            lambda ch: ch.send(1),
+            "StateChannel 'level' (OBJECT)",
+        ),
+        (lambda c: yoton.ReqChannel(c, "svc"), lambda ch: ch.add(1, 2), "ReqChannel 'svc' is"),
+    ],
+)
+def test_a_closed_channel_names_its_slot_not_an_id(
+    contexts: Any, make: Callable[[Any], Any], send: Callable[[Any], Any], named: str
+) -> None:
+    channel = make(contexts())
+    channel.close()
+    with pytest.raises(yoton.ConnectionClosedError) as info:
+        send(channel)
+    assert named in str(info.value) and "is closed" in str(info.value)
+    assert str(id(channel)) not in str(info.value)
+    assert isinstance(info.value, OSError)  # documented: IOError
+
+
+def test_an_object_channel_refusing_a_value_lists_what_it_holds(contexts: Any) -> None:
+    pub = yoton.PubChannel(contexts(), "data", yoton.OBJECT)
+    for value in ({1, 2}, [1, {2}], {"a": object()}):
+        with pytest.raises(yoton.InvalidArgumentError) as info:
+            pub.send(value)
+        text = str(info.value)
+        assert "OBJECT messages hold None, bool, int (signed 64-bit), float, str" in text
+        assert "lists, tuples and dicts" in text and "BINARY" in text
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: yoton.Context().bind("localhost:"),
+        lambda: yoton.Context().bind("nohost"),
+        lambda: yoton.Context(queue_params=(0, "old")),
+        lambda: yoton.SubChannel(yoton.Context(), "s").recv(block="yes"),
+        lambda: yoton.PubChannel(yoton.Context(), 5),
+        lambda: yoton.PubChannel(yoton.Context(), "s").send(b"bytes on TEXT"),
+        lambda: yoton.slot_hash(5),
+        lambda: yoton.Context(auth_key=""),
+    ],
+)
+def test_a_users_mistake_in_an_argument_is_an_invalid_argument_error(
+    call: Callable[[], Any],
+) -> None:
+    with pytest.raises(yoton.InvalidArgumentError):
+        call()

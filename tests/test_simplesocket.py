@@ -433,7 +433,7 @@ def test_filewrapper_close_closes_the_channel(pair: Pair) -> None:
     assert not w.closed
     w.close()
     assert w.closed and w.channel.closed
-    with pytest.raises(OSError, match="Cannot send from closed PubChannel"):
+    with pytest.raises(OSError, match="Cannot send: PubChannel '.*' .TEXT. is closed"):
         w.write("too late")
 
 

@@ -16,6 +16,7 @@ import math
 import re
 import socket
 
+from ._errors import InvalidArgumentError
 from ._hashing import port_hash
 
 __all__ = ["split_scheme", "parse_host_port", "split_address", "bind_port_offsets"]
@@ -45,7 +46,7 @@ def split_scheme(address: str) -> tuple[str | None, str]:
         ValueError: the scheme is empty or not of the form ``[a-z][a-z0-9+.-]*``.
     """
     if not isinstance(address, str):
-        raise TypeError(
+        raise InvalidArgumentError(
             f"address must be a str like 'localhost:name', got {type(address).__name__}"
         )
     scheme, sep, rest = address.partition("://")
@@ -53,7 +54,7 @@ def split_scheme(address: str) -> tuple[str | None, str]:
         return None, address
     lowered = scheme.lower()
     if not _SCHEME_RE.fullmatch(lowered):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"Invalid scheme {scheme!r} in address {address!r}: expected a name such as "
             "'tcp', made of a letter followed by letters, digits, '+', '.' or '-'."
         )
@@ -63,7 +64,7 @@ def split_scheme(address: str) -> tuple[str | None, str]:
 def _resolve_host(host: str, address: str) -> str:
     """Map the special host names to IP addresses; pass others through."""
     if not host:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"Address {address!r} has an empty host part: expected e.g. "
             "'localhost:name', 'publichost:name' or '1.2.3.4:name'."
         )
@@ -75,7 +76,7 @@ def _resolve_host(host: str, address: str) -> str:
     index = int(m.group(1) or "0")
     addresses = socket.gethostbyname_ex(socket.gethostname())[2]
     if index >= len(addresses):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"Invalid index ({index}) in public host addresses. Address {address!r}: "
             f"this machine has {len(addresses)} public address(es) {addresses!r}, so "
             f"use publichost0..publichost{max(len(addresses) - 1, 0)}."
@@ -86,14 +87,14 @@ def _resolve_host(host: str, address: str) -> str:
 def _resolve_port(port: str, address: str) -> int:
     """Turn the port part (a number, or a name with optional ``+offset``) into an int."""
     if not port:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"Address {address!r} has an empty port part: expected a port number "
             f"(0 or {MIN_PORT}..{MAX_PORT}) or a name such as 'localhost:chat'."
         )
     if _INT_RE.fullmatch(port):
         value = int(port)
         if value != 0 and not MIN_PORT <= value <= MAX_PORT:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"Invalid port {value} in address {address!r}: expected 0 (any free port) "
                 f"or a number in {MIN_PORT}..{MAX_PORT}, or a port name."
             )
@@ -102,14 +103,14 @@ def _resolve_port(port: str, address: str) -> int:
     offset = 0
     if plus:
         if not _INT_RE.fullmatch(offset_text):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"Invalid offset in address {address!r}: {offset_text!r} is not an integer "
                 "(expected 'host:name+N', e.g. 'localhost:chat+1')."
             )
         offset = int(offset_text)
     value = port_hash(name) + offset
     if not MIN_PORT <= value <= MAX_PORT:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"Port name {name!r} with offset {offset} in address {address!r} gives port "
             f"{value}, outside {MIN_PORT}..{MAX_PORT}: use a smaller offset."
         )
@@ -135,11 +136,13 @@ def parse_host_port(rest: str, *, address: str | None = None) -> tuple[str, int]
         ValueError: a part is missing or invalid; the message says which.
     """
     if not isinstance(rest, str):
-        raise TypeError(f"address must be a str like 'localhost:name', got {type(rest).__name__}")
+        raise InvalidArgumentError(
+            f"address must be a str like 'localhost:name', got {type(rest).__name__}"
+        )
     shown = rest if address is None else address
     host, colon, port = rest.partition(":")
     if not colon:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"Address should be in format 'host:port', got {shown!r} "
             "(e.g. 'localhost:chat' or 'tcp://1.2.3.4:5000')."
         )
@@ -174,9 +177,9 @@ def bind_port_offsets(max_tries: int) -> list[int]:
         ValueError: ``max_tries`` < 1.
     """
     if not isinstance(max_tries, int) or isinstance(max_tries, bool):
-        raise TypeError(f"max_tries must be an int >= 1, got {type(max_tries).__name__}")
+        raise InvalidArgumentError(f"max_tries must be an int >= 1, got {type(max_tries).__name__}")
     if max_tries < 1:
-        raise ValueError(f"max_tries must be an int >= 1, got {max_tries}")
+        raise InvalidArgumentError(f"max_tries must be an int >= 1, got {max_tries}")
     offsets = [0]
     offset = 0
     for i in range(max_tries - 1):

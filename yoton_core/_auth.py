@@ -39,6 +39,8 @@ import re
 import secrets
 from typing import TYPE_CHECKING, Literal
 
+from ._errors import InvalidArgumentError
+
 if TYPE_CHECKING:
     import trio
 
@@ -113,12 +115,12 @@ def normalize_auth_key(key: object) -> bytes | None:
     elif isinstance(key, (bytes, bytearray, memoryview)):
         key = bytes(key)
     else:
-        raise TypeError(
+        raise InvalidArgumentError(
             f"auth_key must be bytes or str (or None to turn authentication off), "
             f"got {type(key).__name__}"
         )
     if not key:
-        raise ValueError(
+        raise InvalidArgumentError(
             "auth_key must not be empty: use a long random secret (e.g. secrets.token_bytes(32)), "
             "or None to turn authentication off"
         )

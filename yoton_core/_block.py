@@ -32,11 +32,11 @@ def normalize_block(block: Any) -> float | None:
         return 0.0
     if isinstance(block, numbers.Real):
         if block != block or block < 0:  # NaN or negative
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"block must be True, False or a number of seconds >= 0, got {block!r}"
             )
         return None if block == math.inf else float(block)
-    raise TypeError(f"block must be True, False or a number of seconds, got {block!r}")
+    raise InvalidArgumentError(f"block must be True, False or a number of seconds, got {block!r}")
 
 
 def check_block(block: Any, where: str) -> float | None:
@@ -63,12 +63,12 @@ def check_block(block: Any, where: str) -> float | None:
     try:
         wait = normalize_block(block)
     except TypeError:
-        raise TypeError(
+        raise InvalidArgumentError(
             f"{where}: block must be None/False (don't wait), True (wait) or a number "
             f"of seconds >= 0, got {type(block).__name__} {block!r}"
         ) from None
     except ValueError:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{where}: block must be None/False (don't wait), True (wait) or a number "
             f"of seconds >= 0, got {block!r}"
         ) from None

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._block import normalize_block
-from ._errors import ConnectionClosedError
+from ._errors import ConnectionClosedError, InvalidArgumentError
 from ._events import Signal, post_event
 from ._hashing import normalize_slot, slot_hash
 from ._message_types import TEXT, MessageType
@@ -48,18 +48,24 @@ class BaseChannel:
     #: Pattern of the outgoing / incoming slot, e.g. "pub-sub" / "sub-pub".
     _pattern_out: ClassVar[str | None] = None
     _pattern_in: ClassVar[str | None] = None
+    #: Whether the user chose the message type (not so for req/rep): errors name it.
+    _user_typed: ClassVar[bool] = True
 
     def __init__(self, context: Context, slot_base: str, message_type: Any = TEXT) -> None:
         from ._context import Context
 
         if not isinstance(context, Context):
-            raise TypeError(f"Context not valid: expected a yoton.Context, got {context!r}")
+            raise InvalidArgumentError(
+                f"Context not valid: expected a yoton.Context, got {context!r}"
+            )
         if not isinstance(slot_base, str):
-            raise TypeError(f"slot_base must be a string, got {type(slot_base).__name__}")
+            raise InvalidArgumentError(
+                f"slot_base must be a string, got {type(slot_base).__name__}"
+            )
         if isinstance(message_type, type) and issubclass(message_type, MessageType):
             message_type = message_type()
         if not isinstance(message_type, MessageType):
-            raise TypeError(
+            raise InvalidArgumentError(
                 "message_type must be TEXT, BINARY, OBJECT or a MessageType instance/subclass, "
                 f"got {message_type!r}"
             )
@@ -133,6 +139,22 @@ class BaseChannel:
         state = "closed" if self._closed else f"{len(self._queue)} pending"
         return f"<{type(self).__name__} {self._slot_base!r} {state}>"
 
+    def _describe(self) -> str:
+        """The channel as its user made it, e.g. ``SubChannel 'news' (OBJECT)``, for errors."""
+        if not self._user_typed:
+            return f"{type(self).__name__} {self._slot_base!r}"
+        mt = self._message_type
+        name = {"txt": "TEXT", "bin": "BINARY", "obj": "OBJECT"}.get(
+            mt.message_type_name(), type(mt).__name__
+        )
+        return f"{type(self).__name__} {self._slot_base!r} ({name})"
+
+    def _closed_error(self, doing: str) -> ConnectionClosedError:
+        return ConnectionClosedError(
+            f"{doing}: {self._describe()} is closed (by its close(), or its context's "
+            f"close() or close_channels()). Make a new {type(self).__name__} to go on."
+        )
+
     # -- closing ----------------------------------------------------------------
 
     def close(self) -> None:
@@ -155,15 +177,13 @@ class BaseChannel:
 
     def _send(self, data: bytes, dest_id: int = 0, dest_seq: int = 0) -> None:
         if self._closed:
-            raise ConnectionClosedError(
-                f"Cannot send from closed {type(self).__name__} {id(self)}."
-            )
+            raise self._closed_error("Cannot send")
         if not data:
             return None  # an empty payload is a control package on the wire
         ctx = self._context
         max_size = ctx._max_message_size
         if len(data) > max_size:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"message of {len(data)} bytes exceeds the maximum message size of "
                 f"{max_size} bytes (Context(max_message_size=...))"
             )

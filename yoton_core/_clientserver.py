@@ -47,7 +47,7 @@ def _tcp_target(address: str) -> tuple[str, int]:
     """Resolve ``[tcp://]host:port`` (names hashed like everywhere in yoton)."""
     scheme, rest = split_scheme(address)
     if scheme not in (None, "tcp"):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"clientserver only speaks TCP: address {address!r} has scheme {scheme!r}; "
             "use 'host:port' or 'tcp://host:port'."
         )
@@ -139,7 +139,7 @@ def do_request(address: str, request: str, timeout: float | None = -1) -> str | 
     if request.endswith("\r\n"):
         request = request[:-2]
     if "\r\n" in request:
-        raise ValueError(
+        raise InvalidArgumentError(
             "request must be a single line: it contains '\\r\\n', which ends a request "
             "on the wire (the server would see only the first line)."
         )
@@ -230,7 +230,9 @@ class RequestServer(threading.Thread):
             or not isinstance(max_request_size, int)
             or max_request_size < 1
         ):
-            raise ValueError(f"max_request_size must be an int >= 1, got {max_request_size!r}.")
+            raise InvalidArgumentError(
+                f"max_request_size must be an int >= 1, got {max_request_size!r}."
+            )
         host, port = _tcp_target(address)
         self._address = address
         self._threaded = bool(threaded)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._block import check_timeout
+from ._errors import InvalidArgumentError
 from ._events import Signal
 from ._log import transport_logger
 from ._wire import raw_package
@@ -95,7 +96,7 @@ class Connection:
 
     def __init__(self, context: Context, name: str = "") -> None:
         if not isinstance(name, str):
-            raise TypeError(f"Connection name must be a str, got {type(name).__name__}")
+            raise InvalidArgumentError(f"Connection name must be a str, got {type(name).__name__}")
         self._context = context
         self._name = name
         self._status = STATUS_CLOSED
@@ -196,7 +197,7 @@ class Connection:
     @name.setter
     def name(self, value: str) -> None:
         if not isinstance(value, str):
-            raise TypeError(f"Connection name must be a str, got {type(value).__name__}")
+            raise InvalidArgumentError(f"Connection name must be a str, got {type(value).__name__}")
         self._name = value
 
     @property

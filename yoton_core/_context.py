@@ -25,7 +25,7 @@ from ._block import check_timeout
 from ._channels import BaseChannel
 from ._connection import IN_USE_HINT, STATUS_HOSTING, Connection, endpoint
 from ._ctxlock import ContextLock
-from ._errors import ConnectError
+from ._errors import ConnectError, InvalidArgumentError
 from ._errors import TimeoutError as YotonTimeoutError
 from ._log import apply_verbose, get_logger
 from ._plugins import resolve_transport
@@ -168,11 +168,15 @@ class Context(Router):
         self.queue_params = queue_params if queue_params is not None else DEFAULT_QUEUE_PARAMS
         if transport is not None:
             if not isinstance(transport, str):
-                raise TypeError(f"transport must be a scheme name such as 'tcp', got {transport!r}")
+                raise InvalidArgumentError(
+                    f"transport must be a scheme name such as 'tcp', got {transport!r}"
+                )
             resolve_transport(transport)  # fail early with the list of known schemes
         self._transport = transport
         if not isinstance(max_message_size, int) or max_message_size < 1:
-            raise ValueError(f"max_message_size must be a positive int, got {max_message_size!r}")
+            raise InvalidArgumentError(
+                f"max_message_size must be a positive int, got {max_message_size!r}"
+            )
         self._max_message_size = max_message_size
         # -- security and limits (_auth.py, README "Security and limits")
         self._auth_key = normalize_auth_key(auth_key)
@@ -197,12 +201,14 @@ class Context(Router):
     @queue_params.setter
     def queue_params(self, value: tuple[int, str]) -> None:
         if not isinstance(value, tuple) or len(value) != 2:
-            raise ValueError(f"queue_params must be a 2-tuple (N, 'old'|'new'), got {value!r}")
+            raise InvalidArgumentError(
+                f"queue_params must be a 2-tuple (N, 'old'|'new'), got {value!r}"
+            )
         n, mode = value
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"queue_params[0] must be a positive int, got {n!r}")
+            raise InvalidArgumentError(f"queue_params[0] must be a positive int, got {n!r}")
         if not isinstance(mode, str) or mode.lower() not in ("old", "new"):
-            raise ValueError(f"queue_params[1] must be 'old' or 'new', got {mode!r}")
+            raise InvalidArgumentError(f"queue_params[1] must be 'old' or 'new', got {mode!r}")
         self._queue_n = n
         self._queue_discard_old = mode.lower() == "old"
 
@@ -247,12 +253,12 @@ class Context(Router):
         self, address: str, name: str, options: dict[str, Any] | None = None
     ) -> tuple[Connection, str]:
         if not isinstance(name, str):
-            raise TypeError(f"name must be a str, got {type(name).__name__}")
+            raise InvalidArgumentError(f"name must be a str, got {type(name).__name__}")
         scheme, rest = split_scheme(address)
         cls = resolve_transport(scheme or self.transport)
         configure = getattr(cls, "_configure", None)
         if options and configure is None:
-            raise TypeError(
+            raise InvalidArgumentError(
                 f"The {cls.scheme!r} transport takes no options, got "
                 f"{', '.join(sorted(options))} (e.g. ssl_context= needs a 'tls://' address)."
             )
@@ -372,10 +378,16 @@ class Context(Router):
         self, channel: BaseChannel, slot_out: int | None, slot_in: int | None
     ) -> None:
         with self._lock:
-            if slot_out is not None and slot_out in self._send_channels:
-                raise ValueError(f"Slot not free: {channel.slot_outgoing}")
-            if slot_in is not None and slot_in in self._recv_channels:
-                raise ValueError(f"Slot not free: {channel.slot_incoming}")
+            taken = self._send_channels.get(slot_out) if slot_out is not None else None
+            if taken is None and slot_in is not None:
+                taken = self._recv_channels.get(slot_in)
+            if taken is not None:
+                raise InvalidArgumentError(
+                    f"Slot not free: this context already has a {taken._describe()} (slot "
+                    "names ignore case); a context has one channel of each kind per slot and "
+                    "message type. Use that one (threads may share it), close() it first, or "
+                    "choose another slot name."
+                )
             if slot_out is not None:
                 self._send_channels[slot_out] = channel
             if slot_in is not None:

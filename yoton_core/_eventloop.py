@@ -118,7 +118,7 @@ class EventLoop:
         if max_queue is not None and (
             isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < 1
         ):
-            raise ValueError(f"max_queue must be None or an int >= 1, got {max_queue!r}.")
+            raise InvalidArgumentError(f"max_queue must be None or an int >= 1, got {max_queue!r}.")
         self._max_queue = max_queue
         self._queue: deque[_Event] = deque()
         self._cond = threading.Condition(threading.Lock())

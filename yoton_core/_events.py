@@ -13,14 +13,13 @@ right away in the calling thread.
 
 from __future__ import annotations
 
-import math
-import numbers
 import threading
 import types
 import weakref
 from collections.abc import Callable
 from typing import Any
 
+from ._block import check_timeout
 from ._errors import InvalidArgumentError
 from ._eventloop import (
     EventLoop,
@@ -274,14 +273,7 @@ class Signal:
 
 
 def _check_interval(value: object) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(f"Timer interval must be a finite number > 0 (seconds), got {value!r}.")
-    return float(value)
+    return check_timeout(value, "Timer interval", above=True, finite=True)
 
 
 class Timer(Signal):

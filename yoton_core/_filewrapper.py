@@ -28,6 +28,7 @@ from typing import IO, Any
 
 from ._block import check_block
 from ._channels import BaseChannel
+from ._errors import InvalidArgumentError
 from ._message_types import TextMessageType
 from ._pubsub import PubChannel, SubChannel
 
@@ -37,7 +38,7 @@ __all__ = ["FileWrapper"]
 def _text_channel(channel: BaseChannel, what: str) -> None:
     """Raise TypeError unless ``channel`` carries TEXT messages."""
     if not isinstance(channel.message_type, TextMessageType):
-        raise TypeError(
+        raise InvalidArgumentError(
             f"FileWrapper {what} must carry TEXT messages (a file wrapper moves str), "
             f"got a {type(channel).__name__} with message type "
             f"{type(channel.message_type).__name__}"
@@ -47,7 +48,9 @@ def _text_channel(channel: BaseChannel, what: str) -> None:
 def _int_arg(value: Any, name: str) -> int:
     """Return ``value`` if it is an int (not a bool); TypeError naming ``name`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"FileWrapper {name} must be an int, got {type(value).__name__} {value!r}")
+        raise InvalidArgumentError(
+            f"FileWrapper {name} must be an int, got {type(value).__name__} {value!r}"
+        )
     return value
 
 
@@ -86,17 +89,19 @@ class FileWrapper:
         isatty: bool = False,
     ) -> None:
         if not isinstance(channel, (PubChannel, SubChannel)):
-            raise TypeError(
+            raise InvalidArgumentError(
                 "FileWrapper needs a PubChannel (to write) or a SubChannel (to read), "
                 f"got {channel!r}"
             )
         _text_channel(channel, "channel")
         if echo is not None:
             if not isinstance(echo, PubChannel):
-                raise TypeError(f"FileWrapper echo must be None or a PubChannel, got {echo!r}")
+                raise InvalidArgumentError(
+                    f"FileWrapper echo must be None or a PubChannel, got {echo!r}"
+                )
             _text_channel(echo, "echo")
         if _int_arg(chunksize, "chunksize") < 0:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"FileWrapper chunksize must be >= 0 (0: never split), got {chunksize}"
             )
         self._channel = channel
@@ -207,7 +212,7 @@ class FileWrapper:
             OSError: the channel is closed.
         """
         if not isinstance(msg, str):
-            raise TypeError(f"FileWrapper.write() needs a str, got {type(msg).__name__}")
+            raise InvalidArgumentError(f"FileWrapper.write() needs a str, got {type(msg).__name__}")
         pub = self._pub("write")
         if self._in_forked_child():
             real = self._real_output()
@@ -236,7 +241,7 @@ class FileWrapper:
         pub = self._pub("writelines")
         for line in lines:
             if not isinstance(line, str):
-                raise TypeError(
+                raise InvalidArgumentError(
                     f"FileWrapper.writelines() needs str items, got {type(line).__name__}"
                 )
             pub.send(line)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import functools
 
+from ._errors import InvalidArgumentError
+
 __all__ = ["slot_hash", "port_hash", "normalize_slot"]
 
 _FACTOR = 0xD2D84A61
@@ -48,7 +50,7 @@ def slot_hash(s: str) -> int:
         An int in ``[8, 2**64)``.
     """
     if not isinstance(s, str):
-        raise TypeError(f"slot_hash() needs a str, got {type(s).__name__}")
+        raise InvalidArgumentError(f"slot_hash() needs a str, got {type(s).__name__}")
     return 8 + _raw_hash(s) % _SLOT_MOD
 
 
@@ -65,7 +67,7 @@ def port_hash(s: str) -> int:
         An int in ``[49152, 65536)``.
     """
     if not isinstance(s, str):
-        raise TypeError(f"port_hash() needs a str, got {type(s).__name__}")
+        raise InvalidArgumentError(f"port_hash() needs a str, got {type(s).__name__}")
     return _PORT_BASE + _raw_hash(s) % _PORT_MOD
 
 

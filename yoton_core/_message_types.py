@@ -17,7 +17,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from ._errors import MessageDecodeError
+from ._errors import InvalidArgumentError, MessageDecodeError
 
 __all__ = [
     "MessageType",
@@ -34,6 +34,9 @@ __all__ = [
 
 #: Deepest nesting of lists/tuples/dicts that OBJECT encodes or decodes.
 MAX_DEPTH = 256
+
+#: What an OBJECT message may hold, as its errors say it.
+OBJECT_HOLDS = "None, bool, int (signed 64-bit), float, str, and lists, tuples and dicts of these"
 
 
 class MessageType:
@@ -91,7 +94,7 @@ class TextMessageType(MessageType):
 
     def message_to_bytes(self, message: Any) -> bytes:
         if not isinstance(message, str):
-            raise ValueError(
+            raise InvalidArgumentError(
                 "Text channel requires string messages: expected str, got "
                 f"{type(message).__name__} (use BINARY for bytes, OBJECT for other values)."
             )
@@ -112,7 +115,7 @@ class BinaryMessageType(MessageType):
 
     def message_to_bytes(self, message: Any) -> bytes:
         if not isinstance(message, bytes):
-            raise ValueError(
+            raise InvalidArgumentError(
                 "Binary channel requires byte messages: expected bytes, got "
                 f"{type(message).__name__} (convert with bytes(...))."
             )
@@ -164,16 +167,16 @@ _T = _count_prefixes(b"t")
 _D = _count_prefixes(b"d")
 
 
-def _too_deep() -> ValueError:
-    return ValueError(
+def _too_deep() -> InvalidArgumentError:
+    return InvalidArgumentError(
         f"Object nesting is too deep for the object encoding (more than {MAX_DEPTH} "
         "levels; a container that contains itself?)."
     )
 
 
-def _int_out_of_range(value: int) -> ValueError:
+def _int_out_of_range(value: int) -> InvalidArgumentError:
     shown = str(value) if value.bit_length() < 200 else f"an integer of {value.bit_length()} bits"
-    return ValueError(
+    return InvalidArgumentError(
         f"Integer {shown} is out of range for the object encoding "
         f"(signed 64-bit: {_INT_MIN}..{_INT_MAX})."
     )
@@ -259,7 +262,11 @@ def _as_base_type(obj: Any) -> Any:
         return tuple(obj)
     if isinstance(obj, dict):
         return dict(obj.items())
-    raise ValueError(f"Unsupported type: {type(obj)!r}")
+    raise InvalidArgumentError(
+        f"Unsupported type: {type(obj)!r}; OBJECT messages hold {OBJECT_HOLDS}. Convert "
+        "the value first (e.g. list(a_set)), or send bytes over BINARY with an encoding "
+        "of your own."
+    )
 
 
 def encode_object(obj: Any) -> bytes:

@@ -8,6 +8,7 @@ from typing import Any
 
 from . import _async, _sync
 from ._channels import BaseChannel
+from ._errors import InvalidArgumentError
 from ._message_types import TEXT, BinaryMessageType, TextMessageType
 from ._wire import Package
 
@@ -249,7 +250,7 @@ def select_sub_channel(*channels: SubChannel) -> SubChannel | None:
     """
     for ch in channels:
         if not isinstance(ch, SubChannel):
-            raise TypeError(f"select_sub_channel only accepts SubChannels, got {ch!r}")
+            raise InvalidArgumentError(f"select_sub_channel only accepts SubChannels, got {ch!r}")
     firsts: list[tuple[int, int, SubChannel]] = []
     for ch in channels:
         q = ch._queue

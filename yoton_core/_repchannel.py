@@ -24,7 +24,7 @@ from typing import Any
 
 from ._channels import BaseChannel
 from ._engine import get_engine
-from ._errors import ConnectionClosedError
+from ._errors import ConnectionClosedError, InvalidArgumentError
 from ._eventloop import post_event
 from ._log import get_logger
 from ._message_types import OBJECT, decode_object, encode_object
@@ -119,6 +119,7 @@ class RepChannel(BaseChannel):
     """
 
     _pattern_out = "rep-req"
+    _user_typed = False
     _pattern_in = "req-rep"
 
     def __init__(self, context: Any, slot_base: str) -> None:
@@ -156,7 +157,7 @@ class RepChannel(BaseChannel):
             and (hasattr(RepChannel, name) or name in _INSTANCE_NAMES)
         )
         if clashes:
-            raise TypeError(
+            raise InvalidArgumentError(
                 f"{cls.__name__} defines {', '.join(map(repr, clashes))}, which RepChannel "
                 "uses itself: a handler of that name would replace the channel's own and "
                 "could not be called remotely; choose another name"
@@ -214,7 +215,9 @@ class RepChannel(BaseChannel):
         else:
             m = None
         if m is None:
-            raise ValueError(f"mode must be 0/'off', 1/'event' or 2/'thread', got {mode!r}")
+            raise InvalidArgumentError(
+                f"mode must be 0/'off', 1/'event' or 2/'thread', got {mode!r}"
+            )
         out: _Out = []
         with self._cond:
             self._mode = m

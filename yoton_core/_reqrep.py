@@ -20,7 +20,7 @@ from typing import Any
 from ._block import check_timeout
 from ._channels import BaseChannel
 from ._engine import get_engine
-from ._errors import BrokenConnectionError, ConnectionClosedError
+from ._errors import BrokenConnectionError, ConnectionClosedError, InvalidArgumentError
 from ._future import CANCELLED, FAILED, RUNNING, SUCCEEDED, Future
 from ._log import get_logger
 from ._message_types import OBJECT, encode_object
@@ -138,6 +138,7 @@ class ReqChannel(BaseChannel):
     """
 
     _pattern_out = "req-rep"
+    _user_typed = False
     _pattern_in = "rep-req"
 
     #: Use the direct path with new-style repliers (class-level switch, mainly
@@ -177,18 +178,15 @@ class ReqChannel(BaseChannel):
 
     def _request(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future:
         if self._closed:
-            raise ConnectionClosedError(f"Cannot send a request from closed {self!r}.")
+            raise self._closed_error("Cannot send a request")
         request = (name, tuple(args), dict(kwargs))
         try:
             payload = encode_object(request)
         except ValueError as exc:
-            raise TypeError(
-                f"the arguments of {name}() cannot be sent: {exc} (arguments must be None, "
-                "bool, int, float, str, list, tuple or dict, nested)"
-            ) from None
+            raise InvalidArgumentError(f"the arguments of {name}() cannot be sent: {exc}") from None
         ctx = self._context
         if len(payload) + len(REQ_DIRECT) > ctx._max_message_size:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"the request {name}() is {len(payload)} bytes, more than the maximum message "
                 f"size of {ctx._max_message_size} bytes (Context(max_message_size=...))"
             )

@@ -36,7 +36,7 @@ import trio
 from ._block import normalize_block
 from ._channels import BaseChannel
 from ._engine import get_engine
-from ._errors import ConnectionClosedError
+from ._errors import InvalidArgumentError
 from ._log import get_logger
 from ._message_types import TEXT
 from ._wire import Package
@@ -100,12 +100,12 @@ class StateChannel(BaseChannel):
         ctx = self._context
         with ctx._lock:
             if self._closed:
-                raise ConnectionClosedError(f"Cannot send from closed {self!r}.")
+                raise self._closed_error("Cannot send")
             if data == self._data:
                 return
             limit = ctx._max_message_size
             if len(data) > limit:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"message of {len(data)} bytes exceeds the maximum message size of "
                     f"{limit} bytes (Context(max_message_size=...))"
                 )

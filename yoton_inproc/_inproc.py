@@ -41,6 +41,7 @@ from yoton_core import (
     ConnectError,
     Connection,
     ConnectionClosedError,
+    InvalidArgumentError,
     Package,
 )
 from yoton_core import TimeoutError as YotonTimeoutError
@@ -101,12 +102,14 @@ def _parse(address: str) -> tuple[str, str, int, bool]:
     is a plain name.
     """
     if not isinstance(address, str):
-        raise TypeError(f"address must be a str like 'inproc://name', got {type(address).__name__}")
+        raise InvalidArgumentError(
+            f"address must be a str like 'inproc://name', got {type(address).__name__}"
+        )
     if ":" in address:
         host, port = parse_host_port(address)
         return f"{host}:{port}", host, port, True
     if not address or address != address.strip():
-        raise ValueError(
+        raise InvalidArgumentError(
             f"Invalid inproc address {address!r}: expected 'inproc://name' (a non-empty "
             "name without surrounding spaces) or 'host:port'."
         )

@@ -31,7 +31,7 @@ from typing import Any
 
 import trio
 
-from yoton_core import HandshakeError, hookimpl
+from yoton_core import HandshakeError, InvalidArgumentError, hookimpl
 
 from . import TcpConnection
 
@@ -73,25 +73,29 @@ class TlsConnection(TcpConnection):
         self, ssl_context: ssl.SSLContext | None = None, server_hostname: str | None = None
     ) -> None:
         if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
-            raise TypeError(
+            raise InvalidArgumentError(
                 f"ssl_context must be an ssl.SSLContext, got {type(ssl_context).__name__}"
             )
         if server_hostname is not None and (
             not isinstance(server_hostname, str) or not server_hostname
         ):
-            raise TypeError(f"server_hostname must be a non-empty str, got {server_hostname!r}")
+            raise InvalidArgumentError(
+                f"server_hostname must be a non-empty str, got {server_hostname!r}"
+            )
         self._ssl_context = ssl_context
         self._server_hostname = server_hostname
 
     def _bind(self, address: str, max_tries: int) -> None:
         if self._ssl_context is None:
-            raise ValueError(
+            raise InvalidArgumentError(
                 "binding a tls:// address needs ssl_context=: an ssl.SSLContext with the "
                 "server certificate, e.g. ssl.create_default_context(ssl.Purpose.CLIENT_AUTH) "
                 "followed by .load_cert_chain('server.pem')"
             )
         if self._server_hostname is not None:
-            raise TypeError("server_hostname= is a connect option; bind does not take it")
+            raise InvalidArgumentError(
+                "server_hostname= is a connect option; bind does not take it"
+            )
         super()._bind(address, max_tries)
 
     def _parse_address(self, address: str) -> tuple[str, int]:

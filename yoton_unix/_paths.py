@@ -29,6 +29,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from yoton_core import InvalidArgumentError
 from yoton_core._address import bind_port_offsets, parse_host_port
 
 try:
@@ -100,7 +101,7 @@ def _ensure_private(path: str) -> str:
 
 def _check_part(part: str, address: str, what: str) -> None:
     if not part or "/" in part or "\0" in part or part in (".", ".."):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"Invalid unix address {address!r}: the {what} {part!r} must be a non-empty "
             "name without '/' (use 'unix:///abs/path.sock' for a path)."
         )
@@ -108,9 +109,11 @@ def _check_part(part: str, address: str, what: str) -> None:
 
 def _check_path(path: str, address: str) -> str:
     if "\0" in path:
-        raise ValueError(f"Invalid unix address {address!r}: the path contains a NUL byte.")
+        raise InvalidArgumentError(
+            f"Invalid unix address {address!r}: the path contains a NUL byte."
+        )
     if len(os.fsencode(path)) > MAX_PATH_BYTES:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"Invalid unix address {address!r}: the socket path {path!r} is longer than "
             f"{MAX_PATH_BYTES} bytes, the limit of Unix socket addresses; use a shorter one."
         )
@@ -120,7 +123,9 @@ def _check_path(path: str, address: str) -> str:
 def parse_unix_address(address: str) -> UnixTarget:
     """Parse a unix address with its scheme removed; see the module docstring."""
     if not isinstance(address, str):
-        raise TypeError(f"address must be a str like 'unix://name', got {type(address).__name__}")
+        raise InvalidArgumentError(
+            f"address must be a str like 'unix://name', got {type(address).__name__}"
+        )
     if address.startswith("/"):
         return UnixTarget(_check_path(address, address))
     if ":" in address:
