@@ -7,6 +7,7 @@ its state machine, its waiting or its callback dispatch would break.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import concurrent.futures
 import pickle
@@ -225,6 +226,140 @@ def test_done_hook_runs_in_the_completing_thread():
     late = []
     f._add_done_hook(lambda fut: late.append(threading.get_ident()))
     assert late == [threading.get_ident()]  # already done: at once, in this thread
+
+
+# -- a real concurrent.futures.Future ------------------------------------------------------
+
+
+def test_is_a_concurrent_futures_future_with_2x_status_numbers():
+    f = yoton.Future()
+    assert isinstance(f, concurrent.futures.Future)
+    assert f._status == 0  # 2.x: 0 waiting, 1 running, 2 cancelled, 3 error, 4 success
+    f.set_running_or_notify_cancel()
+    assert f._status == 1
+    f.set_result(1)
+    assert f._status == 4
+    g = yoton.Future()
+    g.cancel()
+    assert g._status == 2
+    h = yoton.Future()
+    h.set_exception(ValueError("x"))
+    assert h._status == 3
+
+
+def test_takes_user_attributes():
+    """2.x programs (and 2.x's own unit tests) tag their Futures: ``f.reqnr = 1``."""
+    f = yoton.Future()
+    f.reqnr = 1
+    f.tag = {"who": "me"}
+    f.set_result(2)
+    assert (f.reqnr, f.tag, f.result()) == (1, {"who": "me"}, 2)
+
+
+def _complete_later(*steps):  # type: ignore[no-untyped-def]
+    """Run each ``(gate, action)`` in a thread: wait for the gate, then act."""
+
+    def run() -> None:
+        for gate, action in steps:
+            assert gate.wait(GENEROUS)
+            action()
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t
+
+
+def test_concurrent_futures_wait_first_completed_and_all_completed():
+    a, b, c = yoton.Future(), yoton.Future(), yoton.Future()
+    done, not_done = concurrent.futures.wait([a, b, c], timeout=0)
+    assert done == set() and not_done == {a, b, c}
+    go_b, go_rest = threading.Event(), threading.Event()
+    t = _complete_later(
+        (go_b, lambda: b.set_result("b")),
+        (go_rest, lambda: a.set_exception(KeyError("a"))),
+        (go_rest, c.cancel),
+    )
+    go_b.set()  # wait() must be woken by another thread completing b
+    done, not_done = concurrent.futures.wait(
+        [a, b, c], GENEROUS, return_when=concurrent.futures.FIRST_COMPLETED
+    )
+    assert done == {b} and not_done == {a, c}
+    go_rest.set()
+    done, not_done = concurrent.futures.wait([a, b, c], GENEROUS)
+    t.join()
+    assert done == {a, b, c} and not not_done  # a cancelled Future counts as done
+    assert c.cancelled() and isinstance(a.exception(), KeyError)
+    # Already done before wait() looks: nothing to wait for, cancelled ones included.
+    done, not_done = concurrent.futures.wait([a, b, c], timeout=0)
+    assert done == {a, b, c} and not not_done
+
+
+def test_concurrent_futures_wait_first_exception():
+    ok, bad = yoton.Future(), yoton.Future()
+    go = threading.Event()
+    t = _complete_later((go, lambda: ok.set_result(1)), (go, lambda: bad.set_exception("boom")))
+    go.set()
+    done, not_done = concurrent.futures.wait(
+        [ok, bad], GENEROUS, return_when=concurrent.futures.FIRST_EXCEPTION
+    )
+    t.join()
+    assert bad in done and not not_done
+
+
+def test_as_completed_yields_in_completion_order():
+    first = yoton.Future()
+    first.set_result(0)
+    later = [yoton.Future() for _ in range(3)]
+    order = []
+    for f in concurrent.futures.as_completed([*later, first], GENEROUS):
+        order.append(f.result())
+        if len(order) <= len(later):  # complete the next one, in another thread, from the end
+            threading.Thread(target=later[-len(order)].set_result, args=(len(order),)).start()
+    assert order == [0, 1, 2, 3]
+
+
+def test_as_completed_times_out_and_leaves_no_waiter_behind():
+    f, gone = yoton.Future(), yoton.Future()
+    gone.cancel()
+    seen = []
+    with pytest.raises(concurrent.futures.TimeoutError):
+        for done in concurrent.futures.as_completed([f, gone], timeout=0.01):
+            seen.append(done)
+    assert seen == [gone]  # a cancelled Future is done for as_completed
+    assert f._waiters == []
+    f.set_result(1)  # a late completion has nobody left to tell
+    assert f.result() == 1
+
+
+def test_asyncio_wrap_future_without_any_yoton_event_loop():
+    """asyncio's bridge is called in the completing thread: nobody runs yoton's loop here."""
+
+    async def main() -> list[object]:
+        ok, bad, gone = yoton.Future(), yoton.Future(), yoton.Future()
+        wrapped = [asyncio.wrap_future(f) for f in (ok, bad, gone)]  # before they complete
+        threading.Thread(target=ok.set_result, args=("hi",)).start()
+        threading.Thread(target=bad.set_exception, args=(ZeroDivisionError("z"),)).start()
+        threading.Thread(target=gone.cancel).start()
+        out: list[object] = [await asyncio.wait_for(wrapped[0], GENEROUS)]
+        with pytest.raises(ZeroDivisionError):
+            await asyncio.wait_for(wrapped[1], GENEROUS)
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(wrapped[2], GENEROUS)
+        out.append(app.statistics().queued)
+        return out
+
+    assert asyncio.run(main()) == ["hi", 0]
+
+
+def test_asyncio_cancelling_the_wrapper_cancels_a_pending_future():
+    f = yoton.Future()
+
+    async def main() -> None:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.wrap_future(f), 0.01)
+
+    asyncio.run(main())
+    assert f.cancelled()
 
 
 # -- RemoteError ----------------------------------------------------------------------------

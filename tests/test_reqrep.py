@@ -7,6 +7,8 @@ deadline, never a fixed sleep.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import threading
 import time
 
@@ -345,6 +347,43 @@ def test_done_callbacks_go_through_the_event_loop(pair):
     assert seen == [3]
     future.add_done_callback(lambda f: seen.append("at once"))
     assert seen == [3, "at once"]
+
+
+def test_concurrent_futures_wait_and_as_completed_take_real_requests(pair):
+    """Issue 17: as_completed raised AttributeError ('_condition'); now the stdlib's own."""
+    a, b = pair
+    rep = Calc(a)
+    req = yoton.ReqChannel(b, "calc")
+    quick, held = req.add(1, 1), req.hold("held")
+    assert rep.entered.wait(GENEROUS)  # held is running: it completes only when released
+    done, not_done = concurrent.futures.wait(
+        [quick, held], GENEROUS, return_when=concurrent.futures.FIRST_COMPLETED
+    )
+    assert done == {quick} and not_done == {held}
+    order = []
+    for future in concurrent.futures.as_completed([held, quick], GENEROUS):
+        order.append(future.result())
+        rep.release.set()  # only after the first was seen
+    assert order == [2, "held"]
+
+
+def test_asyncio_wrap_future_of_a_real_request(pair):
+    """Issue 17: wrap_future refused it ("concurrent.futures.Future is expected")."""
+    a, b = pair
+    Calc(a)
+    req = yoton.ReqChannel(b, "calc")
+    lonely = yoton.ReqChannel(b, "nobody-serves-this")
+    pending = lonely.anything()
+
+    async def main() -> int:
+        result = await asyncio.wait_for(asyncio.wrap_future(req.add(2, 3)), GENEROUS)
+        with pytest.raises(asyncio.TimeoutError):  # cancels the wrapper, and so the request
+            await asyncio.wait_for(asyncio.wrap_future(pending), 0.05)
+        return result
+
+    assert asyncio.run(main()) == 5
+    assert pending.cancelled()
+    assert lonely._items == {}  # the ReqChannel was told: nothing stays behind
 
 
 def test_no_events_are_posted_when_nobody_listens(pair):

@@ -1,20 +1,26 @@
-"""Future: the pending result of a remote call, plus RemoteError.
+"""Future: the pending result of a remote call (a ``concurrent.futures.Future``), and RemoteError.
 
-A :class:`Future` follows PEP 3148 (``concurrent.futures.Future``) and adds
-yoton's ``result_or_cancel`` and ``set_auto_cancel_timeout``. Unlike 2.x
-(PROTOCOL.md section 10, items 11 and 14) it is completed by the IO side: a
-thread blocked in :meth:`Future.result` sleeps on a condition until the reply
-arrives, no polling loop is involved, and nothing needs the event loop except
-the user's own done-callbacks, which are posted to it as documented.
+:class:`Future` subclasses :class:`concurrent.futures.Future`, so
+``concurrent.futures.wait``, ``as_completed`` and ``asyncio.wrap_future`` take
+it, and adds yoton's ``result_or_cancel`` and ``set_auto_cancel_timeout``.
+Unlike 2.x (PROTOCOL.md section 10, items 11 and 14) it is completed by the IO
+side: a thread blocked in :meth:`Future.result` sleeps until the reply arrives
+(or reads the network itself, see ``_poller.borrow_wait``), no polling loop is
+involved, and nothing needs the event loop except the user's own
+done-callbacks, which are posted to it as documented.
 
-States keep the 2.x numbering: 0 waiting for a replier, 1 running (a replier
-took the request), 2 cancelled, 3 failed, 4 succeeded.
+The state is an int with 2.x's numbering and 2.x's attribute name,
+``_status``: 0 waiting for a replier, 1 running (a replier took the request),
+2 cancelled, 3 failed, 4 succeeded. The stdlib's module functions read a
+Future's ``_state`` (a string), ``_condition`` and ``_waiters``; those three
+are derived here (properties) from ``_status`` and the Future's lock, so a
+Future costs no stdlib Condition until someone really waits on one.
 
-:class:`RemoteError` is what a failed remote call raises: it keeps the remote
-exception's type name and message. For a builtin exception type (or one of
-yoton's own errors) the raised object is also an instance of that class
-(``except ZeroDivisionError`` works); nothing received is ever evaluated,
-imported or unpickled to get there.
+:func:`make_remote_error` builds the :class:`RemoteError` a failed remote call
+raises: it keeps the remote exception's type name and message. For a builtin
+exception type (or one of yoton's own errors) the raised object is also an
+instance of that class (``except ZeroDivisionError`` works); nothing received
+is ever evaluated, imported or unpickled to get there.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import concurrent.futures
 import math
 import threading
 from collections.abc import Callable
+from concurrent.futures import _base as _cf
 from typing import TYPE_CHECKING, Any
 
 from . import _errors
@@ -55,10 +62,25 @@ _STATE_NAMES = {
     SUCCEEDED: "finished",
 }
 
+# ``_status`` -> the stdlib's state string. A yoton Future is cancelled
+# synchronously and tells the stdlib's waiters at once, so "cancelled" is the
+# stdlib's CANCELLED_AND_NOTIFIED (its plain CANCELLED means "not told yet").
+_CF_STATES = (_cf.PENDING, _cf.RUNNING, _cf.CANCELLED_AND_NOTIFIED, _cf.FINISHED, _cf.FINISHED)
+
+#: Done-callbacks defined in these modules are the stdlib's own bridges
+#: (``asyncio.wrap_future``, ``loop.run_in_executor``): made to be called from
+#: any thread, and they would never run if they waited for yoton's event loop.
+#: They are called in the completing thread, as ``concurrent.futures`` does.
+_ANY_THREAD_CALLBACK_MODULES = frozenset({"asyncio.futures"})
+
 #: Auto-cancel timeout of a Future that no replier has taken (2.x default).
 DEFAULT_AUTO_CANCEL_TIMEOUT = 10.0
 #: Longest single condition wait, so a blocked ``result()`` stays interruptible.
 _WAIT_CHUNK = 5.0
+
+# Guards the lazy creation of a Future's Condition (rare: only when a thread
+# sleeps in result() or the stdlib's wait() asks for ``_condition``).
+_cond_creation = threading.Lock()
 
 
 _remote_classes: dict[str, type[RemoteError]] = {}
@@ -125,13 +147,16 @@ def _check_timeout(timeout: Any, what: str = "timeout") -> float | None:
     return None if seconds == math.inf else seconds
 
 
-class Future:
+class Future(concurrent.futures.Future[Any]):
     """The result of a call made through a :class:`ReqChannel`.
 
-    Implements the PEP 3148 interface. ``result()`` and ``exception()`` wait
-    for the reply; a Future that no replier takes is cancelled automatically
-    after :meth:`set_auto_cancel_timeout` seconds (10 by default); one whose
-    replier's connection closes fails with a :class:`BrokenConnectionError`.
+    A :class:`concurrent.futures.Future`: ``result()`` and ``exception()`` wait
+    for the reply; ``concurrent.futures.wait``/``as_completed`` and
+    ``asyncio.wrap_future`` accept it. A Future that no replier takes is
+    cancelled automatically after :meth:`set_auto_cancel_timeout` seconds (10
+    by default); one whose replier's connection closes fails with a
+    :class:`BrokenConnectionError`. Like any Python object (and as 2.x
+    programs expect) it takes attributes of your own: ``future.tag = 3``.
 
     Args:
         req_channel: The channel that made the request (None for a Future used
@@ -140,22 +165,23 @@ class Future:
         request_id: The id of the request within its channel.
     """
 
-    # One is made per request: slots keep it small and quick to build.
+    # One is made per request: slots keep building one quick. The base class
+    # has no slots, so instances still have a __dict__ for user attributes.
     __slots__ = (
         "_channel",
         "_request_id",
         "_request",
-        "_state",
+        "_status",
         "_result",
         "_exception",
         "_lock",
         "_cond",
         "_callbacks",
         "_hooks",
+        "_cf_waiters",
         "_auto_cancel_timeout",
         "_replier_id",
         "_wakers",
-        "__weakref__",
     )
 
     def __init__(
@@ -164,20 +190,23 @@ class Future:
         req: Any = None,
         request_id: int = 0,
     ) -> None:
+        # (concurrent.futures.Future.__init__ is not called: the attributes
+        # the stdlib reads are properties below.)
         self._channel = req_channel
         self._request_id = request_id
         self._request = req
-        self._state = PENDING
+        self._status = PENDING
         self._result: Any = None
         self._exception: BaseException | None = None
         # Guards the state. A Condition on it is made only when a thread must
         # sleep in result() without reading the network itself (most never do).
         self._lock = threading.Lock()
         self._cond: threading.Condition | None = None
-        # Done-callbacks (via the event loop) and hooks (in the completing
-        # thread); lists only once someone adds one.
+        # Done-callbacks (via the event loop), hooks (in the completing thread)
+        # and the stdlib's waiters (wait, as_completed): lists only once used.
         self._callbacks: list[Callable[[Future], object]] | None = None
         self._hooks: list[Callable[[Future], object]] | None = None
+        self._cf_waiters: list[Any] | None = None
         self._auto_cancel_timeout = (
             req_channel._default_future_timeout
             if req_channel is not None
@@ -187,6 +216,32 @@ class Future:
         # Threads waiting in result() while reading the network themselves
         # (_poller.borrow_wait); woken when the Future completes.
         self._wakers: list[Waker] = []
+
+    # -- what concurrent.futures' module functions read ----------------------------
+
+    @property
+    def _state(self) -> str:  # type: ignore[override]
+        """The stdlib's state string (read by ``wait`` and ``as_completed``)."""
+        return _CF_STATES[self._status]
+
+    @property
+    def _condition(self) -> threading.Condition:  # type: ignore[override]
+        """A Condition on the Future's lock (``with f._condition`` guards the state)."""
+        cond = self._cond
+        if cond is None:
+            with _cond_creation:
+                cond = self._cond
+                if cond is None:
+                    cond = self._cond = threading.Condition(self._lock)
+        return cond
+
+    @property
+    def _waiters(self) -> list[Any]:  # type: ignore[override]
+        """The stdlib's waiters; it reads and changes them under ``_condition``."""
+        waiters = self._cf_waiters
+        if waiters is None:
+            waiters = self._cf_waiters = []
+        return waiters
 
     # -- state ------------------------------------------------------------------
 
@@ -206,27 +261,27 @@ class Future:
         return "future"
 
     def __repr__(self) -> str:
-        return f"<Future {self._describe_request()} {_STATE_NAMES[self._state]}>"
+        return f"<Future {self._describe_request()} {_STATE_NAMES[self._status]}>"
 
     def cancelled(self) -> bool:
         """True if the Future was cancelled."""
-        return self._state == CANCELLED
+        return self._status == CANCELLED
 
     def running(self) -> bool:
         """True while a replier is handling the request."""
-        return self._state == RUNNING
+        return self._status == RUNNING
 
     def done(self) -> bool:
         """True if the Future was cancelled, failed or got its result."""
-        return self._state >= CANCELLED
+        return self._status >= CANCELLED
 
     # -- waiting ----------------------------------------------------------------
 
     def _done_now(self) -> bool:
-        return self._state >= CANCELLED
+        return self._status >= CANCELLED
 
     def _wait(self, timeout: float | None) -> bool:
-        if self._state >= CANCELLED:
+        if self._status >= CANCELLED:
             return True
         channel = self._channel
         if channel is not None:
@@ -237,9 +292,12 @@ class Future:
         with self._lock:
             cond = self._cond
             if cond is None:
-                cond = self._cond = threading.Condition(self._lock)
+                with _cond_creation:
+                    cond = self._cond
+                    if cond is None:
+                        cond = self._cond = threading.Condition(self._lock)
             if timeout is None:
-                while self._state < CANCELLED:
+                while self._status < CANCELLED:
                     cond.wait(_WAIT_CHUNK)
                 return True
             return cond.wait_for(self._done_now, timeout)
@@ -247,7 +305,7 @@ class Future:
     def _timeout_error(self, timeout: float | None) -> YotonTimeoutError:
         return YotonTimeoutError(
             f"{self._describe_request()} did not complete within {timeout} s "
-            f"(it is {_STATE_NAMES[self._state]})."
+            f"(it is {_STATE_NAMES[self._status]})."
         )
 
     def _cancelled_error(self) -> CancelledError:
@@ -261,13 +319,13 @@ class Future:
             yoton.CancelledError: the Future was cancelled.
             Exception: the remote call failed (usually a :class:`RemoteError`).
         """
-        if self._state != SUCCEEDED:  # (else: done, nothing to check or wait for)
+        if self._status != SUCCEEDED:  # (else: done, nothing to check or wait for)
             timeout = _check_timeout(timeout, "Future.result() timeout")
             if not self._wait(timeout):
                 raise self._timeout_error(timeout)
-            if self._state == CANCELLED:
+            if self._status == CANCELLED:
                 raise self._cancelled_error()
-            if self._state == FAILED:
+            if self._status == FAILED:
                 assert self._exception is not None
                 raise self._exception
         return self._result
@@ -282,7 +340,7 @@ class Future:
         timeout = _check_timeout(timeout, "Future.exception() timeout")
         if not self._wait(timeout):
             raise self._timeout_error(timeout)
-        if self._state == CANCELLED:
+        if self._status == CANCELLED:
             raise self._cancelled_error()
         return self._exception
 
@@ -330,7 +388,7 @@ class Future:
             is handling it or it is already finished (PEP 3148 semantics).
         """
         if not self._finish(CANCELLED, None, None, only_pending=True):
-            return self._state == CANCELLED
+            return self._status == CANCELLED
         if self._channel is not None:
             self._channel._future_cancelled(self)
         return True
@@ -355,18 +413,18 @@ class Future:
             RuntimeError: the Future is already running or done.
         """
         with self._lock:
-            if self._state == CANCELLED:
+            if self._status == CANCELLED:
                 return False
-            if self._state == PENDING:
-                self._state = RUNNING
+            if self._status == PENDING:
+                self._status = RUNNING
                 return True
-            raise RuntimeError(f"Future in unexpected state: {_STATE_NAMES[self._state]}")
+            raise RuntimeError(f"Future in unexpected state: {_STATE_NAMES[self._status]}")
 
     def _revert_to_pending(self) -> bool:
         """A tentative replier declined: the request is looking for one again."""
         with self._lock:
-            if self._state == RUNNING:
-                self._state = PENDING
+            if self._status == RUNNING:
+                self._status = PENDING
                 return True
             return False
 
@@ -379,7 +437,7 @@ class Future:
         if not self._finish(SUCCEEDED, result, None):
             raise concurrent.futures.InvalidStateError(f"{self!r} is already done")
 
-    def set_exception(self, exception: BaseException | str) -> None:
+    def set_exception(self, exception: BaseException | str | None) -> None:
         """Complete the Future with an exception; a str becomes ``Exception(str)``.
 
         Raises:
@@ -407,13 +465,21 @@ class Future:
         With ``only_pending`` (cancelling) a running Future is left alone too.
         """
         with self._lock:
-            if self._state >= CANCELLED or (only_pending and self._state != PENDING):
+            if self._status >= CANCELLED or (only_pending and self._status != PENDING):
                 return False
-            self._state = state
+            self._status = state
             self._result = result
             self._exception = exception
             if self._cond is not None:
                 self._cond.notify_all()
+            if self._cf_waiters:  # the stdlib's wait()/as_completed(), as it does
+                for waiter in self._cf_waiters:
+                    if state == SUCCEEDED:
+                        waiter.add_result(self)
+                    elif state == FAILED:
+                        waiter.add_exception(self)
+                    else:
+                        waiter.add_cancelled(self)
             callbacks, self._callbacks = self._callbacks, None
             hooks, self._hooks = self._hooks, None
         if self._wakers:
@@ -435,11 +501,16 @@ class Future:
         The call goes through yoton's event loop (as in 2.x), so the loop must
         run (``start_event_loop``, ``process_events`` or an embedded loop). If
         the Future is already done, ``fn`` is called at once, in this thread.
+        The stdlib's own bridges (``asyncio.wrap_future``) are the exception:
+        they are thread-safe and are called in the completing thread.
         """
         if not callable(fn):
             raise InvalidArgumentError(f"add_done_callback needs a callable, got {fn!r}")
+        if getattr(fn, "__module__", None) in _ANY_THREAD_CALLBACK_MODULES:
+            self._add_done_hook(fn)
+            return
         with self._lock:
-            if self._state < CANCELLED:
+            if self._status < CANCELLED:
                 if self._callbacks is None:
                     self._callbacks = []
                 self._callbacks.append(fn)
@@ -450,10 +521,10 @@ class Future:
         """Call ``fn(future)`` from whichever thread completes the Future.
 
         Called at once (in this thread) if the Future is already done. For
-        bridges such as the trio face; ``fn`` must be quick and must not block.
+        bridges such as the async face; ``fn`` must be quick and must not block.
         """
         with self._lock:
-            if self._state < CANCELLED:
+            if self._status < CANCELLED:
                 if self._hooks is None:
                     self._hooks = []
                 self._hooks.append(fn)

@@ -196,7 +196,7 @@ class ReqChannel(BaseChannel):
             future = Future(self, request, rid)
             target = self._pick_direct(now) if self._fast and self.direct_path else 0
             if target:  # straight to a known free replier: running at once
-                future._state = RUNNING  # (nobody else sees the Future yet)
+                future._status = RUNNING  # (nobody else sees the Future yet)
                 future._replier_id = target
             self._items[rid] = _Item(rid, future, payload, name, now, target)
             start_ticking = not self._ticking
@@ -383,7 +383,7 @@ class ReqChannel(BaseChannel):
         with self._lock:
             for rid, item in list(self._items.items()):
                 future = item.future
-                if future._state >= CANCELLED:
+                if future._status >= CANCELLED:
                     del self._items[rid]
                 elif item.state == SEEKING:
                     if now - item.start >= future._auto_cancel_timeout:
