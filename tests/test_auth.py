@@ -19,6 +19,7 @@ from yoton_core._auth import (
     MAGIC,
     NO_KEY_REASON,
     Authenticator,
+    _mac,
     is_auth_message,
     normalize_auth_key,
     pairing_problem,
@@ -106,11 +107,28 @@ def test_reflected_answer_does_not_verify() -> None:
 
 
 def test_echoed_challenge_is_refused() -> None:
-    """A connect side that answers with the bind side's own nonce (a reflection) fails."""
+    """A connect side that answers with the bind side's own nonce (a reflection) fails.
+
+    Even with a MAC that verifies: the nonce of the answer must be the peer's
+    own, fresh one, so that the bind side's nonce never appears in both places
+    (the MAC here is computed with the key, as a reflected one would be).
+    """
     b, _ = pair()
     b.initiate()
-    b.receive_data(b"YOTON-AUTH1 RESPONSE %s %s\r\n" % (NB.hex().encode(), b"0" * 64))
-    assert b.state == Authenticator.FAILED
+    valid_mac = _mac(b"k", "connect", NB, NB, ID_B, ID_C)
+    reply = b.receive_data(
+        b"YOTON-AUTH1 RESPONSE %s %s\r\n" % (NB.hex().encode(), valid_mac.hex().encode())
+    )
+    assert b.state == Authenticator.FAILED and "wrong key" in (b.error or "")
+    assert reply == b"YOTON-AUTH1 FAIL wrong key\r\n"
+    # the same answer with a fresh nonce of its own (and its MAC) is accepted
+    b2, _ = pair()
+    b2.initiate()
+    good_mac = _mac(b"k", "connect", NB, NC, ID_B, ID_C)
+    b2.receive_data(
+        b"YOTON-AUTH1 RESPONSE %s %s\r\n" % (NC.hex().encode(), good_mac.hex().encode())
+    )
+    assert b2.state == Authenticator.DONE
 
 
 def test_replayed_response_fails_against_a_fresh_challenge() -> None:

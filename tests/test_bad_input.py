@@ -28,6 +28,8 @@ pytestmark = pytest.mark.timeout(60)
 HEADER = struct.Struct("<7Q")
 CONTROL = b"YOTON   "
 RAW_ID = 0x0BADC0DE00000001
+#: A heartbeat (PROTOCOL.md): slot 1 (dummy), no payload, all other fields 0.
+HEARTBEAT = HEADER.pack(struct.unpack("<Q", CONTROL)[0], 1, 0, 0, 0, 0, 0)
 
 
 def raw_connect(port: int) -> socket.socket:
@@ -247,7 +249,8 @@ def test_wrong_control_bytes(server: Server) -> None:
     s.sendall(header(3, control=b"NOTYOTON") + b"abc")
     assert conn.wait_closed(10)
     assert "Lost track of the stream" in (conn.close_reason or "")
-    assert read_until_eof(s) is not None  # the server hung up
+    sent = read_until_eof(s)  # ends by the server hanging up (a timeout would raise)
+    assert len(sent) < 1 << 16 and sent == HEARTBEAT * (len(sent) // HEADER.size), sent
     s.close()
     server.assert_healthy()
 
@@ -282,6 +285,37 @@ def test_length_beyond_maximum_message_size() -> None:
         assert peak < 16 * 2**20, f"closing on a bogus length allocated {peak} bytes"
         s.close()
         server.assert_healthy()
+    finally:
+        server.close()
+
+
+def test_an_over_limit_package_sent_whole_closes_at_once() -> None:
+    """An over-limit package that arrives whole, in the same write as good ones.
+
+    The package before it is delivered, the big one and everything after it
+    are not, and the connection closes: decided on the header, so this test
+    fails fast (a sentinel after the big package) instead of waiting for a
+    close that never comes.
+    """
+    server = Server(max_message_size=1024)
+    try:
+        sub = yoton.SubChannel(server.ctx, "whole", yoton.BINARY)
+        conn, s = hosted(server)
+        slot = yoton.slot_hash("whole.bin.pub-sub")
+        s.sendall(
+            header(4, slot=slot, seq=1)
+            + b"good"
+            + header(2000, slot=slot, seq=2)
+            + b"B" * 2000
+            + header(8, slot=slot, seq=3)
+            + b"sentinel"
+        )
+        wait_for(lambda: not conn.is_alive or sub.pending >= 2, what="the close (or the bug)")
+        assert sub.recv_all() == [b"good"]  # delivered before the close; nothing after it
+        assert conn.wait_closed(10)
+        reason = conn.close_reason or ""
+        assert "2000" in reason and "1024" in reason, reason
+        s.close()
     finally:
         server.close()
 

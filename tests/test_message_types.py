@@ -258,6 +258,35 @@ def test_decode_errors(data: str) -> None:
         decode_object(h(data) if data != "x" else b"x")
 
 
+TRUNCATION_CASES = [
+    "hello world",
+    ["hello world"],
+    ("hello world", 1),
+    [1, 2**40, None],
+    [[], {}, ()],
+    {"key": ["hello world", 1.5]},
+    ["x" * 300],  # a long str inside a list (long count form)
+    [True, 2.5, "s"],
+    list(range(300)),  # a long list (long count form)
+]
+
+
+@pytest.mark.parametrize("obj", TRUNCATION_CASES, ids=lambda o: repr(o)[:30])
+def test_every_cut_of_an_encoding_is_refused(obj: object) -> None:
+    """An encoding cut anywhere is a MessageDecodeError, never a shorter value.
+
+    The encoding is prefix-free (counts and lengths come first), so no proper
+    prefix of one is complete: ``["hello world"]`` cut short must not decode
+    as ``['hello w']``. Values inside lists and tuples are decoded by an
+    inline fast path of their own, hence the cases above.
+    """
+    data = encode_object(obj)
+    assert decode_object(data) == obj
+    for cut in range(1, len(data)):
+        with pytest.raises(MessageDecodeError):
+            decode_object(data[:cut])
+
+
 def test_decode_error_is_a_protocol_and_value_error() -> None:
     with pytest.raises(MessageDecodeError) as info:
         decode_object(b"z")

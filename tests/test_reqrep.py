@@ -16,6 +16,7 @@ import pytest
 from reqrep_helpers import GENEROUS, Calc, MyError, join, wait_until
 
 import yoton
+from yoton_core import _repchannel
 from yoton_core._eventloop import app
 
 # made_contexts, pair and clean_event_queue: fixtures of reqrep_helpers (a plugin, see conftest.py)
@@ -264,6 +265,26 @@ def test_off_mode_keeps_requests_waiting_until_switched_on(pair):
     assert not future.running() and not future.done()  # an off replier does not ack
     rep.set_mode("thread")
     assert future.result(GENEROUS) == 3
+
+
+def test_cancel_releases_the_queued_pre_request_at_the_replier(pair, monkeypatch):
+    """Future.cancel() tells the ReqChannel, which tells the repliers that queued it (req-).
+
+    A replier must not keep a cancelled pre-request: it holds a place in its
+    bounded queue and would be acknowledged before the requests behind it. The
+    staleness purge is pushed out of reach so only the release can clear it.
+    """
+    monkeypatch.setattr(_repchannel, "NEW_STYLE_STALE", 3600.0)
+    a, b = pair
+    rep = Calc(a, mode="off")
+    req = yoton.ReqChannel(b, "calc")
+    future = req.add(1, 2)
+    wait_until(lambda: rep._pre, what="the pre-request reaching the replier")
+    assert future.cancel() and future.cancelled()
+    wait_until(lambda: not rep._pre, what="the replier to drop the cancelled pre-request")
+    rep.set_mode("thread")
+    assert req.add(2, 3).result(GENEROUS) == 5
+    assert rep.calls == []  # the cancelled call never ran
 
 
 def test_event_mode_runs_handlers_in_the_event_loop_thread(pair):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from yoton_core._errors import ProtocolError
+from yoton_core._errors import FrameError, ProtocolError
 from yoton_core._wire import (
     CLOSE_BYTES,
     CLOSE_REQUEST,
@@ -235,6 +235,42 @@ def test_length_over_maximum_raises_at_header() -> None:
         d.feed(b"")
 
 
+def _over_limit_chunkings() -> list[tuple[str, list[bytes]]]:
+    ok = encode_package(Package(b"fine", 9, 7, 1))
+    big = encode_package(Package(b"x" * 101, 9, 7, 2))
+    after = encode_package(Package(b"after", 9, 7, 3))
+    stream = ok + big + after
+    return [
+        ("all in one chunk", [stream]),
+        ("whole package alone", [ok, big + after]),
+        ("header split, then the rest whole", [ok + big[:30], big[30:] + after]),
+        ("header, then the payload whole", [ok + big[:HEADER_SIZE], big[HEADER_SIZE:] + after]),
+    ]
+
+
+@pytest.mark.parametrize(
+    "chunks", [c for _, c in _over_limit_chunkings()], ids=[n for n, _ in _over_limit_chunkings()]
+)
+@pytest.mark.parametrize("raw", [False, True], ids=["feed", "feed_raw"])
+def test_an_over_limit_package_is_refused_however_it_arrives(
+    chunks: list[bytes], raw: bool
+) -> None:
+    """Whole in one chunk too: the limit is checked on every header, not only on
+    a payload that must be collected over several reads."""
+    d = FrameDecoder(max_message_size=100)
+    delivered: list[bytes] = []
+    with pytest.raises(FrameError) as info:
+        for chunk in chunks:
+            if raw:
+                delivered += d.feed_raw(chunk)[1::2]
+            else:
+                delivered += [p.data for p in d.feed(chunk) if isinstance(p, Package)]
+    error = info.value
+    delivered += error.raw[1::2] if raw else [p.data for p in error.items]
+    assert delivered == [b"fine"]  # what came before; never the big one, nor what follows
+    assert error.reason == "Package of 101 bytes exceeds the maximum message size of 100 bytes."
+
+
 def test_hostile_length_default_maximum() -> None:
     d = FrameDecoder()
     with pytest.raises(ProtocolError, match=str(2**64 - 1)):
@@ -267,8 +303,9 @@ def test_eof_inside_header() -> None:
 
 def test_eof_clean() -> None:
     d = FrameDecoder()
-    d.feed(HEARTBEAT_BYTES * 2)
-    d.eof()  # no error
+    assert d.feed(HEARTBEAT_BYTES * 2) == [HEARTBEAT, HEARTBEAT]
+    assert d.eof() is None and d.buffered == 0  # a clean end between packages
+    assert d.feed(b"") == []  # and the decoder is still usable, not failed
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, "10"])

@@ -16,10 +16,12 @@ limit) are asserted inside the target: an ``AssertionError`` is a finding.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ._errors import MessageDecodeError, ProtocolError
 from ._handshake import Handshake
 from ._message_types import decode_object, encode_object
-from ._wire import HEADER, FrameDecoder
+from ._wire import HEADER, FrameDecoder, Item
 
 __all__ = [
     "EXPECTED_ERRORS",
@@ -61,8 +63,11 @@ def chunks_of(data: bytes) -> tuple[int, list[bytes]]:
     return control, out
 
 
-def fuzz_frame_decoder(data: bytes) -> None:
+def fuzz_frame_decoder(data: bytes) -> list[Item]:
     """Feed ``data`` (chunked) to a :class:`FrameDecoder`, then EOF.
+
+    Returns:
+        The items decoded (so a test can check a valid input's result).
 
     Raises:
         ProtocolError: the only acceptable failure.
@@ -70,18 +75,21 @@ def fuzz_frame_decoder(data: bytes) -> None:
     _control, chunks = chunks_of(data)
     decoder = FrameDecoder(max_message_size=FUZZ_MAX_MESSAGE_SIZE)
     limit = FUZZ_MAX_MESSAGE_SIZE + HEADER.size
+    items: list[Item] = []
     for chunk in chunks:
-        decoder.feed(chunk)
+        items += decoder.feed(chunk)
         # Nothing beyond one package (header + largest payload) is ever held.
         assert decoder.buffered <= limit, decoder.buffered
     decoder.eof()
     assert decoder.buffered == 0
+    return items
 
 
-def fuzz_handshake(data: bytes) -> None:
+def fuzz_handshake(data: bytes) -> Handshake:
     """Feed ``data`` (chunked) to a :class:`Handshake` in the role chosen by the control byte.
 
     The handshake never raises on peer input: failure is a state with a reason.
+    Returns the handshake, in its final state.
     """
     control, chunks = chunks_of(data)
     role = "bind" if control & 0x80 else "connect"
@@ -99,17 +107,21 @@ def fuzz_handshake(data: bytes) -> None:
         assert hs.state != Handshake.AWAITING
     if hs.state == Handshake.DONE:
         assert hs.peer_id != 0x1234_5678_9ABC_DEF0  # our own id is refused
+    return hs
 
 
-def fuzz_object_decoder(data: bytes) -> None:
+def fuzz_object_decoder(data: bytes) -> Any:
     """Decode ``data`` as an OBJECT payload; a success must re-encode to a prefix of it.
+
+    Returns:
+        The decoded object.
 
     Raises:
         MessageDecodeError: the only acceptable failure.
     """
     obj = decode_object(data)
     if obj is None and not data:
-        return
+        return None
     try:
         again = encode_object(obj)
     except ValueError:
@@ -119,6 +131,7 @@ def fuzz_object_decoder(data: bytes) -> None:
     # except for count prefixes (a short count may be written in the long
     # form) and bools (any non-zero byte is True): compare values instead.
     assert decode_object(again) == obj or obj != obj or _has_nan(obj)
+    return obj
 
 
 def _has_nan(obj: object) -> bool:
