@@ -1,17 +1,23 @@
-"""1,000 peers connected to one context: threads, memory per connection, time.
+"""Many peers connected to one context: threads, time, memory, and how they grow.
 
-The *hub* process makes one context and binds it 1,000 times on
-``localhost:0`` (one bind per peer, as yoton's connections are point to
-point). Four *peer* processes each make 250 contexts, and each context
-connects to one of the hub's ports. The soft ``RLIMIT_NOFILE`` is raised to
-the hard limit in every process.
+The *hub* process makes one context and binds it N times on ``localhost:0``
+(one bind per peer, as yoton's connections are point to point). Four *peer*
+processes each make N/4 contexts, and each context connects to one of the
+hub's ports. The soft ``RLIMIT_NOFILE`` is raised to the hard limit in every
+process. This project runs for N = 250, 500, 1,000 and 2,000, so that growth
+shows: with a cost per connection that does not depend on N, the time and the
+hub's CPU per connection stay flat (2.x's NEW_CONNECTION broadcast, relayed by
+the hub to every other peer, made them grow with N).
 
 Measured in the hub: the threads of the process (``threading.active_count()``
 and the kernel's count, ``Threads`` in ``/proc/self/status``, which also sees
-threads that Python did not start), its RSS before binding and once every
-connection is established (per connection = the difference / 1,000), and the
-time from the runner's GO to the last connection established (monotonic
-clock, shared by the processes; binding is not timed).
+threads that Python did not start); the time from the runner's GO to the last
+connection established (monotonic clock, shared by the processes; binding is
+not timed), and per connection; the hub's CPU time in that span per
+connection (accepting, handshaking and routing what each join brings: what a
+hub pays per peer, less sensitive to the machine's load than the wall clock);
+its RSS before binding and once every connection is established (per
+connection = the difference / N).
 
 yoton 2.x runs one thread per connection, so for information it gets 100
 peers (one peer process), stated in its row.
@@ -31,14 +37,21 @@ from bench_memory import proc_status
 
 SCENARIO = "connections to one context: threads in the hub process"
 TIME_SCENARIO = "connections to one context: time to connect them all (s)"
+PER_SCENARIO = "connections to one context: cost per connection as the count grows"
 MEM_SCENARIO = "connections to one context: hub memory per connection (KiB)"
+#: The row the ratios and targets are read from (issue 18: 1,000 peers in <= 2 s).
+MAIN_PEERS = 1000
 LIBRARIES = {
     # key: (display, peers, peer processes)
-    "yoton": (US, 1000, 4),
+    "yoton-250": ("yoton 3, 250 peers", 250, 4),
+    "yoton-500": ("yoton 3, 500 peers", 500, 4),
+    "yoton": (US, MAIN_PEERS, 4),
+    "yoton-2000": ("yoton 3, 2,000 peers", 2000, 4),
     "yoton-100": ("yoton 3, 100 peers (as 2.x)", 100, 1),
     "yoton2": ("yoton 2.2 (pyzo), 100 peers", 100, 1),
 }
 MAX_THREADS = 8
+MAX_SECONDS = 2.0
 
 
 def raise_fd_limit() -> None:
@@ -60,22 +73,24 @@ def hub(n: int) -> None:
     bound = proc_status()
     cmds = Commands()
     cmds.wait("GO", 120)
-    deadline = time.monotonic() + 120
-    connected = 0
-    while time.monotonic() < deadline:
-        connected = sum(1 for c in conns if c.is_connected)
-        if connected >= n:
-            break
-        time.sleep(0.005)
+    cpu0 = time.process_time()
+    deadline = time.monotonic() + 300
+    pending = conns
+    while pending and time.monotonic() < deadline:
+        pending = [c for c in pending if not c.is_connected]
+        if pending:
+            time.sleep(0.005)
     done = time.monotonic()
-    time.sleep(0.5)  # let handshake stragglers (NEW_CONNECTION broadcasts) settle
+    cpu = time.process_time() - cpu0
+    time.sleep(0.5)  # let handshake stragglers settle
     after = proc_status()
     say_json(
         "RESULT",
         {
             "version": yoton.__version__,
-            "connected": connected,
+            "connected": n - len(pending),
             "done": done,
+            "cpu_s": cpu,
             "bind_s": bind_s,
             "threads_py": threading.active_count(),
             "threads_os": after["Threads"],
@@ -123,7 +138,7 @@ def measure(lib: str, n: int, procs: int) -> dict[str, Any]:
         for p in peers:
             p.send("GO")
         h.send("GO")
-        result = h.expect_json("RESULT", 180)
+        result = h.expect_json("RESULT", 400)
         peer_threads = [p.expect_json("CONNECTED", 120)["threads_os"] for p in peers]
         h.send("STOP")
         for p in peers:
@@ -133,14 +148,29 @@ def measure(lib: str, n: int, procs: int) -> dict[str, Any]:
     return result
 
 
+def _growth(figs: dict[int, dict[str, Any]]) -> str:
+    """How the cost per connection moved from the fewest peers to the most."""
+    sizes = sorted(figs)
+    if len(sizes) < 2:
+        return ""
+    lo, hi = figs[sizes[0]], figs[sizes[-1]]
+    t = (hi["seconds"] / sizes[-1]) / (lo["seconds"] / sizes[0])
+    c = (hi["cpu_s"] / sizes[-1]) / (lo["cpu_s"] / sizes[0]) if lo["cpu_s"] else float("nan")
+    return (
+        f"; {sizes[-1]:,} vs {sizes[0]:,} peers ({sizes[-1] / sizes[0]:.0f}x as many): "
+        f"time per connection x{t:.2f}, hub CPU per connection x{c:.2f} (1 = linear growth)"
+    )
+
+
 def run(opts: Namespace) -> list[dict[str, Any]]:
     quick = bool(getattr(opts, "quick", False))
     only = getattr(opts, "only", None)
     rows: list[dict[str, Any]] = []
+    ours: dict[int, dict[str, Any]] = {}  # peers -> figures, this project over tcp
     for lib, (display, n, procs) in LIBRARIES.items():
         if only and not any(o.lower() in f"{lib} {display}".lower() for o in only):
             continue
-        if quick and lib == "yoton-100":
+        if quick and lib in ("yoton-100", "yoton-500", "yoton-2000"):
             continue
         if quick and lib == "yoton":
             n = 200  # the row says how many connected
@@ -149,36 +179,53 @@ def run(opts: Namespace) -> list[dict[str, Any]]:
             r = measure(lib, n, procs)
         except Exception as exc:
             fail = f"failed: {str(exc).splitlines()[0][:150]}"
-            for title in (SCENARIO, TIME_SCENARIO, MEM_SCENARIO):
+            for title in (SCENARIO, TIME_SCENARIO, PER_SCENARIO, MEM_SCENARIO):
                 rows.append(
                     {**base, "scenario": title, "metric": "", "value": None, "detail": fail}
                 )
             continue
         ok = r["connected"] == n
+        if lib.startswith("yoton") and lib != "yoton2" and ok:
+            ours[n] = r
         conn_detail = f"{r['connected']:,}/{n:,} connected"
-        threads = {
+        if lib in ("yoton", "yoton-100", "yoton2"):
+            threads = {
+                **base,
+                "scenario": SCENARIO,
+                "metric": "threads (OS)",
+                "higher_is_better": False,
+                "value": float(r["threads_os"]),
+                "detail": f"{conn_detail}; threading.active_count() {r['threads_py']}; "
+                f"after binding {r['threads_os_bound']}; peer processes "
+                f"{'/'.join(str(t) for t in r['peer_threads'])}",
+            }
+            if lib == "yoton":
+                threads["target_max"] = MAX_THREADS
+                threads["target_met"] = ok and r["threads_os"] <= MAX_THREADS
+            rows.append(threads)
+        timing = {
             **base,
-            "scenario": SCENARIO,
-            "metric": "threads (OS)",
+            "scenario": TIME_SCENARIO,
+            "metric": "s",
             "higher_is_better": False,
-            "value": float(r["threads_os"]),
-            "detail": f"{conn_detail}; threading.active_count() {r['threads_py']}; "
-            f"after binding {r['threads_os_bound']}; peer processes "
-            f"{'/'.join(str(t) for t in r['peer_threads'])}",
+            "value": r["seconds"],
+            "detail": f"{conn_detail}; {n / r['seconds']:,.0f} connections/s; "
+            f"binding them took {r['bind_s']:.2f} s",
         }
         if lib == "yoton":
-            threads["target_max"] = MAX_THREADS
-            threads["target_met"] = ok and r["threads_os"] <= MAX_THREADS
-        rows.append(threads)
+            timing["target_max"] = MAX_SECONDS
+            timing["target_met"] = ok and r["seconds"] <= MAX_SECONDS
+        rows.append(timing)
         rows.append(
             {
                 **base,
-                "scenario": TIME_SCENARIO,
-                "metric": "s",
+                "scenario": PER_SCENARIO,
+                "metric": "ms per connection",
+                "detail_title": "hub CPU per connection (accept, handshake, what the join brings)",
                 "higher_is_better": False,
-                "value": r["seconds"],
-                "detail": f"{conn_detail}; {n / r['seconds']:,.0f} connections/s; "
-                f"binding them took {r['bind_s']:.2f} s",
+                "value": r["seconds"] / n * 1000,
+                "detail": f"{conn_detail}; hub CPU {r['cpu_s'] / n * 1000:.2f} ms per connection "
+                f"({r['cpu_s']:.2f} s)",
             }
         )
         per = (r["rss_after_kib"] - r["rss_before_kib"]) / n
@@ -193,7 +240,13 @@ def run(opts: Namespace) -> list[dict[str, Any]]:
                 f"{r['rss_after_kib'] / 1024:,.1f} MiB",
             }
         )
-    rows.sort(key=lambda row: [SCENARIO, TIME_SCENARIO, MEM_SCENARIO].index(row["scenario"]))
+    growth = _growth({k: v for k, v in ours.items() if k != 100})
+    if growth:
+        for row in rows:
+            if row["scenario"] == PER_SCENARIO and row["library"] == US:
+                row["detail"] += growth
+    order = [SCENARIO, TIME_SCENARIO, PER_SCENARIO, MEM_SCENARIO]
+    rows.sort(key=lambda row: order.index(row["scenario"]))
     return rows
 
 
