@@ -50,6 +50,9 @@ class BaseChannel:
     _pattern_in: ClassVar[str | None] = None
     #: Whether the user chose the message type (not so for req/rep): errors name it.
     _user_typed: ClassVar[bool] = True
+    #: Whether this channel acts on NEW_CONNECTION (``_on_new_peer``): the
+    #: context then asks its peers for join announcements (_joins.py).
+    _wants_joins: bool = False
 
     def __init__(self, context: Context, slot_base: str, message_type: Any = TEXT) -> None:
         from ._context import Context

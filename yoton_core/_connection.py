@@ -93,6 +93,17 @@ class Connection:
     #: Set by the transport while its outgoing queue is above its high-water
     #: mark; the context then calls :meth:`_wait_writable` before a send.
     _congestion_check: bool = False
+    # Join announcements (_joins.py). Until a peer's handshake says otherwise
+    # it speaks 2.x: it gets every NEW_CONNECTION and counts as wanting them.
+    _joins_cap: bool = False  # the peer speaks the capability
+    _peer_joins: bool = True  # the peer wants announcements on this link
+    _told_joins: bool | None = None  # what we last told the peer
+
+    def _set_joins(self, joins: tuple[bool, bool] | None) -> None:
+        """Keep what the handshake said: (the peer wants joins, what we told it)."""
+        if joins is not None:
+            self._joins_cap = True
+            self._peer_joins, self._told_joins = joins
 
     def __init__(self, context: Context, name: str = "") -> None:
         if not isinstance(name, str):

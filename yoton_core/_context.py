@@ -27,6 +27,7 @@ from ._connection import IN_USE_HINT, STATUS_HOSTING, Connection, endpoint
 from ._ctxlock import ContextLock
 from ._errors import ConnectError, InvalidArgumentError
 from ._errors import TimeoutError as YotonTimeoutError
+from ._joins import JoinAnnouncer
 from ._log import apply_verbose, get_logger
 from ._plugins import resolve_transport
 from ._routing import Router
@@ -103,7 +104,7 @@ def _user_error(doing: str, address: str, exc: OSError) -> OSError:
     return error
 
 
-class Context(Router):
+class Context(Router, JoinAnnouncer):
     """A node in the yoton network.
 
     Channels are created on a context; connections join contexts into a
@@ -165,6 +166,10 @@ class Context(Router):
         # (Connection._note_congestion); _send then lets it drain.
         self._congestion = False
         self._n_unroutable = 0
+        # Join announcements only where wanted (_joins.py).
+        self._joins_wanting: set[Connection] = set()
+        self._join_level: tuple[bool, int, Any] = (False, 0, None)
+        self._joins_unsent: collections.deque[Any] = collections.deque()
         self.queue_params = queue_params if queue_params is not None else DEFAULT_QUEUE_PARAMS
         if transport is not None:
             if not isinstance(transport, str):
@@ -316,6 +321,8 @@ class Context(Router):
             if isinstance(exc, OSError):
                 raise _user_error("Cannot connect to", address, exc)  # noqa: B904
             raise
+        # Always to every direct peer, as 2.x: relays decide who else hears it
+        # (_joins.py).
         self._send_context_message("NEW_CONNECTION")
         return conn
 
@@ -325,6 +332,7 @@ class Context(Router):
             if conn not in self._connections:
                 self._connections.append(conn)
             self._connected = (*self._connected, conn)
+            self._joins_link_up(conn)
             startup, self._startup_queue = self._startup_queue, collections.deque()
             for header, data in startup:
                 conn._push_raw(header, data)
@@ -344,6 +352,7 @@ class Context(Router):
                 self._connections.remove(conn)
             if conn in self._connected:
                 self._connected = tuple(c for c in self._connected if c is not conn)
+                self._joins_link_down(conn)
             channels = set(self._send_channels.values()) | set(self._recv_channels.values())
         # -- req/rep + sync-mode hook: channels forget (or fail) what a peer
         # that went away was doing for them (_reqrep.py, _repchannel.py, _sync.py).
@@ -392,12 +401,16 @@ class Context(Router):
                 self._send_channels[slot_out] = channel
             if slot_in is not None:
                 self._recv_channels[slot_in] = channel
+            if channel._wants_joins:
+                self._joins_refresh()
 
     def _unregister_channel(self, channel: BaseChannel) -> None:
         with self._lock:
             for table in (self._send_channels, self._recv_channels):
                 for key in [k for k, v in table.items() if v is channel]:
                     del table[key]
+            if channel._wants_joins:
+                self._joins_refresh()
 
     # -- sending -------------------------------------------------------------
 

@@ -21,10 +21,12 @@ from __future__ import annotations
 import re
 from typing import Literal
 
+from ._joins import LINE_JOINS_OFF, LINE_JOINS_ON
+
 __all__ = ["Handshake", "format_line"]
 
 _MAGIC = b"YOTON!"
-_LINE_RE = re.compile(rb"YOTON!([0-9a-fA-F]{1,16})\.([0-9]+)[ \t]*\r\n")
+_LINE_RE = re.compile(rb"YOTON!([0-9a-fA-F]{1,16})\.([0-9]+)([ \t]*)\r\n")
 # Every proper prefix of a valid line (after the magic) matches this.
 _PREFIX_RE = re.compile(rb"YOTON!(?:[0-9a-fA-F]{1,16}(?:\.(?:[0-9]+[ \t]*\r?)?)?)?")
 
@@ -33,9 +35,15 @@ _REPLY_NOT_YOTON = b"ERROR: this is Yoton.\r\n"
 _SELF_CONNECT = "Handshake failed (context cannot connect to self)."
 
 
-def format_line(context_id: int, pid: int) -> bytes:
-    """Return the handshake line a context with ``context_id`` and ``pid`` sends."""
-    return b"YOTON!%016x.%d\r\n" % (context_id, pid)
+def format_line(context_id: int, pid: int, joins: bool | None = None) -> bytes:
+    """Return the handshake line a context with ``context_id`` and ``pid`` sends.
+
+    ``joins``: None for 2.x's plain line; else the line also says that we
+    speak join announcements on request and whether we want them now, as
+    trailing whitespace 2.x ignores (:data:`._joins.LINE_JOINS_ON` / ``_OFF``).
+    """
+    tail = b"" if joins is None else LINE_JOINS_ON if joins else LINE_JOINS_OFF
+    return b"YOTON!%016x.%d%s\r\n" % (context_id, pid, tail)
 
 
 def _preview(data: bytes, limit: int = 60) -> str:
@@ -53,6 +61,8 @@ class Handshake:
         pid: Our process id.
         max_line: Longest peer line accepted, CRLF included; longer lines fail
             instead of buffering without bound.
+        joins: None sends 2.x's plain line; True/False also offers join
+            announcements on request, wanting them now or not (``_joins.py``).
 
     Attributes:
         state: :attr:`AWAITING`, :attr:`DONE` or :attr:`FAILED`.
@@ -61,6 +71,10 @@ class Handshake:
         error: Why the handshake FAILED, for the connection's close reason.
         leftover: Bytes received after the peer's line: the start of the
             framed package stream, to be fed to the frame decoder.
+        peer_joins_cap: Whether the peer's line offered join announcements on
+            request (a 2.x peer's never does).
+        peer_joins: Whether the peer wants join announcements now (always
+            True for a peer without the capability: it gets them all, as in 2.x).
     """
 
     AWAITING = "AWAITING"
@@ -73,6 +87,7 @@ class Handshake:
         context_id: int,
         pid: int,
         max_line: int = 256,
+        joins: bool | None = None,
     ) -> None:
         if role not in ("connect", "bind"):
             raise ValueError(f"role must be 'connect' or 'bind', got {role!r}")
@@ -86,12 +101,14 @@ class Handshake:
         self.context_id = context_id
         self.pid = pid
         self.max_line = max_line
-        self.line = format_line(context_id, pid)
+        self.line = format_line(context_id, pid, joins)
         self.state = self.AWAITING
         self.peer_id: int | None = None
         self.peer_pid: int | None = None
         self.error: str | None = None
         self.leftover = b""
+        self.peer_joins_cap = False
+        self.peer_joins = True
         self._buf = b""
 
     def initiate(self) -> bytes:
@@ -160,6 +177,10 @@ class Handshake:
             return self._unparsable(line)
         self.peer_id = int(m.group(1), 16)
         self.peer_pid = int(m.group(2))
+        tail = m.group(3)
+        if tail == LINE_JOINS_ON or tail == LINE_JOINS_OFF:
+            self.peer_joins_cap = True
+            self.peer_joins = tail == LINE_JOINS_ON
         reply = self.line if self.role == "bind" else b""
         if self.peer_id == self.context_id:
             return self._fail(_SELF_CONNECT, reply)

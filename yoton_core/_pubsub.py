@@ -223,6 +223,11 @@ class SubChannel(BaseChannel):
         """Whether sync mode is on."""
         return self._sync is not None
 
+    @property
+    def _wants_joins(self) -> bool:  # type: ignore[override]
+        # A full subscriber repeats "full" when a context joins (_sync.py).
+        return self._sync is not None
+
     def _check_sync(self) -> None:
         sync = self._sync
         if sync is not None:

@@ -131,8 +131,19 @@ class Router:
                                 c._push_raw(header, data)
                         continue
                 elif others:
-                    for c in others:
-                        c._push_raw(header, data)
+                    if header[1] == 2 and data == b"NEW_CONNECTION":
+                        # Only to peers that want join announcements (_joins.py).
+                        skipped = False
+                        for c in others:
+                            if c._peer_joins:
+                                c._push_raw(header, data)
+                            else:
+                                skipped = True
+                        if skipped:
+                            self._joins_skipped(conn, header, data)  # type: ignore[attr-defined]
+                    else:
+                        for c in others:
+                            c._push_raw(header, data)
                 rseq += 1
                 slot = header[1]
                 if slot != last_slot:

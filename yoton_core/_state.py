@@ -69,6 +69,7 @@ class StateChannel(BaseChannel):
 
     _pattern_out = "state"
     _pattern_in = "state"
+    _wants_joins = True  # holders re-send the state to a context that joins
 
     def __init__(self, context: Any, slot_base: str, message_type: Any = TEXT) -> None:
         super().__init__(context, slot_base, message_type)

@@ -186,7 +186,7 @@ class StreamConnection(StreamQueue, StreamReceiver, Connection):
 
     async def _host(self, sock: socket.socket) -> None:
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
-        winner: list[tuple[trio.abc.Stream, int, int, bytes]] = []
+        winner: list[tuple[trio.abc.Stream, int, int, bytes, Any]] = []
         try:
             with trio.CancelScope() as scope:
                 self._scope = scope
@@ -221,8 +221,9 @@ class StreamConnection(StreamQueue, StreamReceiver, Connection):
         if not winner:
             self._set_closed(self._end_reason or "Closed on command.")
             return
-        stream, peer_id, peer_pid, leftover = winner[0]
+        stream, peer_id, peer_pid, leftover, joins = winner[0]
         self._id2, self._pid2 = peer_id, peer_pid
+        self._set_joins(joins)
         self._hostname2, self._port2 = self._stream_peer(stream)
         self._establish(STATUS_HOSTING)
         await self._serve(stream, leftover)
@@ -241,9 +242,9 @@ class StreamConnection(StreamQueue, StreamReceiver, Connection):
             with hs_scope:
                 with trio.move_on_after(self.handshake_timeout) as timer:
                     stream = await self._wrap_server_stream(stream)
-                    peer_id, peer_pid, leftover = await self._handshake(stream, "bind")
+                    peer_id, peer_pid, leftover, joins = await self._handshake(stream, "bind")
                     if not winner:
-                        winner.append((stream, peer_id, peer_pid, leftover))
+                        winner.append((stream, peer_id, peer_pid, leftover, joins))
                         won = True
                         host_scope.cancel()
                 if timer.cancelled_caught:
@@ -286,7 +287,7 @@ class StreamConnection(StreamQueue, StreamReceiver, Connection):
                 await trio.sleep(retry)
         try:
             with trio.fail_after(self.handshake_timeout):
-                peer_id, peer_pid, leftover = await self._handshake(stream, "connect")
+                peer_id, peer_pid, leftover, joins = await self._handshake(stream, "connect")
         except trio.TooSlowError:
             await trio.aclose_forcefully(stream)
             raise YotonTimeoutError("Handshake timed out.") from None
@@ -295,6 +296,7 @@ class StreamConnection(StreamQueue, StreamReceiver, Connection):
             text = exc.reason if isinstance(exc, HandshakeError) else f"Handshake failed: {exc!r}"
             raise ConnectError(text) from exc
         self._id2, self._pid2 = peer_id, peer_pid
+        self._set_joins(joins)
         sock = getattr(stream, "socket", None)
         try:
             name = sock.getsockname() if sock is not None else ""
@@ -307,8 +309,11 @@ class StreamConnection(StreamQueue, StreamReceiver, Connection):
         self._establish(STATUS_CONNECTED)
         self._engine.spawn(self._serve, stream, leftover)
 
-    async def _handshake(self, stream: trio.abc.Stream, role: str) -> tuple[int, int, bytes]:
-        hs = Handshake(role, self._context.id, os.getpid())  # type: ignore[arg-type]
+    async def _handshake(
+        self, stream: trio.abc.Stream, role: str
+    ) -> tuple[int, int, bytes, tuple[bool, bool] | None]:
+        told = self._context._joins_for_handshake()
+        hs = Handshake(role, self._context.id, os.getpid(), joins=told)  # type: ignore[arg-type]
         key = self._context._auth_key
         out = hs.initiate()
         if out and key is not None:  # a keyed connect side announces itself (_auth.py)
@@ -327,6 +332,9 @@ class StreamConnection(StreamQueue, StreamReceiver, Connection):
         if hs.state != Handshake.DONE:
             raise HandshakeError(hs.error or "Handshake failed.")
         assert hs.peer_id is not None and hs.peer_pid is not None
+        # Join announcements on request (_joins.py): set by the handshake that
+        # wins (a bind may handshake with several candidates at once).
+        joins = (hs.peer_joins, told) if hs.peer_joins_cap else None
         leftover = hs.leftover
         # -- authentication (_auth.py): after the 2.x lines, before any package
         if key is not None:
@@ -337,7 +345,7 @@ class StreamConnection(StreamQueue, StreamReceiver, Connection):
                 await stream.send_all(NO_KEY_REPLY)
             raise HandshakeError(NO_KEY_REASON)
         # -- end of authentication
-        return hs.peer_id, hs.peer_pid, leftover
+        return hs.peer_id, hs.peer_pid, leftover, joins
 
     # -- established phase ----------------------------------------------------
 
@@ -516,8 +524,11 @@ class StreamConnection(StreamQueue, StreamReceiver, Connection):
             self._direct_tx = False
             self._last_tx = now
         if now - self._last_tx >= HEARTBEAT_INTERVAL and not self._outq:
-            self._hb_due = True
-            self._send_event.set()
+            if self._heartbeat_direct():
+                self._last_tx = now
+            else:
+                self._hb_due = True
+                self._send_event.set()
         if not self._timed_out and now - self._last_rx >= self._timeout:
             self._timed_out = True
             self._log.warning(

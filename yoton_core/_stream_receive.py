@@ -20,6 +20,7 @@ import trio
 
 from ._engine import LINK_ERRORS
 from ._errors import FrameError
+from ._joins import JOINS_OFF, JOINS_ON
 from ._poller import CHUNK, MAX_CHUNK
 from ._wire import CloseRequest, ConnectionMessage
 
@@ -185,7 +186,9 @@ class StreamReceiver:
             scope.cancel()
 
     def _on_connection_message(self, payload: bytes) -> None:
-        """A connection-level message from a new-style peer; ignored by default."""
+        """A connection-level message from a new-style peer (others are ignored)."""
+        if payload == JOINS_ON or payload == JOINS_OFF:  # join announcements (_joins.py)
+            self._context._peer_joins_changed(self, payload == JOINS_ON)  # type: ignore[arg-type]
 
 
 def exc_text(exc: BaseException) -> str:

@@ -229,6 +229,8 @@ def set_sync_mode(sub: SubChannel, value: Any) -> None:
         sub._sync = None
         sub.__dict__.pop("_deposit", None)  # back to the class's bounded inbox
         current.stop()
+    # A sync-mode subscriber acts on joins: ask for announcements (_joins.py).
+    sub._context._joins_changed()
 
 
 # -- the publisher side ------------------------------------------------------------

@@ -118,7 +118,9 @@ class TlsConnection(TcpConnection):
         # problem is final and must not be retried until the connect timeout.
         return trio.SSLStream(tcp, ssl_ctx, server_hostname=hostname)
 
-    async def _handshake(self, stream: trio.abc.Stream, role: str) -> tuple[int, int, bytes]:
+    async def _handshake(
+        self, stream: trio.abc.Stream, role: str
+    ) -> tuple[int, int, bytes, tuple[bool, bool] | None]:
         if isinstance(stream, trio.SSLStream):
             try:
                 await stream.do_handshake()
