@@ -248,3 +248,36 @@ def test_large_messages_are_read_into_their_own_bytes(
     assert got == blobs
     assert all(type(m) is bytes for m in got)
     assert s.is_alive and c.is_alive
+
+
+@pytest.mark.skipif(not _poller.SPIN_SECONDS, reason="spinning is off (one CPU or YOTON_SPIN_US=0)")
+def test_spinning_stops_while_it_does_not_pay_and_resumes_when_it_does(
+    contexts: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On a busy machine the peer is often not running while we spin: the spin
+    # only takes its CPU (a loaded 2-core VM: 614 us per round trip spinning,
+    # ~100 without). A thread whose spins keep running out parks at once.
+    a, b = contexts(2)
+    sub = yoton.SubChannel(a, "spin")
+    pub = yoton.PubChannel(b, "spin")
+    server = a.bind("localhost:0")
+    b.connect(f"localhost:{server.port1}", timeout=5)
+    wait_for(lambda: server.is_connected, what="the link")
+    st = _poller._thread_state()
+    st.spin_misses = st.waits = 0
+    for _ in range(_poller.SPIN_MISSES + 2):
+        assert sub.recv(0.01) == ""  # nothing comes: every spin runs out
+    assert st.spin_misses == _poller.SPIN_MISSES
+    # The next probe spins (long enough here for the message to come meanwhile).
+    monkeypatch.setattr(_poller, "SPIN_SECONDS", 30.0)
+    st.waits = _poller.SPIN_PROBE - 1
+
+    def send_once_waiting() -> None:
+        wait_for(lambda: sub._wakers, what="the reader to wait")
+        pub.send("now")
+
+    t = threading.Thread(target=send_once_waiting)
+    t.start()
+    assert sub.recv(10) == "now"
+    t.join()
+    assert st.spin_misses == 0
