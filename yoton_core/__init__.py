@@ -7,7 +7,7 @@ plugins import :class:`StreamConnection` (or :class:`Connection`) and
 
 from __future__ import annotations
 
-from ._async import run_event_loop_async, trio_event_loop
+from ._async import event_loop_async, run_event_loop_async, trio_event_loop
 from ._channels import BaseChannel
 from ._clientserver import RequestServer, do_request
 from ._connection import Connection, ConnectionStatistics
@@ -100,6 +100,7 @@ __all__ = [
     "call_later",
     "do_request",
     "embed_event_loop",
+    "event_loop_async",
     "hookimpl",
     "hookspec",
     "io_statistics",

@@ -1,30 +1,41 @@
-"""The async (trio) face of yoton: await messages and replies, run events in trio.
+"""The async face of yoton, for trio and asyncio alike: await messages, replies,
+connections and flushes, publish under back-pressure, run events in the loop.
 
-yoton's IO runs in its own engine thread; a trio program lives in another
-thread with its own trio loop. Everything here bridges the two without
-blocking the trio loop and without polling:
+yoton's IO runs in its own engine thread; an async program lives in another
+thread with its own loop (trio or asyncio, found out at each call, see
+``_loops.py``). Everything here bridges the two without blocking the loop and
+without polling:
 
 * A reader that finds its channel empty registers a one-shot wake-up on the
   channel (``BaseChannel._async_waiters``). The engine calls it after the next
   batch of deposits (or when the channel closes), and the wake-up travels to
-  the trio thread through trio's own cross-thread mechanism,
-  ``TrioToken.run_sync_soon``, where it sets a :class:`trio.Event`.
+  the program's thread through the loop's own cross-thread call
+  (``TrioToken.run_sync_soon`` / ``loop.call_soon_threadsafe``), where it
+  resumes the parked task. An idle wait is a parked task: no timer, no CPU.
 * Messages stay in the channel's queue until the awaiting task itself pops
-  them, so cancelling a waiting task never loses a message.
-* :func:`trio_event_loop` embeds yoton's event queue (``embed_event_loop``)
-  in the trio loop: each post schedules one ``process_events()`` round in the
-  trio thread, so ``received`` signals, Future callbacks and RepChannel event
-  mode run there.
+  them, with no await between taking one and returning it, so cancelling a
+  waiting task never loses a message.
+* A Future wakes its awaiting task the same way (a done hook, called by
+  whichever thread completes the Future).
+* A publisher held by a sync-mode subscriber waits on the same kind of
+  wake-up (``PubChannel._sync_async_waiters``); one held by a congested
+  connection waits in a worker thread, as do ``connect`` and ``flush``, which
+  every transport implements as blocking calls.
+* :func:`event_loop_async` embeds yoton's event queue (``embed_event_loop``)
+  in the program's loop: each post wakes one task that runs a
+  ``process_events()`` round there, so ``received`` signals, Future callbacks
+  and RepChannel event mode run in the program's thread.
 
-The methods ``SubChannel.recv_async``/``__aiter__``/``__anext__`` and
-``Future.result_async``/``__await__`` are thin wrappers around the functions
-below.
+The public methods (``SubChannel.recv_async``, ``__anext__``,
+``PubChannel.send_async``, ``Future.result_async``, ``__await__``,
+``Context.connect_async``, ``flush_async``) are thin wrappers around the
+functions below.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -33,14 +44,18 @@ import trio
 from ._block import check_timeout
 from ._errors import TimeoutError
 from ._eventloop import app
+from ._loops import Loop, current_loop, run_blocking
 
 if TYPE_CHECKING:
     from ._channels import BaseChannel
-    from ._pubsub import SubChannel
+    from ._pubsub import PubChannel, SubChannel
 
 __all__ = [
+    "event_loop_async",
     "future_result_async",
+    "pub_send_async",
     "recv_item_async",
+    "run_blocking",
     "run_event_loop_async",
     "sub_anext",
     "sub_recv_async",
@@ -48,32 +63,20 @@ __all__ = [
 ]
 
 
-def _deadline(timeout: object) -> float:
-    """A trio deadline for ``timeout`` seconds (None: no deadline)."""
+def _deadline(loop: Loop, timeout: object) -> float:
+    """A deadline on ``loop``'s clock for ``timeout`` seconds (None: no deadline)."""
     seconds = check_timeout(timeout, "timeout", none=True)
-    return math.inf if seconds is None else trio.current_time() + seconds
-
-
-def _waker(event: trio.Event) -> Callable[..., None]:
-    """A thread-safe callable that sets ``event`` in the current trio thread."""
-    token = trio.lowlevel.current_trio_token()
-
-    def wake(*_args: object) -> None:
-        try:
-            token.run_sync_soon(event.set)
-        except trio.RunFinishedError:  # the trio program ended meanwhile
-            pass
-
-    return wake
+    return math.inf if seconds is None else loop.now() + seconds
 
 
 # -- channels -----------------------------------------------------------------
 
 
-async def _wait_for_change(channel: BaseChannel) -> None:
-    """Park until ``channel`` gets deposits or closes (or the task is cancelled)."""
-    event = trio.Event()
-    wake = _waker(event)
+async def _wait_for_change(channel: BaseChannel, loop: Loop, deadline: float) -> None:
+    """Park until ``channel`` gets deposits or closes, or ``deadline`` passes
+    (or the task is cancelled)."""
+    parker = loop.parker()
+    wake = parker.wake
     with channel._cond:
         channel._async_waiters.append(wake)
     try:
@@ -81,7 +84,7 @@ async def _wait_for_change(channel: BaseChannel) -> None:
         # registration is either seen here or fires the wake-up.
         if channel._queue or channel._closed:
             return
-        await event.wait()
+        await parker.wait(deadline)
     finally:
         with channel._cond:
             try:
@@ -94,7 +97,7 @@ async def recv_item_async(
     channel: BaseChannel, timeout: float | None = None
 ) -> tuple[int, bytes] | None:
     """Pop the next inbox item ``(recv_seq, payload)`` of ``channel``, waiting
-    without blocking trio.
+    without blocking the loop.
 
     Args:
         channel: Any channel.
@@ -105,23 +108,22 @@ async def recv_item_async(
         The item, or None when the time ran out or the channel is closed
         and empty.
     """
-    deadline = _deadline(timeout)
-    await trio.lowlevel.checkpoint_if_cancelled()
+    loop = current_loop()
+    deadline = _deadline(loop, timeout)
+    await loop.before_take()
     queue = channel._queue
-    with trio.move_on_at(deadline):
-        while True:
-            try:
-                item = queue.popleft()
-            except IndexError:
-                pass
-            else:
-                # Shielded: a cancellation now must not drop the popped message.
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                return item
-            if channel._closed:
-                break
-            await _wait_for_change(channel)
-    await trio.lowlevel.cancel_shielded_checkpoint()
+    while True:
+        try:
+            item = queue.popleft()
+        except IndexError:
+            pass
+        else:
+            await loop.after_take()  # cannot raise: the popped message is never dropped
+            return item
+        if channel._closed or loop.now() >= deadline:
+            break
+        await _wait_for_change(channel, loop, deadline)
+    await loop.after_take()
     return None
 
 
@@ -143,11 +145,61 @@ async def sub_anext(sub: SubChannel) -> Any:
     return sub._decode(item[1])
 
 
+# -- publishing under back-pressure ----------------------------------------------
+
+
+async def pub_send_async(pub: PubChannel, message: Any) -> None:
+    """``PubChannel.send_async``: wait (in the loop) while the publisher is held, then send.
+
+    Two things hold a publisher: a full sync-mode subscriber (waited for with
+    a wake-up from the engine, like a reader) and a congested connection (an
+    outgoing queue over its high-water mark; waited for in a worker thread,
+    because each transport has its own way to say it drained, and, as in
+    send(), for at most the transport's back-pressure timeout, after which
+    the queue's discard policy applies). A cancelled send_async sent nothing.
+    """
+    from . import _sync
+
+    loop = current_loop()
+    await loop.checkpoint()  # (a cancellation here: nothing was sent)
+    while pub._sync_blocked and not pub._closed:
+        left = _sync.pub_expire(pub)  # seconds until the first lock expires
+        if left is None:
+            break
+        await _wait_for_sync(pub, loop, loop.now() + left)
+    ctx = pub._context
+    if ctx._congestion and any(
+        c._congestion_check and not getattr(c, "_congested", False) for c in ctx._connected
+    ):
+        # What send() would wait for (at most the transport's back-pressure
+        # timeout per congested connection), waited for off the loop.
+        await run_blocking(ctx._ease_congestion)
+    pub.send(message)  # (raises on a closed channel, as send does)
+
+
+async def _wait_for_sync(pub: PubChannel, loop: Loop, deadline: float) -> None:
+    """Park until the sync-mode locks of ``pub`` change or ``deadline`` passes."""
+    parker = loop.parker()
+    wake = parker.wake
+    with pub._sync_cond:
+        pub._sync_async_waiters.append(wake)
+    try:
+        if not pub._sync_blocked or pub._closed:  # (registered first, checked second)
+            return
+        await parker.wait(deadline)
+    finally:
+        with pub._sync_cond:
+            try:
+                pub._sync_async_waiters.remove(wake)
+            except ValueError:
+                pass
+
+
 # -- futures ------------------------------------------------------------------
 
 
 async def future_result_async(future: Any, timeout: float | None = None) -> Any:
-    """``Future.result_async``: wait for the future without blocking trio.
+    """``Future.result_async``: wait for the future without blocking the loop.
 
     Args:
         future: A yoton Future.
@@ -162,19 +214,19 @@ async def future_result_async(future: Any, timeout: float | None = None) -> Any:
         yoton.CancelledError: the future was cancelled.
         Exception: whatever the request raised remotely.
 
-    Cancelling the awaiting trio task stops the waiting only; the request
-    itself goes on (call ``future.cancel()`` to drop it).
+    Cancelling the awaiting task stops the waiting only; the request itself
+    goes on (call ``future.cancel()`` to drop it).
     """
-    deadline = _deadline(timeout)
+    loop = current_loop()
+    deadline = _deadline(loop, timeout)
     if not future.done():
-        event = trio.Event()
-        future._add_done_hook(_waker(event))
-        with trio.move_on_at(deadline):
-            await event.wait()
+        parker = loop.parker()
+        future._add_done_hook(parker.wake)
+        await parker.wait(deadline)
         if not future.done():
             raise TimeoutError(f"The request did not complete within {timeout} seconds.")
     else:
-        await trio.lowlevel.checkpoint()
+        await loop.before_take()
     return future.result()
 
 
@@ -187,62 +239,81 @@ def future_await(future: Any) -> Any:
 
 
 async def run_event_loop_async(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    """Run yoton's events in this trio thread until cancelled.
+    """Run yoton's events in this event loop (trio or asyncio) until cancelled.
 
-    Embeds yoton's event queue in the trio loop (see ``embed_event_loop``):
-    every posted event schedules one ``process_events()`` round in this task,
-    through ``TrioToken.run_sync_soon``, so there is no polling. Signals such
-    as ``channel.received``, Future callbacks and RepChannel event mode then
-    run in the trio thread, one round at a time. Handlers are plain
-    functions: a handler that blocks, blocks the trio loop.
+    Embeds yoton's event queue in the loop (see ``embed_event_loop``): every
+    posted event wakes this task through the loop's thread-safe call, and it
+    runs one ``process_events()`` round; there is no polling. Signals such as
+    ``channel.received``, Future callbacks and RepChannel event mode then run
+    in the program's thread, one round at a time. Handlers are plain
+    functions: a handler that blocks, blocks the loop.
 
-    Start it with ``nursery.start(yoton.run_event_loop_async)``, or use
-    :func:`trio_event_loop`. On exit the previous embedding is restored. Run
-    only one at a time (a second one replaces the first's embedding).
+    Under trio, start it with ``nursery.start(yoton.run_event_loop_async)``;
+    under either loop, :func:`event_loop_async` runs it beside a block. On
+    exit the previous embedding is restored. Run only one at a time (a second
+    one replaces the first's embedding).
     """
-    wakeup = trio.Event()
-
-    def set_wakeup() -> None:  # trio thread
-        wakeup.set()
-
-    token = trio.lowlevel.current_trio_token()
-
-    def on_post() -> None:  # any thread: an event was posted
-        try:
-            token.run_sync_soon(set_wakeup)
-        except trio.RunFinishedError:
-            pass
-
+    wakeup = current_loop().parker()
     previous = app._embed_callback
-    app.embed_event_loop(on_post)
+    app.embed_event_loop(wakeup.wake)
     try:
         task_status.started()
         while True:
             await wakeup.wait()
-            # A fresh event *before* processing: posts made while the round
-            # runs set the new one, so none is missed.
-            wakeup = trio.Event()
+            # Cleared *before* processing: posts made while the round runs
+            # set it again, so none is missed.
+            wakeup.clear()
             app.process_events()
     finally:
-        if app._embed_callback is on_post:
+        if app._embed_callback == wakeup.wake:
             app.embed_event_loop(previous)
 
 
+class _Started:
+    """``task_status`` for asyncio: resolves a future when the task has started."""
+
+    def __init__(self, fut: Any) -> None:
+        self._fut = fut
+
+    def started(self, value: Any = None) -> None:
+        if not self._fut.done():
+            self._fut.set_result(value)
+
+
 @asynccontextmanager
-async def trio_event_loop() -> AsyncIterator[None]:
-    """Run yoton's events in the trio thread while the block runs.
+async def event_loop_async() -> AsyncIterator[None]:
+    """Run yoton's events in this event loop (trio or asyncio) while the block runs.
 
     Example::
 
-        async with yoton.trio_event_loop():
-            sub.received.bind(on_received)   # called in this trio thread
-            await trio.sleep_forever()
+        async with yoton.event_loop_async():
+            sub.received.bind(on_received)   # called in this thread, by the loop
+            ...
 
     See :func:`run_event_loop_async` for the details.
     """
-    async with trio.open_nursery() as nursery:
-        await nursery.start(run_event_loop_async)
-        try:
-            yield
-        finally:
-            nursery.cancel_scope.cancel()
+    if current_loop().name == "trio":
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_event_loop_async)
+            try:
+                yield
+            finally:
+                nursery.cancel_scope.cancel()
+        return
+    import asyncio
+
+    aloop = asyncio.get_running_loop()
+    started = aloop.create_future()
+    task = aloop.create_task(run_event_loop_async(task_status=_Started(started)))
+    try:
+        await asyncio.wait([started, task], return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()  # raises whatever ended it before it started
+        yield
+    finally:
+        task.cancel()
+        await asyncio.wait([task])  # (not ``await task``: its cancellation is not ours)
+
+
+#: The name yoton 3.0's first async face had; works under asyncio too.
+trio_event_loop = event_loop_async

@@ -326,6 +326,33 @@ class Context(Router, JoinAnnouncer):
         self._send_context_message("NEW_CONNECTION")
         return conn
 
+    async def connect_async(
+        self, address: str, timeout: float = 1.0, name: str = "", **options: Any
+    ) -> Connection:
+        """:meth:`connect` for a trio or asyncio task: waits without blocking its loop.
+
+        The connect runs in a worker thread (every transport's connect is a
+        blocking call). Cancelling the awaiting task stops the waiting at
+        once; a connection that completes afterwards is closed, so nothing is
+        left half-used. Same arguments, result and errors as :meth:`connect`.
+        """
+        from ._async import run_blocking
+
+        return await run_blocking(  # type: ignore[no-any-return]
+            lambda: self.connect(address, timeout, name, **options),
+            cleanup=lambda conn: conn.close("Closed: connect_async() was cancelled."),
+        )
+
+    async def flush_async(self, timeout: float = 5.0) -> bool:
+        """:meth:`flush` for a trio or asyncio task: waits without blocking its loop.
+
+        Waits in a worker thread; cancelling the awaiting task stops the
+        waiting (the data goes out all the same).
+        """
+        from ._async import run_blocking
+
+        return await run_blocking(lambda: self.flush(timeout))  # type: ignore[no-any-return]
+
     def _connection_established(self, conn: Connection) -> None:
         """A connection got its peer: start routing to it (called by transports)."""
         with self._lock:

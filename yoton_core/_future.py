@@ -360,10 +360,10 @@ class Future(concurrent.futures.Future[Any]):
         except Exception:
             return None
 
-    # -- async (trio) face; implemented in _async.py ---------------------------
+    # -- async face (trio and asyncio); implemented in _async.py ---------------
 
     async def result_async(self, timeout: float | None = None) -> Any:
-        """Await the result from a trio task without blocking its loop.
+        """Await the result from a trio or asyncio task without blocking its loop.
 
         Same outcomes as :meth:`result`. Cancelling the awaiting task stops
         the waiting only; the request goes on.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import _async, _sync
@@ -34,6 +34,9 @@ class PubChannel(BaseChannel):
         # Sync mode (_sync.py): subscriber id -> lock expiry, while it is full.
         self._sync_blocked: dict[int, float] = {}
         self._sync_cond = threading.Condition(threading.Lock())
+        # Wake-ups of send_async callers held by a full subscriber (_async.py),
+        # fired (and cleared) with the Condition's notify. Guarded by _sync_cond.
+        self._sync_async_waiters: list[Callable[[], object]] = []
         super().__init__(context, slot_base, message_type)
         self._encode = self._message_type.message_to_bytes
         # TEXT (the default) and BINARY are encoded inline in send(): a str is
@@ -45,7 +48,8 @@ class PubChannel(BaseChannel):
 
         Empty messages ("" or b"") are not sent: on the wire an empty payload
         is a connection-level control package. While a subscriber in sync mode
-        is full, this blocks until it has caught up.
+        is full, this blocks until it has caught up (in an event loop, use
+        :meth:`send_async`, which waits without blocking the loop).
         """
         if self._sync_blocked:
             _sync.pub_wait(self)
@@ -60,6 +64,16 @@ class PubChannel(BaseChannel):
             return
         # The rest of BaseChannel._send, inlined: this is the throughput path.
         ctx._send(data, self._slot_out, self)  # type: ignore[arg-type]
+
+    async def send_async(self, message: Any) -> None:
+        """Publish ``message`` from a trio or asyncio task without blocking its loop.
+
+        Where :meth:`send` would block the thread (a sync-mode subscriber is
+        full, or a connection's outgoing queue is over its high-water mark),
+        this waits in the event loop instead, then sends. Cancelling it while
+        it waits sends nothing. Raises OSError on a closed channel.
+        """
+        await _async.pub_send_async(self, message)
 
     def _deposit(self, pkg: Package) -> None:
         # The incoming slot carries sync-mode control words ("full"/"ok") from
@@ -145,10 +159,10 @@ class SubChannel(BaseChannel):
     def __iter__(self) -> Iterator[Any]:
         return self
 
-    # -- async (trio) face; implemented in _async.py ---------------------------
+    # -- async face (trio and asyncio); implemented in _async.py ---------------
 
     async def recv_async(self, timeout: float | None = None) -> Any:
-        """Await the next message in a trio program, without blocking its loop.
+        """Await the next message in a trio or asyncio task, without blocking its loop.
 
         Args:
             timeout: Seconds to wait; None (default) waits until a message

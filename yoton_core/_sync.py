@@ -51,7 +51,15 @@ from ._wire import Package
 if TYPE_CHECKING:
     from ._pubsub import PubChannel, SubChannel
 
-__all__ = ["SubSync", "pub_forget", "pub_on_sync_message", "pub_wait", "pub_wake", "set_sync_mode"]
+__all__ = [
+    "SubSync",
+    "pub_expire",
+    "pub_forget",
+    "pub_on_sync_message",
+    "pub_wait",
+    "pub_wake",
+    "set_sync_mode",
+]
 
 logger = get_logger("pubsub")
 
@@ -245,6 +253,7 @@ def pub_on_sync_message(pub: PubChannel, pkg: Package) -> None:
             blocked[pkg.source_id] = time.monotonic() + LOCK_EXPIRY
         elif blocked.pop(pkg.source_id, None) is not None and not blocked:
             cond.notify_all()
+            _wake_async(pub)
 
 
 def pub_forget(pub: PubChannel, peer: int) -> None:
@@ -267,32 +276,61 @@ def pub_forget(pub: PubChannel, peer: int) -> None:
             del blocked[sid]
         if not blocked:
             cond.notify_all()
+            _wake_async(pub)
 
 
 def pub_wake(pub: PubChannel) -> None:
     """Wake blocked senders (the channel closed)."""
     with pub._sync_cond:
         pub._sync_cond.notify_all()
+        _wake_async(pub)
+
+
+def _wake_async(pub: PubChannel) -> None:
+    """Wake (and forget) the event-loop senders waiting on ``pub`` (cond held)."""
+    waiters = pub._sync_async_waiters
+    if waiters:
+        pub._sync_async_waiters = []
+        for wake in waiters:
+            wake()
+
+
+def pub_expire(pub: PubChannel) -> float | None:
+    """Drop the locks that expired; seconds until the next one expires, None if none is left."""
+    with pub._sync_cond:
+        return _expire_locked(pub)
+
+
+def _expire_locked(pub: PubChannel) -> float | None:
+    """:func:`pub_expire` with ``pub._sync_cond`` held."""
+    blocked = pub._sync_blocked
+    now = time.monotonic()
+    for sid, expiry in list(blocked.items()):
+        if expiry <= now:
+            del blocked[sid]
+            logger.info(
+                "sync-mode subscriber %#x said nothing for %s s; no longer waiting for it",
+                sid,
+                LOCK_EXPIRY,
+            )
+    if not blocked:
+        return None
+    return min(blocked.values()) - now
 
 
 def pub_wait(pub: PubChannel) -> None:
-    """Block the sending thread while some sync-mode subscriber is full."""
+    """Block the sending thread while some sync-mode subscriber is full.
+
+    (``PubChannel.send_async`` waits for the same thing in an event loop:
+    see ``_async.pub_send_async``.)
+    """
     if get_engine().in_io_thread():
         return  # never block the IO loop: it is what delivers the "ok"
     cond = pub._sync_cond
-    blocked = pub._sync_blocked
     pub._sync_waits = getattr(pub, "_sync_waits", 0) + 1  # statistics (tests, benchmarks)
     with cond:
-        while blocked and not pub._closed:
-            now = time.monotonic()
-            for sid, expiry in list(blocked.items()):
-                if expiry <= now:
-                    del blocked[sid]
-                    logger.info(
-                        "sync-mode subscriber %#x said nothing for %s s; no longer waiting for it",
-                        sid,
-                        LOCK_EXPIRY,
-                    )
-            if not blocked:
+        while pub._sync_blocked and not pub._closed:
+            left = _expire_locked(pub)
+            if left is None:
                 break
-            cond.wait(min(blocked.values()) - now)
+            cond.wait(left)
