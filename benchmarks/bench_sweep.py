@@ -344,6 +344,8 @@ def run(opts: Namespace) -> list[dict[str, Any]]:
         for size, runs in phases.items():
             series[size], details[size] = median_phase(runs)
         row.update(value=series.get(16 * MiB), series=series, series_detail=details)
+        if lib == "yoton-inproc":
+            row["by_reference"] = True  # drawn in its own panel (run.plot)
         rows.append(row)
         for size, group in bandwidth.items():
             group.append(bandwidth_row(size, lib, display, series[size], details[size]))

@@ -229,7 +229,13 @@ def target_summary(groups: dict[str, list[dict[str, Any]]]) -> str:
 
 
 def plot(groups: dict[str, list[dict[str, Any]]], path: str, subtitle: str) -> bool:
-    """Log-log plot of every ``series`` row (throughput against message size)."""
+    """Log-log plot of every ``series`` row (throughput against message size).
+
+    Rows marked ``by_reference`` (inproc, whose receiver gets the sender's
+    object: its "MB/s" grows with the size up to ~10^7 and would squeeze every
+    other line into the bottom of a shared axis) get a panel of their own,
+    with this project's tcp line repeated there for scale.
+    """
     series_rows = [r for rows in groups.values() for r in rows if r.get("series")]
     if not series_rows:
         return False
@@ -238,30 +244,52 @@ def plot(groups: dict[str, list[dict[str, Any]]], path: str, subtitle: str) -> b
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=110)
-    for r in series_rows:
-        pts = sorted((int(k), v) for k, v in r["series"].items() if v)
-        if not pts:
-            continue
-        style = "-" if r.get("library") == US else "--"
-        ax.plot(
-            [p[0] for p in pts],
-            [p[1] for p in pts],
-            style,
-            marker="o",
-            markersize=3,
-            label=r.get("library"),
-            linewidth=2.2 if r.get("library") == US else 1.3,
-        )
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
+    copied = [r for r in series_rows if not r.get("by_reference")]
+    apart = [r for r in series_rows if r.get("by_reference")]
     sizes = sorted({int(k) for r in series_rows for k in r["series"]})
-    ax.set_xticks(sizes, [_size_label(z) for z in sizes], rotation=50, fontsize=8)
-    ax.set_xlabel("message size")
-    ax.set_ylabel(f"throughput, {series_rows[0].get('metric', '')} (log)")
-    ax.set_title(f"pub/sub throughput against message size\n{subtitle}", fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    metric = series_rows[0].get("metric", "")
+    if apart:
+        fig, (ax, ax2) = plt.subplots(
+            1, 2, figsize=(13, 5.5), dpi=110, gridspec_kw={"width_ratios": [3, 2]}
+        )
+    else:
+        fig, ax = plt.subplots(figsize=(9, 5.5), dpi=110)
+        ax2 = None
+
+    def draw(axis: Any, rows: list[dict[str, Any]]) -> None:
+        for r in rows:
+            pts = sorted((int(k), v) for k, v in r["series"].items() if v)
+            if not pts:
+                continue
+            ours = r.get("library") == US
+            axis.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                "-" if ours or r.get("by_reference") else "--",
+                marker="o",
+                markersize=3,
+                label=r.get("library"),
+                linewidth=2.2 if ours or r.get("by_reference") else 1.3,
+            )
+        axis.set_xscale("log", base=2)
+        axis.set_yscale("log")
+        axis.set_xticks(sizes, [_size_label(z) for z in sizes], rotation=50, fontsize=8)
+        axis.set_xlabel("message size")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=8)
+
+    draw(ax, copied)
+    ax.set_ylabel(f"throughput, {metric} (log)")
+    ax.set_title("copied through a socket (two processes)", fontsize=10)
+    if ax2 is not None:
+        scale = [
+            {**r, "library": "yoton 3 over tcp (for scale)"}
+            for r in copied
+            if r.get("library") == US
+        ]
+        draw(ax2, apart + scale)
+        ax2.set_title("inproc: handed over by reference (one process)", fontsize=10)
+    fig.suptitle(f"pub/sub throughput against message size\n{subtitle}", fontsize=10)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path)

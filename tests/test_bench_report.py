@@ -118,7 +118,14 @@ def test_update_readme_replaces_only_the_marked_block(run_mod, tmp_path):
         run_mod.update_readme("x", str(readme))
 
 
-def _transport_result(n: int, size: int, msg_per_s: float, same: bool | None = None) -> dict:
+def _transport_result(
+    n: int,
+    size: int,
+    msg_per_s: float,
+    same: bool | None = None,
+    cpu: tuple[float, ...] = (1.0,),
+) -> dict:
+    """``cpu``: (both ends) for inproc, (publisher, subscriber) for tcp/unix, µs/message."""
     r = {
         "messages": n,
         "size": size,
@@ -126,7 +133,10 @@ def _transport_result(n: int, size: int, msg_per_s: float, same: bool | None = N
         "dropped": 0,
         "msg_per_s": msg_per_s,
         "mib_per_s": msg_per_s * size / (1 << 20),
+        "cpu_us": sum(cpu),
     }
+    if len(cpu) == 2:
+        r["cpu_pub_us"], r["cpu_sub_us"] = cpu
     if same is not None:
         r["same_object"] = same
     return r
@@ -142,6 +152,9 @@ def test_transport_tables_compare_like_with_like(run_mod):
         "pubsub_100B_tcp": _transport_result(10, 100, 100.0),
         "pubsub_100B_unix": _transport_result(10, 100, 120.0),
         "pubsub_100B_inproc": _transport_result(10, 100, 250.0),
+        "pubsub_100B_tcp_cpu": _transport_result(10, 100, 100.0, cpu=(1.1, 1.2)),
+        "pubsub_100B_unix_cpu": _transport_result(10, 100, 120.0, cpu=(1.0, 1.0)),
+        "pubsub_100B_inproc_cpu": _transport_result(10, 100, 250.0, cpu=(1.5,)),
         "bandwidth_1MiB_inproc": _transport_result(10, mib, 1000.0, True),
         "bandwidth_16MiB_inproc": _transport_result(10, 16 * mib, 900.0, True),
         "bandwidth_16MiB_tcp": _transport_result(4, 16 * mib, 50.0),
@@ -157,8 +170,15 @@ def test_transport_tables_compare_like_with_like(run_mod):
     assert "| 1,000 | 10/10, dropped 0; yes | 14.40 | ≥ 1.00: met |" in text
     copied = next(g for title, g in groups.items() if "bandwidth 16 MiB" in title)
     assert "| 1.20 |" in run_mod.table(copied)  # unix over tcp, both copied
+    cpu = next(g for title, g in groups.items() if "CPU µs per message" in title)
+    # Lower is better: the ratio is tcp's two ends over inproc's, 2.3 / 1.5.
+    text = run_mod.table(cpu)
+    assert (
+        "| 2.3 | 10/10, dropped 0; publisher 1.10 + subscriber 1.20 | 1.53 | ≥ 2.00: **MISSED** |"
+        in (text)
+    )
     summary = run_mod.target_summary(groups)
-    assert "us/yoton 3 over tcp ≥ 3.00 | 2.50 | **MISSED** |" in summary
+    assert "us/yoton 3 over tcp ≥ 2.00 | 1.53 | **MISSED** |" in summary
     assert "us/yoton 3 over tcp ≥ 1.00 | 1.20 | met |" in summary
 
 
