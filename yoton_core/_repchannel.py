@@ -23,6 +23,7 @@ from collections import deque
 from typing import Any
 
 from ._channels import BaseChannel
+from ._compat2x import RepChannel2x
 from ._engine import get_engine
 from ._errors import ConnectionClosedError, InvalidArgumentError
 from ._eventloop import post_event
@@ -101,7 +102,7 @@ _OVERRIDABLE = frozenset({"echo", "close"})
 _INSTANCE_NAMES = frozenset({"received"})
 
 
-class RepChannel(BaseChannel):
+class RepChannel(RepChannel2x, BaseChannel):
     """Answers the requests of ReqChannels on the same slot.
 
     Subclass it and add methods; each public method of the subclass can be
@@ -278,6 +279,29 @@ class RepChannel(BaseChannel):
                 self._execute(work)
             except BaseException:  # SystemExit & co. in a handler: keep serving
                 logger.exception("a handler raised in the worker thread")
+
+    def _serve_queued(self) -> None:
+        """Run the queued requests in the calling thread, then take the next one.
+
+        What a 2.x program that keeps its RepChannel ``off`` calls now and then
+        (as ``_process_events_local``, see ``_compat2x.py``): the requests that
+        arrived run here, and the oldest waiting pre-request is acknowledged
+        (which mode ``off`` otherwise never does), so its request arrives for
+        the next call.
+        """
+        while True:
+            out: _Out = []
+            with self._cond:
+                work = None
+                if self._work and not self._closed:
+                    work = self._work.popleft()
+                    self._running.append(work)
+                else:
+                    self._pump_locked(time.monotonic(), out, even_off=True)
+            self._send_all(out)
+            if work is None:
+                return
+            self._execute(work)
 
     def _run_one_event(self) -> None:
         with self._cond:
@@ -470,15 +494,18 @@ class RepChannel(BaseChannel):
             if seq & NEW_STYLE:
                 self._remember(src)
 
-    def _pump_locked(self, now: float, out: _Out) -> None:
-        """Acknowledge the oldest pre-request if we are free to take it."""
+    def _pump_locked(self, now: float, out: _Out, even_off: bool = False) -> None:
+        """Acknowledge the oldest pre-request if we are free to take it.
+
+        In mode ``off`` only when ``even_off`` (:meth:`_serve_queued`).
+        """
         current = self._current
         if current is not None:
             limit = NEW_STYLE_STALE if current[1] & NEW_STYLE else PRE_REQUEST_FAILSAFE
             if now - self._current_since > limit:
                 self._current = None
         if (
-            self._mode == MODE_OFF
+            (self._mode == MODE_OFF and not even_off)
             or self._closed
             or self._current is not None
             or self._running
