@@ -231,6 +231,22 @@ def test_same_key_works_for_pubsub_and_reqrep(scheme: str, contexts) -> None:
     assert yoton.ReqChannel(b, "calc").add(2, 3).result(TIMEOUT) == 5
 
 
+def test_keyed_bind_side_routes_to_the_peer_before_its_connect_returns(
+    scheme: str, contexts
+) -> None:
+    """The bind side holds its final OK until its end is registered (as without a key)."""
+    for attempt in range(10):
+        a, b, c = (contexts(auth_key="k") for _ in range(3))
+        pub, sub = yoton.PubChannel(a, "news"), yoton.SubChannel(c, "news")
+        first = a.bind(f"{scheme}://localhost:0")
+        b.connect(f"{scheme}://localhost:{first.port1}", timeout=TIMEOUT)
+        wait_for(lambda first=first: first.is_connected, TIMEOUT, "the bound end")
+        hop = b.bind(f"{scheme}://localhost:0")
+        c.connect(f"{scheme}://localhost:{hop.port1}", timeout=TIMEOUT)  # (no waiting for b)
+        pub.send(f"try {attempt}")
+        assert sub.recv(TIMEOUT) == f"try {attempt}"
+
+
 @pytest.mark.parametrize(
     "bind_key, connect_key, connect_words, bind_words",
     [

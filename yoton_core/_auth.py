@@ -334,15 +334,21 @@ class Authenticator:
 
 
 async def authenticate_stream(
-    stream: trio.abc.Stream, auth: Authenticator, first: bytes, leftover: bytes
-) -> bytes:
-    """Run ``auth`` over a trio stream; return the bytes that followed it.
+    stream: trio.abc.Stream,
+    auth: Authenticator,
+    first: bytes,
+    leftover: bytes,
+    hold_last: bool = False,
+) -> tuple[bytes, bytes]:
+    """Run ``auth`` over a trio stream; return ``(bytes that followed it, last)``.
 
     The only IO in this module: a thin driver, so that the stream connection
     base stays small. ``first`` is sent before our own first message (a keyed
     bind side's ``YOTON!`` line, sent in the same write as its challenge so a
     keyless peer sees both at once); ``leftover`` is what followed the peer's
-    line. Raises :class:`HandshakeError` with the reason when refused.
+    line. With ``hold_last`` our final OK is not sent but returned as ``last``
+    (the bind side registers the connection first); else ``last`` is empty.
+    Raises :class:`HandshakeError` with the reason when refused.
     """
     from ._engine import LINK_ERRORS
     from ._errors import HandshakeError
@@ -357,6 +363,8 @@ async def authenticate_stream(
         if not data:
             raise HandshakeError(auth_eof_reason(auth.role, auth.heard))
         out = auth.receive_data(data)
+    if out and hold_last and auth.state == Authenticator.DONE:
+        return auth.leftover, out
     if out:  # our OK, or a FAIL that tells the peer why
         try:
             await stream.send_all(out)
@@ -365,4 +373,4 @@ async def authenticate_stream(
                 raise
     if auth.state != Authenticator.DONE:
         raise HandshakeError(auth.error or "Authentication failed.")
-    return auth.leftover
+    return auth.leftover, b""

@@ -44,12 +44,7 @@ from ._poller import AVAILABLE as POLLER_AVAILABLE
 from ._poller import SocketReader, get_poller, in_io_role
 from ._stream_queue import StreamQueue
 from ._stream_receive import StreamReceiver, exc_text
-from ._wire import (
-    CLOSE_BYTES,
-    HEADER,
-    HEARTBEAT_BYTES,
-    FrameDecoder,
-)
+from ._wire import CLOSE_BYTES, HEADER, HEARTBEAT_BYTES, FrameDecoder
 
 if TYPE_CHECKING:
     from ._context import Context
@@ -186,7 +181,7 @@ class StreamConnection(StreamQueue, StreamReceiver, Connection):
 
     async def _host(self, sock: socket.socket) -> None:
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
-        winner: list[tuple[trio.abc.Stream, int, int, bytes, Any]] = []
+        winner: list[tuple[trio.abc.Stream, bytes]] = []  # (stream, leftover)
         try:
             with trio.CancelScope() as scope:
                 self._scope = scope
@@ -221,12 +216,7 @@ class StreamConnection(StreamQueue, StreamReceiver, Connection):
         if not winner:
             self._set_closed(self._end_reason or "Closed on command.")
             return
-        stream, peer_id, peer_pid, leftover, joins = winner[0]
-        self._id2, self._pid2 = peer_id, peer_pid
-        self._set_joins(joins)
-        self._hostname2, self._port2 = self._stream_peer(stream)
-        self._establish(STATUS_HOSTING)
-        await self._serve(stream, leftover)
+        await self._serve(*winner[0])  # (established in _host_handshake)
 
     async def _host_handshake(
         self,
@@ -242,11 +232,17 @@ class StreamConnection(StreamQueue, StreamReceiver, Connection):
             with hs_scope:
                 with trio.move_on_after(self.handshake_timeout) as timer:
                     stream = await self._wrap_server_stream(stream)
-                    peer_id, peer_pid, leftover, joins = await self._handshake(stream, "bind")
+                    peer_id, peer_pid, leftover, joins, last = await self._handshake(stream, "bind")
                     if not winner:
-                        winner.append((stream, peer_id, peer_pid, leftover, joins))
+                        winner.append((stream, leftover))
                         won = True
-                        host_scope.cancel()
+                        # Registered before the peer hears the end of the handshake:
+                        # once its connect() returns, what we route goes to it.
+                        self._id2, self._pid2 = peer_id, peer_pid
+                        self._set_joins(joins)
+                        self._hostname2, self._port2 = self._stream_peer(stream)
+                        self._establish(STATUS_HOSTING)
+                        await stream.send_all(last)  # (if broken: _serve finds out)
                 if timer.cancelled_caught:
                     reason = "Handshake timed out."
         except HandshakeError as exc:
@@ -255,7 +251,9 @@ class StreamConnection(StreamQueue, StreamReceiver, Connection):
             reason = f"Handshake failed: {exc!r}"
         finally:
             pending.pop(id(hs_scope), None)
-            if not won:
+            if won:
+                host_scope.cancel()
+            else:
                 with trio.CancelScope(shield=True):
                     await trio.aclose_forcefully(stream)
         if not won and self._status == STATUS_WAITING:
@@ -287,7 +285,7 @@ class StreamConnection(StreamQueue, StreamReceiver, Connection):
                 await trio.sleep(retry)
         try:
             with trio.fail_after(self.handshake_timeout):
-                peer_id, peer_pid, leftover, joins = await self._handshake(stream, "connect")
+                peer_id, peer_pid, leftover, joins, _ = await self._handshake(stream, "connect")
         except trio.TooSlowError:
             await trio.aclose_forcefully(stream)
             raise YotonTimeoutError("Handshake timed out.") from None
@@ -311,7 +309,11 @@ class StreamConnection(StreamQueue, StreamReceiver, Connection):
 
     async def _handshake(
         self, stream: trio.abc.Stream, role: str
-    ) -> tuple[int, int, bytes, tuple[bool, bool] | None]:
+    ) -> tuple[int, int, bytes, tuple[bool, bool] | None, bytes]:
+        """The 2.x handshake (and authentication): (peer id, pid, leftover, joins, last).
+
+        ``last``: what a bind side still sends to finish (its line or its OK),
+        held back to register its end first (_host_handshake); b"" to connect."""
         told = self._context._joins_for_handshake()
         hs = Handshake(role, self._context.id, os.getpid(), joins=told)  # type: ignore[arg-type]
         key = self._context._auth_key
@@ -327,8 +329,10 @@ class StreamConnection(StreamQueue, StreamReceiver, Connection):
                     "Handshake failed: the peer closed the connection during the handshake."
                 )
             out = hs.receive_data(data)
-            if out and not (key is not None and hs.state == Handshake.DONE):
-                await stream.send_all(out)  # (a keyed bind side sends its line with the challenge)
+            if out and hs.state == Handshake.DONE and (key is not None or role == "bind"):
+                break  # sent later: with the challenge (keyed), or as ``last``
+            if out:
+                await stream.send_all(out)
         if hs.state != Handshake.DONE:
             raise HandshakeError(hs.error or "Handshake failed.")
         assert hs.peer_id is not None and hs.peer_pid is not None
@@ -336,16 +340,17 @@ class StreamConnection(StreamQueue, StreamReceiver, Connection):
         # wins (a bind may handshake with several candidates at once).
         joins = (hs.peer_joins, told) if hs.peer_joins_cap else None
         leftover = hs.leftover
+        last = out if role == "bind" else b""
         # -- authentication (_auth.py): after the 2.x lines, before any package
         if key is not None:
             auth = Authenticator(role, key, self._context.id, hs.peer_id)  # type: ignore[arg-type]
-            leftover = await authenticate_stream(stream, auth, out, leftover)
+            leftover, last = await authenticate_stream(stream, auth, out, leftover, role == "bind")
         elif is_auth_message(leftover):  # we have no key; the peer has one
             with trio.move_on_after(0.5):
-                await stream.send_all(NO_KEY_REPLY)
+                await stream.send_all(last + NO_KEY_REPLY)
             raise HandshakeError(NO_KEY_REASON)
         # -- end of authentication
-        return hs.peer_id, hs.peer_pid, leftover, joins
+        return hs.peer_id, hs.peer_pid, leftover, joins, last
 
     # -- established phase ----------------------------------------------------
 

@@ -120,7 +120,7 @@ class TlsConnection(TcpConnection):
 
     async def _handshake(
         self, stream: trio.abc.Stream, role: str
-    ) -> tuple[int, int, bytes, tuple[bool, bool] | None]:
+    ) -> tuple[int, int, bytes, tuple[bool, bool] | None, bytes]:
         if isinstance(stream, trio.SSLStream):
             try:
                 await stream.do_handshake()
