@@ -751,3 +751,19 @@ def test_async_calls_outside_an_event_loop_say_what_to_do(pair) -> None:
     coro = yoton.SubChannel(b, "s").recv_async()
     with pytest.raises(RuntimeError, match="inside a trio or asyncio program"):
         coro.send(None)
+
+
+async def test_awaits_that_give_up_leave_no_hook_behind(pair) -> None:
+    a, b = pair
+    rep, release = make_replier(a)
+    req = yoton.ReqChannel(b, "calc")
+    future = req.slow(1)
+    for _ in range(3):
+        with pytest.raises(yoton.TimeoutError):
+            await future.result_async(timeout=0.01)
+        with anyio.move_on_after(0.01):
+            await future
+    assert not future._hooks  # each waiter removed its wake-up
+    release.set()
+    assert await future == 1
+    rep.close()

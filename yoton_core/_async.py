@@ -221,8 +221,12 @@ async def future_result_async(future: Any, timeout: float | None = None) -> Any:
     deadline = _deadline(loop, timeout)
     if not future.done():
         parker = loop.parker()
-        future._add_done_hook(parker.wake)
-        await parker.wait(deadline)
+        wake = parker.wake
+        future._add_done_hook(wake)
+        try:
+            await parker.wait(deadline)
+        finally:  # timed out or cancelled: a waiter that gave up leaves nothing behind
+            future._remove_done_hook(wake)
         if not future.done():
             raise TimeoutError(f"The request did not complete within {timeout} seconds.")
     else:

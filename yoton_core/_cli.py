@@ -26,7 +26,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from ._errors import RemoteError, YotonError
+from ._errors import (
+    ConnectError,
+    InvalidArgumentError,
+    RemoteError,
+    TransportNotFoundError,
+    YotonError,
+)
 from ._errors import TimeoutError as YotonTimeoutError
 
 __all__ = ["EXIT_CODES", "CliError", "main"]
@@ -183,9 +189,13 @@ def classify(exc: BaseException) -> int:
         return EXIT_REMOTE
     if isinstance(exc, YotonTimeoutError | TimeoutError):
         return EXIT_TIMEOUT
-    if isinstance(exc, OSError):  # connect refused, address in use, connection lost...
+    if isinstance(exc, InvalidArgumentError | TransportNotFoundError):
+        return EXIT_USAGE
+    # ConnectError (nobody listening, handshake refused), bind's address in
+    # use, BrokenConnectionError...: all OSErrors.
+    if isinstance(exc, ConnectError | OSError):
         return EXIT_CONNECT
-    if isinstance(exc, ValueError | TypeError):  # bad address, scheme, value (YotonError's too)
+    if isinstance(exc, ValueError | TypeError):  # e.g. an address that does not parse
         return EXIT_USAGE
     if isinstance(exc, YotonError):
         return EXIT_CONNECT

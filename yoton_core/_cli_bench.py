@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._cli import EXIT_OK, EXIT_TIMEOUT, CliError
+from ._cli import EXIT_OK, EXIT_TIMEOUT, CliError, _positive_int
 
 __all__ = ["add_command", "run_bench"]
 
@@ -41,15 +41,11 @@ def add_command(command: Callable[..., Any], parents: list[Any]) -> None:
         metavar="T",
         help="scheme to measure (default: tcp; see 'yoton transports')",
     )
-    p.add_argument("--size", type=_size, default=100, metavar="B", help="message size (100)")
+    p.add_argument(
+        "--size", type=_positive_int, default=100, metavar="B", help="message size (100)"
+    )
     p.add_argument("--quick", action="store_true", help="a smoke run: few messages")
     p.set_defaults(run=run_bench)
-
-
-def _size(text: str) -> int:
-    from ._cli import _positive_int
-
-    return _positive_int(text)
 
 
 def run_bench(args: argparse.Namespace) -> int:

@@ -23,7 +23,15 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ._cli import EXIT_CONNECT, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE, CliError
+from ._cli import (
+    EXIT_CONNECT,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    CliError,
+    _positive_int,
+    _seconds,
+)
 from ._pubsub import PubChannel, SubChannel
 from ._state import StateChannel
 
@@ -45,9 +53,9 @@ def add_commands(command: Callable[..., Any], net: list[Any], local: list[Any]) 
     )
     _join_args(p)
     _type_arg(p)
-    p.add_argument("--count", type=_int, metavar="N", help="exit after N messages")
+    p.add_argument("--count", type=_positive_int, metavar="N", help="exit after N messages")
     p.add_argument(
-        "--timeout", type=_secs, metavar="S", help="exit after S seconds without a message"
+        "--timeout", type=_seconds, metavar="S", help="exit after S seconds without a message"
     )
     p.add_argument("--raw", action="store_true", help="binary: write the bytes unchanged")
     p.set_defaults(run=run_sub)
@@ -64,7 +72,7 @@ def add_commands(command: Callable[..., Any], net: list[Any], local: list[Any]) 
     _type_arg(p, "objects are given as JSON")
     p.add_argument("message", nargs="*", metavar="MESSAGE", help="messages (default: stdin)")
     p.add_argument(
-        "--timeout", type=_secs, metavar="S", help="--bind: give up if no peer within S seconds"
+        "--timeout", type=_seconds, metavar="S", help="--bind: give up if no peer within S seconds"
     )
     p.set_defaults(run=run_pub)
 
@@ -82,7 +90,11 @@ def add_commands(command: Callable[..., Any], net: list[Any], local: list[Any]) 
     p.add_argument("method", metavar="METHOD")
     p.add_argument("args", nargs="*", metavar="ARG")
     p.add_argument(
-        "--timeout", type=_secs, default=10.0, metavar="S", help="wait for the reply (default 10)"
+        "--timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="S",
+        help="wait for the reply (default 10)",
     )
     p.set_defaults(run=run_call)
 
@@ -98,7 +110,7 @@ def add_commands(command: Callable[..., Any], net: list[Any], local: list[Any]) 
     p.add_argument("value", nargs="?", metavar="VALUE")
     p.add_argument(
         "--timeout",
-        type=_secs,
+        type=_seconds,
         metavar="S",
         help="get: wait for the state (default 5); set with --bind: for a peer (default: forever)",
     )
@@ -111,18 +123,6 @@ def add_commands(command: Callable[..., Any], net: list[Any], local: list[Any]) 
         local,
     )
     p.set_defaults(run=run_transports)
-
-
-def _int(text: str) -> int:
-    from ._cli import _positive_int
-
-    return _positive_int(text)
-
-
-def _secs(text: str) -> float:
-    from ._cli import _seconds
-
-    return _seconds(text)
 
 
 def _join_args(p: argparse.ArgumentParser) -> None:

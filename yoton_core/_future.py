@@ -530,3 +530,13 @@ class Future(concurrent.futures.Future[Any]):
                 self._hooks.append(fn)
                 return
         run_event(fn, (self,), {})
+
+    def _remove_done_hook(self, fn: Callable[[Future], object]) -> None:
+        """Forget a hook of :meth:`_add_done_hook` that has not run (a waiter gave up)."""
+        with self._lock:
+            hooks = self._hooks
+            if hooks is not None:
+                try:
+                    hooks.remove(fn)
+                except ValueError:
+                    pass
