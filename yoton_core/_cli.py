@@ -35,7 +35,7 @@ from ._errors import (
 )
 from ._errors import TimeoutError as YotonTimeoutError
 
-__all__ = ["EXIT_CODES", "CliError", "main"]
+__all__ = ["EXIT_CODES", "CommandFailed", "main"]
 
 #: Success.
 EXIT_OK = 0
@@ -64,8 +64,11 @@ EXIT_CODES = {
 }
 
 
-class CliError(Exception):
-    """A failure to report as one line on stderr with exit code ``code``."""
+class CommandFailed(Exception):
+    """Ends the command: ``message`` as one line on stderr, exit code ``code``.
+
+    (Not an error class of the library: the command's own way to stop.)
+    """
 
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
@@ -162,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     prog = f"yoton {args.command}"
     try:
         return int(args.run(args) or EXIT_OK)
-    except CliError as exc:
+    except CommandFailed as exc:
         return _fail(prog, str(exc), exc.code)
     except KeyboardInterrupt:
         return _fail(prog, "interrupted", EXIT_INTERRUPTED)

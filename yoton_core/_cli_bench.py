@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._cli import EXIT_OK, EXIT_TIMEOUT, CliError, _positive_int
+from ._cli import EXIT_OK, EXIT_TIMEOUT, CommandFailed, _positive_int
 
 __all__ = ["add_command", "run_bench"]
 
@@ -73,7 +73,9 @@ def run_bench(args: argparse.Namespace) -> int:
             pub.send(payload)
         for i in range(n_msgs):
             if not sub.recv(PHASE_TIMEOUT):
-                raise CliError(f"pub/sub: message {i + 1} of {n_msgs} did not arrive", EXIT_TIMEOUT)
+                raise CommandFailed(
+                    f"pub/sub: message {i + 1} of {n_msgs} did not arrive", EXIT_TIMEOUT
+                )
         pubsub_s = time.perf_counter() - start
 
         class Echo(RepChannel):

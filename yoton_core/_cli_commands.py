@@ -28,7 +28,7 @@ from ._cli import (
     EXIT_OK,
     EXIT_TIMEOUT,
     EXIT_USAGE,
-    CliError,
+    CommandFailed,
     _positive_int,
     _seconds,
 )
@@ -176,7 +176,7 @@ def _encode_arg(text: str, kind: str, what: str) -> Any:
         try:
             return json.loads(text)
         except ValueError as exc:
-            raise CliError(f"{what} {text!r} is not valid JSON ({exc})", EXIT_USAGE) from None
+            raise CommandFailed(f"{what} {text!r} is not valid JSON ({exc})", EXIT_USAGE) from None
     if kind == "binary":
         return text.encode("utf-8")
     return text
@@ -247,8 +247,8 @@ def _wait_for_peer(channel: Any, conn: Any, timeout: float | None, address: str)
     if conn.is_connected:
         return
     if conn.is_alive:
-        raise CliError(f"no peer connected to {address} within {timeout:g} s", EXIT_TIMEOUT)
-    raise CliError(f"{address}: {conn.close_reason or 'closed'}", EXIT_CONNECT)
+        raise CommandFailed(f"no peer connected to {address} within {timeout:g} s", EXIT_TIMEOUT)
+    raise CommandFailed(f"{address}: {conn.close_reason or 'closed'}", EXIT_CONNECT)
 
 
 def _leave(ctx: Any) -> None:
@@ -280,18 +280,18 @@ def run_sub(args: argparse.Namespace) -> int:
         ctx.close()
     if args.count is not None and count < args.count:
         if sub.lost_reason is not None:
-            raise CliError(
+            raise CommandFailed(
                 f"connection to {args.address} lost after {count} of {args.count} messages: "
                 f"{sub.lost_reason}",
                 EXIT_CONNECT,
             )
         if sub.closed_by_peer:
             return EXIT_OK
-        raise CliError(
+        raise CommandFailed(
             f"got {count} of {args.count} messages; none for {args.timeout:g} s", EXIT_TIMEOUT
         )
     if sub.lost_reason is not None:
-        raise CliError(f"connection to {args.address} lost: {sub.lost_reason}", EXIT_CONNECT)
+        raise CommandFailed(f"connection to {args.address} lost: {sub.lost_reason}", EXIT_CONNECT)
     return EXIT_OK
 
 
@@ -354,13 +354,13 @@ def run_call(args: argparse.Namespace) -> int:
         try:
             result = future.result(args.timeout)
         except CancelledError:
-            raise CliError(
+            raise CommandFailed(
                 f"nobody took the call: is a RepChannel serving {args.slot!r} at {args.address}?",
                 EXIT_TIMEOUT,
             ) from None
         except TimeoutError:
             future.cancel()
-            raise CliError(
+            raise CommandFailed(
                 f"no reply to {args.method}() within {args.timeout:g} s "
                 f"(is a RepChannel serving {args.slot!r} at {args.address}?)",
                 EXIT_TIMEOUT,
@@ -386,7 +386,9 @@ def run_state(args: argparse.Namespace) -> int:
             return EXIT_OK
         timeout = 5.0 if args.timeout is None else args.timeout
         if not _wait_for_state(state, timeout):
-            raise CliError(f"no state on {args.slot!r} arrived within {timeout:g} s", EXIT_TIMEOUT)
+            raise CommandFailed(
+                f"no state on {args.slot!r} arrived within {timeout:g} s", EXIT_TIMEOUT
+            )
         _print_message(state.recv(), kind)
     finally:
         ctx.close()
