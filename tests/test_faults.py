@@ -28,7 +28,8 @@ Two more at the end are regression tests for core bugs the soak test
 (``test_soak.py``) found: a sync-mode "ok" that was lost when either the
 subscriber's or the publisher's link was down at the time, leaving the
 publisher blocked until the lock expired. The last ones cover the same loss
-when the subscriber leaves sync mode (or is closed) while it has no link.
+when the subscriber leaves sync mode (or is closed) while it has no link, and
+a sync-mode window used up by messages lost with the subscriber's link.
 
 No timing assertions (a loaded 2-core CI machine makes them flaky): every wait
 is a condition with a generous deadline, and the measured latency is printed
@@ -529,8 +530,7 @@ def test_sync_mode_switched_on_again_takes_over_the_unsaid_ok(
     # From now on the subscriber would say "ok" whatever its inbox holds, and
     # never "full": what the publisher still had on its way reaches us after
     # the reconnect and must not decide the outcome; only the owed "ok" can.
-    monkeypatch.setattr(_sync, "HIGH_WATER", 10**9)
-    monkeypatch.setattr(_sync, "LOW_WATER", 10**9)
+    monkeypatch.setattr(_sync, "thresholds", lambda n: (10**9, 10**9))
     t.sub.set_sync_mode(True)
     _engine_caught_up()  # the new sync mode started while there was nobody to tell
     assert t.pub._sync_blocked and t.sender.is_alive()
@@ -544,3 +544,58 @@ def test_sync_mode_switched_on_again_takes_over_the_unsaid_ok(
         got.append(int(m))
     assert got == sorted(set(got))  # in order, no duplicates
     assert t.sub.dropped == 0
+
+
+def test_window_used_up_by_messages_lost_with_the_subscribers_link_is_forgiven(
+    contexts: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """p -> hub -> s: s's link drops while p sends its whole window, which the hub
+    drops (no way to s). Those messages hold p's window (no acknowledgement can
+    come); when s is back, its announcement says "forgive" and p goes on. Without
+    it p stayed blocked until the window expired (here made endless).
+    """
+    from yoton_core import _sync
+
+    monkeypatch.setattr(_sync, "LOCK_EXPIRY", 3600.0)
+    hub, p = contexts(), contexts()
+    s = contexts(queue_params=(100, "old"))  # a window of at most 50 messages
+    to_p = hub.bind("tcp://localhost:0")
+    p.connect(f"tcp://localhost:{to_p.port1}", timeout=DEADLINE)
+    to_s = hub.bind("tcp://localhost:0")
+    link = s.connect(f"tcp://localhost:{to_s.port1}", timeout=DEADLINE)
+    sub = yoton.SubChannel(s, "sync")
+    sub.set_sync_mode(True)
+    pub = yoton.PubChannel(p, "sync")
+    wait_for(lambda: pub._sync_windows, DEADLINE, "the subscriber's window")
+    link.close()
+    wait_for(lambda: s.connection_count == 0, DEADLINE, "the subscriber to be alone")
+    stop = threading.Event()
+    sent: list[int] = []
+
+    def send_all() -> None:
+        try:
+            while not stop.is_set():
+                pub.send(str(len(sent)))
+                sent.append(len(sent))
+        except OSError:  # closed at the end of a failed test
+            pass
+
+    sender = threading.Thread(target=send_all, daemon=True)
+    sender.start()
+    wait_for(lambda: pub._sync_waiting, DEADLINE, "the window to be used up")
+    lost = len(sent)
+    assert 0 < lost <= 100
+    again = hub.bind("tcp://localhost:0")
+    s.connect(f"tcp://localhost:{again.port1}", timeout=DEADLINE)
+    got: list[str] = []
+
+    def newer_arrived() -> bool:
+        got.extend(sub.recv_all())
+        return any(int(m) >= lost for m in got)
+
+    wait_for(newer_arrived, DEADLINE, "the publisher to go on after the link came back")
+    stop.set()
+    while sender.is_alive():
+        got.extend(sub.recv_all())
+        sender.join(0.01)
+    assert sub.dropped == 0

@@ -148,6 +148,58 @@ def test_sync_subscriber_loses_nothing_of_a_million_message_burst(made_contexts)
     assert max_pending < n // 10  # and the subscriber's inbox stayed far from the burst size
 
 
+# -- the inbox stays within its size --------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [5_000, 1_000])
+@pytest.mark.parametrize("scheme", ["tcp", "unix", "inproc"])
+def test_a_paused_sync_subscriber_stays_within_its_queue_size(scheme, size, rundir, contexts):
+    """queue_params=(size, "old"), a burst of 15,000 at a subscriber that reads
+    nothing until its publisher is held back: the inbox never holds more than size.
+
+    "full" alone let it reach 4,100-13,700 (what the publisher pushed before the
+    word arrived, however late that was; so with 1,000 it always failed); the
+    subscriber's window counts what is on its way.
+    """
+    n = 15_000
+    p, s = contexts(2, queue_params=(size, "old"))
+    conn = p.bind(f"{scheme}://localhost:0")
+    s.connect(f"{scheme}://localhost:{conn.port1}", timeout=GENEROUS)
+    wait_until(lambda: p.connection_count and s.connection_count)
+    pub = yoton.PubChannel(p, "burst", yoton.BINARY)
+    sub = yoton.SubChannel(s, "burst", yoton.BINARY)
+    sub.set_sync_mode(True)
+    # A publisher is held to the window once it heard of the subscriber (its
+    # announcement follows set_sync_mode at once; a burst sent before it can
+    # overshoot, as with 2.x). The test starts the burst after that.
+    wait_until(lambda: pub._sync_windows, what="the subscriber's announcement")
+    sender = Publisher(pub, n)
+    peak = 0
+
+    def paused() -> bool:
+        # The publisher is held back and everything it sent is in the inbox.
+        return bool(pub._sync_waiting and sender.sent and sub.pending == sender.sent)
+
+    def subscriber() -> None:
+        nonlocal peak
+        deadline = time.monotonic() + 60
+        while not paused() and sender.is_alive() and time.monotonic() < deadline:
+            yoton.process_events()  # no reading meanwhile
+            peak = max(peak, sub.pending)
+        peak = max(peak, sub.pending)
+
+    sender.start()
+    reader = threading.Thread(target=subscriber, daemon=True)
+    reader.start()
+    reader.join(90)
+    assert peak <= size, f"{peak} messages in an inbox of {size}"
+    assert paused(), "the publisher was not held back"
+    assert read_all(sub, n) == list(range(n))  # all of them, in order, none twice
+    sender.join(GENEROUS)
+    assert sender.error is None
+    assert sub.dropped == 0
+
+
 # -- blocking and waking --------------------------------------------------------------------
 
 
@@ -222,6 +274,19 @@ def test_closing_a_full_sync_subscriber_releases_the_publisher(made_contexts):
     got = [int.from_bytes(m, "little") for m in [first, *rest]]
     assert got and got == list(range(len(got)))
     assert sub.recv(False) == b""  # then the empty message, as for any empty inbox
+
+
+def test_closing_the_publisher_wakes_its_blocked_sender(made_contexts, monkeypatch):
+    """A sender blocked by a full subscriber returns (with the closed channel's
+    error) when its PubChannel is closed, not when the lock expires."""
+    monkeypatch.setattr(_sync, "LOCK_EXPIRY", 3600.0)  # only close() can release it now
+    pub, sub, sender = blocked_pair(made_contexts, 50_000)
+    wait_until(lambda: pub._sync_waiting, what="the sender waiting")
+    pub.close()
+    sender.join(GENEROUS)
+    assert not sender.is_alive(), "pub.close() left its sender blocked"
+    assert isinstance(sender.error, OSError), sender.error  # send on a closed channel
+    assert sender.sent < 50_000
 
 
 def test_a_lock_expires_when_the_subscriber_goes_silent(made_contexts, monkeypatch):

@@ -267,6 +267,7 @@ def test_sync_mode_loses_nothing(scheme, contexts):
     pair(scheme, a, b)
     pub, sub = yoton.PubChannel(a, "sync", yoton.OBJECT), yoton.SubChannel(b, "sync", yoton.OBJECT)
     sub.set_sync_mode(True)
+    wait_for(lambda: pub._sync_windows, TIMEOUT, "the subscriber's announcement")
     n = 20000
 
     def send() -> None:
@@ -275,8 +276,10 @@ def test_sync_mode_loses_nothing(scheme, contexts):
 
     sender = threading.Thread(target=send)
     sender.start()
-    # Nobody reads yet: without sync mode the 100-message inbox would drop.
-    wait_for(lambda: sub.pending >= 256, TIMEOUT, "the inbox to fill up")
+    # Nobody reads yet: without sync mode the 100-message inbox would drop;
+    # in sync mode the publisher is held back before it holds more than 100.
+    wait_for(lambda: pub._sync_waiting and sub.pending, TIMEOUT, "the publisher held back")
+    assert sub.pending <= 100
     got = recv_n(sub, n)
     sender.join(TIMEOUT)
     assert got == list(range(n))

@@ -35,6 +35,7 @@ functions below.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -158,15 +159,17 @@ async def pub_send_async(pub: PubChannel, message: Any) -> None:
     send(), for at most the transport's back-pressure timeout, after which
     the queue's discard policy applies). A cancelled send_async sent nothing.
     """
-    from . import _sync
+    from . import _sync_pub
 
     loop = current_loop()
     await loop.checkpoint()  # (a cancellation here: nothing was sent)
-    while pub._sync_blocked and not pub._closed:
-        left = _sync.pub_expire(pub)  # seconds until the first lock expires
+    started = time.monotonic()
+    while (pub._sync_blocked or pub._sync_windows) and not pub._closed:
+        # Seconds until a silent subscriber's lock or window expires; None: go.
+        left = _sync_pub.pub_held(pub, started)
         if left is None:
             break
-        await _wait_for_sync(pub, loop, loop.now() + left)
+        await _wait_for_sync(pub, loop, loop.now() + left, started)
     ctx = pub._context
     if ctx._congestion and any(
         c._congestion_check and not getattr(c, "_congested", False) for c in ctx._connected
@@ -177,14 +180,17 @@ async def pub_send_async(pub: PubChannel, message: Any) -> None:
     pub.send(message)  # (raises on a closed channel, as send does)
 
 
-async def _wait_for_sync(pub: PubChannel, loop: Loop, deadline: float) -> None:
-    """Park until the sync-mode locks of ``pub`` change or ``deadline`` passes."""
+async def _wait_for_sync(pub: PubChannel, loop: Loop, deadline: float, started: float) -> None:
+    """Park until the sync-mode locks or windows of ``pub`` change or ``deadline`` passes."""
+    from . import _sync_pub
+
     parker = loop.parker()
     wake = parker.wake
     with pub._sync_cond:
         pub._sync_async_waiters.append(wake)
     try:
-        if not pub._sync_blocked or pub._closed:  # (registered first, checked second)
+        # (registered first, checked second)
+        if pub._closed or _sync_pub.pub_held(pub, started) is None:
             return
         await parker.wait(deadline)
     finally:

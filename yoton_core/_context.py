@@ -443,13 +443,14 @@ class Context(Router, JoinAnnouncer):
 
     def _send(
         self, data: bytes, slot: int, origin: Any = None, dest_id: int = 0, dest_seq: int = 0
-    ) -> None:
+    ) -> int:
         """Send a package from this context: number it and hand it to every link.
 
         Called from user threads (and from IO threads for protocol answers).
         Local channels get it too (a Pub and a Sub in one context talk to each
         other), except ``origin``, the channel that sent it. The package
         travels as a header tuple plus payload (see :data:`_wire.Header`).
+        Returns its sequence number (sync mode counts what is on its way).
         """
         if self._congestion:  # a connection's queue is above its high-water mark
             self._ease_congestion()
@@ -499,6 +500,7 @@ class Context(Router, JoinAnnouncer):
                 self._lock.wake()
         if local is not None:
             local._notify()
+        return seq
 
     def _ease_congestion(self) -> None:
         """Let congested connections drain a little before the next send."""

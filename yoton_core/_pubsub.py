@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import collections
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import _async, _sync
+from . import _async, _sync, _sync_pub
 from ._channels import BaseChannel
 from ._errors import InvalidArgumentError
 from ._message_types import TEXT, BinaryMessageType, TextMessageType
@@ -31,11 +32,19 @@ class PubChannel(BaseChannel):
     _pattern_in = "sub-pub"
 
     def __init__(self, context: Any, slot_base: str, message_type: Any = TEXT) -> None:
-        # Sync mode (_sync.py): subscriber id -> lock expiry, while it is full.
+        # Sync mode (_sync_pub.py): subscriber id -> lock expiry, while it is full;
+        # subscriber id -> its window; our seqs that may still be on their way.
         self._sync_blocked: dict[int, float] = {}
+        self._sync_windows: dict[int, _sync_pub.Window] = {}
+        self._sync_seqs: collections.deque[int] = collections.deque()
+        self._sync_watch = False  # send() takes the sync path (_sync_pub.pub_send)
+        self._sync_min_credit = 1 << 62  # the smallest credit of those windows
         self._sync_cond = threading.Condition(threading.Lock())
-        # Wake-ups of send_async callers held by a full subscriber (_async.py),
-        # fired (and cleared) with the Condition's notify. Guarded by _sync_cond.
+        self._sync_waiting = 0  # senders waiting on _sync_cond
+        self._sync_waits = 0  # how often a sender had to wait (tests, benchmarks)
+        # Wake-ups of send_async callers held by a full subscriber or a used-up
+        # window (_async.py), fired (and cleared) with the Condition's notify.
+        # Guarded by _sync_cond.
         self._sync_async_waiters: list[Callable[[], object]] = []
         super().__init__(context, slot_base, message_type)
         self._encode = self._message_type.message_to_bytes
@@ -48,11 +57,10 @@ class PubChannel(BaseChannel):
 
         Empty messages ("" or b"") are not sent: on the wire an empty payload
         is a connection-level control package. While a subscriber in sync mode
-        is full, this blocks until it has caught up (in an event loop, use
-        :meth:`send_async`, which waits without blocking the loop).
+        is full, or has not acknowledged enough of what we sent, this blocks
+        until it has caught up (in an event loop, use :meth:`send_async`, which
+        waits without blocking the loop).
         """
-        if self._sync_blocked:
-            _sync.pub_wait(self)
         plain = self._plain
         if plain is not None and type(message) is plain:
             data = message.encode() if plain is str else message
@@ -61,6 +69,9 @@ class PubChannel(BaseChannel):
         ctx = self._context
         if self._closed or not data or len(data) > ctx._max_message_size:
             self._send(data)  # raises, or drops an empty message, as documented there
+            return
+        if self._sync_watch:  # a sync-mode subscriber is full or holds a window
+            _sync_pub.pub_send(self, data)
             return
         # The rest of BaseChannel._send, inlined: this is the throughput path.
         ctx._send(data, self._slot_out, self)  # type: ignore[arg-type]
@@ -82,14 +93,14 @@ class PubChannel(BaseChannel):
 
     def _on_sync_message(self, pkg: Package) -> None:
         """A sync-mode subscriber says "full" or "ok" (see _sync.py)."""
-        _sync.pub_on_sync_message(self, pkg)
+        _sync_pub.pub_on_sync_message(self, pkg)
 
     def _on_connection_closed(self, conn: Any) -> None:
-        if self._sync_blocked:
-            _sync.pub_forget(self, conn.id2)
+        if self._sync_watch:
+            _sync_pub.pub_forget(self, conn.id2)
 
     def _on_close(self) -> None:
-        _sync.pub_wake(self)
+        _sync_pub.pub_wake(self)
         super()._on_close()
 
 
@@ -227,8 +238,9 @@ class SubChannel(BaseChannel):
 
         In sync mode, publishers are slowed down (their ``send`` blocks) while
         this subscriber holds more than a few hundred unread messages, so a
-        subscriber that keeps reading loses nothing. Works with 2.x publishers
-        too; no event loop is needed.
+        subscriber that keeps reading loses nothing, and ours never let it
+        hold more than its queue size (see _sync.py). Works with 2.x
+        publishers too; no event loop is needed.
         """
         _sync.set_sync_mode(self, value)
 
@@ -253,6 +265,11 @@ class SubChannel(BaseChannel):
         super()._on_close()
 
     def _on_new_peer(self, source_id: int, recv_seq: int) -> None:
+        sync = self._sync
+        if sync is not None:
+            sync.on_new_peer()
+
+    def _on_new_connection(self, conn: Any) -> None:
         sync = self._sync
         if sync is not None:
             sync.on_new_peer()
