@@ -216,8 +216,14 @@ PUBLISHER_2X = """
 ctx = yoton.Context()
 pub = yoton.PubChannel(ctx, "data", yoton.BINARY)
 ctx.connect("localhost:%d" % int(read_line()), timeout=10)
-n = int(read_line())
+n, first = map(int, read_line().split())
+locked = False
 for i in range(n):
+    locked = locked or bool(pub._is_send_locked)
+    if i == first and not locked:
+        # 2.x queues sends without waiting for the socket: on a loaded machine it
+        # queued all n before our "full" came. Go on once it locked this channel.
+        assert wait_until(lambda: pub._is_send_locked), "our 'full' never locked it"
     pub.send(i.to_bytes(4, "little"))
 say("DONE")
 read_line()
@@ -232,7 +238,7 @@ def test_our_sync_subscriber_throttles_a_2x_publisher(ctx):
     with run_yoton2(PUBLISHER_2X) as child:
         child.send_line(str(conn.port1))
         wait_until(lambda: ctx.connection_count == 1)
-        child.send_line(str(n))
+        child.send_line(f"{n} {n // 4}")  # "full" is due after 256
         wait_until(lambda: sub._sync.full, what="our subscriber saying full")
         # Until we read, the 2.x publisher is stuck (at 1 message per second).
         # "Stuck" is the absence of progress, which only shows over time: this
