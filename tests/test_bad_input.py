@@ -86,6 +86,10 @@ class Server:
         good = self.ctx.bind("localhost:0")
         self.peer.connect(f"localhost:{good.port1}", timeout=5)
         wait_for(lambda: good.is_connected, what="the healthy connection")
+        # The peer's join announcement (NEW_CONNECTION) is routed before what
+        # it sends next: once this arrives, no raw peer of a test gets it relayed.
+        self.pub.send("joined")
+        assert self.sub.recv(10) == "joined"
         self.good = good
         self.n = 0
 

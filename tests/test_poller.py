@@ -237,7 +237,10 @@ def test_large_messages_are_read_into_their_own_bytes(
     a, b = contexts(), contexts()
     sub = yoton.SubChannel(b, "blobs", yoton.BINARY)
     s, c = join(b, a)
-    assert (s._reader is not None) == poll_reads
+    if poll_reads:
+        _reader(s)  # the poller takes the socket once the link is served
+    else:
+        assert s._reader is None
     pub = yoton.PubChannel(a, "blobs", yoton.BINARY)
     sizes = [70_000, 5, (1 << 20) + 3, 12, 9 << 20, 65_536]
     blobs = [bytes([i]) * 3 + os.urandom(n - 3) if n > 3 else b"s" * n for i, n in enumerate(sizes)]
