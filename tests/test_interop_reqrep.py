@@ -210,6 +210,41 @@ def test_our_state_set_before_connecting_reaches_a_2x_joiner(ctx):
         child.send_line("bye")
 
 
+RELAY_2X = """
+ctx = yoton.Context()
+for port in read_line().split():
+    ctx.connect("localhost:%d" % int(port), timeout=10)
+say("CONNECTED")
+read_line()
+say("BYE")
+"""
+
+
+def test_a_late_state_channel_asks_through_a_2x_relay(ctx):
+    """Our holder -- 2.x relay -- our context whose StateChannel is made after it
+    joined: the request passes the 2.x relay (a package on a slot it has no
+    channel for, passed on in silence) and our holder's answer comes back."""
+    late = yoton.Context()
+    try:
+        st = yoton.StateChannel(ctx, "cfg")
+        c1, c2 = ctx.bind("tcp://localhost:0"), late.bind("tcp://localhost:0")
+        marker = yoton.SubChannel(late, "marker")
+        with run_yoton2(RELAY_2X) as child:
+            child.send_line(f"{c1.port1} {c2.port1}")
+            child.expect_line("CONNECTED")
+            wait_until(lambda: ctx.connection_count == 1 and late.connection_count == 1)
+            st.send("ours")  # passes the late context before it has a channel
+            yoton.PubChannel(ctx, "marker").send("after the state")
+            assert marker.recv(GENEROUS) == "after the state"
+            late_st = yoton.StateChannel(late, "cfg")
+            wait_until(lambda: late_st.recv() == "ours", what="our holder's answer")
+            child.send_line("bye")
+            child.expect_line("BYE")
+            assert not [line for line in child.lines if "unknown" in line.lower()], child.lines
+    finally:
+        late.close()
+
+
 # -- sync mode ----------------------------------------------------------------------------------
 
 PUBLISHER_2X = """

@@ -49,6 +49,11 @@ class JoinWatch:
         with self._lock:
             self._handled.add((ctx_id, joiner_id))
 
+    def forget_handled(self) -> None:
+        """Forget what was handled (a late channel's request is handled like a join)."""
+        with self._lock:
+            self._handled.clear()
+
     def _all_handled(self, want: set[tuple[int, int]]) -> bool:
         with self._lock:
             return want <= self._handled
@@ -215,23 +220,61 @@ def test_empty_message_is_ignored(made_contexts, watch):
     a, _b, sa, sb = _joined_pair(made_contexts, watch)
     sa.send("value")
     wait_until(lambda: sb.recv() == "value")
+    binary = yoton.StateChannel(a, "s2", yoton.BINARY)  # (made late: it asks for the state)
     sent = a.statistics()["sent"]
     sa.send("")
-    binary = yoton.StateChannel(a, "s2", yoton.BINARY)
     binary.send(b"")
     assert sa.recv() == "value" and binary.recv() == b""
     assert a.statistics()["sent"] == sent  # nothing went out
 
 
-def test_an_unchanged_state_is_not_sent_again_but_send_last_does(made_contexts, watch):
+def test_an_unchanged_state_is_not_sent_again(made_contexts, watch):
     _a, _b, sa, sb = _joined_pair(made_contexts, watch)
     arrivals = count_arrivals(sb)
     sa.send("x")
     wait_until(lambda: sb.recv() == "x")
+    sa.send("x")  # unchanged: nothing goes out
+    sa.send("y")  # a marker: packages of one source arrive in the order sent
+    wait_until(lambda: sb.recv() == "y")
+    assert arrivals == [b"x", b"y"]  # a re-sent "x" would be before the "y"
+
+
+def pump_until(predicate: Callable[[], bool], what: str) -> None:
+    """Run the event loop (where ``received`` is emitted) until ``predicate``."""
+
+    def pumped() -> bool:
+        app.process_events()
+        return predicate()
+
+    wait_until(pumped, GENEROUS, what)
+
+
+def test_send_last_is_an_arrival_everywhere_a_joins_resend_is_not(made_contexts, watch):
+    """2.x re-sent on send_last() and programs use it to re-announce their state:
+    ``received`` must fire at every peer, also those that hold the state. The
+    re-sends a join sets off stay quiet where the state is known."""
+    a, b, sa, sb = _joined_pair(made_contexts, watch)
+    got: list[str] = []
+    sb.received.bind(lambda ch: got.append(ch.recv()))
     sa.send("x")
+    pump_until(lambda: got == ["x"], "the state to arrive")
     sa.send_last()
-    wait_until(lambda: len(arrivals) == 2)
-    assert arrivals == [b"x", b"x"] and sb.recv() == "x"
+    pump_until(lambda: len(got) == 2, "send_last() to arrive as news")
+    assert got == ["x", "x"] and sb.recv() == "x"
+    # A context joins: a (the binding end) re-sends at once, b after a delay
+    # unless a's came first. b already holds the state: no arrival there.
+    (c,) = new(made_contexts)
+    sc = yoton.StateChannel(c, "s")
+    join(a, c)
+    watch.settle([(a, c), (b, c)], senders=[a, b], receivers=[b, c])
+    assert sc.recv() == "x"
+    app.process_events()
+    assert got == ["x", "x"]
+    # And send_last() from the newcomer is news at both others.
+    got_a: list[str] = []
+    sa.received.bind(lambda ch: got_a.append(ch.recv()))
+    sc.send_last()
+    pump_until(lambda: got_a == ["x"] and len(got) == 3, "the newcomer's send_last()")
 
 
 def test_send_on_a_closed_channel_raises(made_contexts):
@@ -269,6 +312,52 @@ def test_a_new_channel_on_a_connected_context_gets_the_state_on_the_next_join(ma
     sc = yoton.StateChannel(c, "s")
     join(b, c)  # b has no channel: a answers c's NEW_CONNECTION
     wait_until(lambda: sc.recv() == "hello")
+
+
+def _state_passed(sender: yoton.Context, receivers: list[yoton.Context]) -> None:
+    """Wait until what ``sender`` sent so far has reached ``receivers`` (a marker
+    after it has: one source's packages arrive in the order sent)."""
+    subs = [yoton.SubChannel(ctx, "passed", yoton.OBJECT) for ctx in receivers]
+    yoton.PubChannel(sender, "passed", yoton.OBJECT).send("marker")
+    for sub in subs:
+        assert sub.recv(GENEROUS) == "marker"
+
+
+@pytest.mark.parametrize("hops", [1, 2])
+def test_a_channel_made_after_its_context_joined_gets_the_state(made_contexts, watch, hops):
+    """A late channel is a late joiner: it asks, and our peers answer at once (it
+    read the empty message until some peer sent again, or a context joined)."""
+    a, relay, c = new(made_contexts, 3)
+    sa = yoton.StateChannel(a, "s", yoton.OBJECT)
+    if hops == 1:
+        join(a, c)
+    else:
+        join(a, relay)  # no StateChannel at the relay
+        join(relay, c)
+    # The join is over (a answered c's NEW_CONNECTION, with nothing yet).
+    watch.settle([(a, c)], senders=[a], receivers=[c])
+    sa.send({"set": "before c had a channel"})
+    _state_passed(a, [c])  # it went by c's context, which had no channel to keep it
+    sc = yoton.StateChannel(c, "s", yoton.OBJECT)
+    got: list[object] = []
+    sc.received.bind(lambda ch: got.append(ch.recv()))
+    wait_until(lambda: sc.recv() == {"set": "before c had a channel"}, GENEROUS, "the answer")
+    pump_until(lambda: got == [{"set": "before c had a channel"}], "received at c")
+
+
+def test_a_late_channel_costs_about_one_answer(made_contexts, watch):
+    (relay,) = new(made_contexts)  # no StateChannel here: the holders answer
+    holding = _holders(made_contexts, watch, relay, 6, [])
+    (late,) = new(made_contexts)
+    join(relay, late)
+    watch.settle([(h, late) for h in holding], senders=holding, receivers=[late])
+    _state_passed(holding[0], [late])
+    watch.forget_handled()
+    ch = yoton.StateChannel(late, "s")  # made after its context joined
+    arrivals = count_arrivals(ch)
+    wait_until(lambda: ch.recv() == "shared")
+    watch.settle([(h, late) for h in holding], senders=holding, receivers=[late])
+    assert 1 <= len(arrivals) <= 3, arrivals  # each holder answering: 6
 
 
 def _holders(made_contexts, watch, hub, n, holding):  # type: ignore[no-untyped-def]

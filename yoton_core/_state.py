@@ -21,6 +21,18 @@ messages (section 10, item 16). Here:
   (needed when an end of the new connection has no StateChannel on this slot,
   e.g. a pure relay), and stay silent if an equal or newer state arrives in
   the meantime. A join costs about two messages instead of one per holder.
+* **A late channel is a late joiner.** A StateChannel made on a context that
+  is already connected asks for the state: one package on the slot's request
+  slot (``<slot>.<type>.state-request``), which holders answer as they answer
+  NEW_CONNECTION (a direct peer at once, the others after the random delay
+  unless someone answered first). 2.x peers have no channel on that slot: they
+  pass the request on but cannot answer (they re-send their state only when a
+  context joins).
+* **send_last is news.** ``send_last()`` called by the user stamps the state
+  with a new version, so every peer takes it as an arrival (``received`` fires),
+  as 2.x's re-send did; programs use it to re-announce their state. The
+  automatic re-sends on a join keep the version, and a peer that holds it stays
+  quiet.
 * An empty message (``""``, ``b""``) is ignored by ``send``: on the wire an
   empty payload is a connection control package.
 """
@@ -37,6 +49,7 @@ from ._block import normalize_block
 from ._channels import BaseChannel
 from ._engine import get_engine
 from ._errors import InvalidArgumentError
+from ._hashing import normalize_slot, slot_hash
 from ._log import get_logger
 from ._message_types import TEXT
 from ._wire import Package
@@ -47,6 +60,10 @@ logger = get_logger("state")
 
 #: Random delay before a holder answers NEW_CONNECTION (seconds, min and max).
 RESEND_DELAY = (0.02, 0.25)
+#: The pattern of the slot on which a late StateChannel asks for the state.
+REQUEST_PATTERN = "state-request"
+#: The payload of such a request (any non-empty payload would do).
+REQUEST = b"state?"
 
 
 def _wall_version() -> int:
@@ -57,9 +74,10 @@ class StateChannel(BaseChannel):
     """A state (one message) kept in sync between all contexts on the slot.
 
     ``send(m)`` sets the state everywhere; ``recv()`` returns the current state
-    without blocking. A context that joins the network later gets the current
-    state. If two contexts set the state at about the same time, all contexts
-    still agree on one of the two values.
+    without blocking. A context that joins the network later, or a channel
+    made on a context that is connected already, gets the current state. If two
+    contexts set the state at about the same time, all contexts still agree on
+    one of the two values.
 
     Args:
         context: The context of this channel.
@@ -84,6 +102,16 @@ class StateChannel(BaseChannel):
         self._startup_pending = False  # our last send waits in the start-up queue
         self._resend_token = 0  # increments to cancel a scheduled re-send
         self._suppress_seq = 0  # recv_seq of the last arrival that makes a re-send moot
+        # Requests of late channels: (source id, recv_seq), answered after the
+        # batch that brought them (not under the context lock).
+        self._requests: list[tuple[int, int]] = []
+        # The request slot: holders listen on it; a late channel asks on it.
+        self._slot_req = slot_hash(
+            normalize_slot(f"{slot_base}.{mt.message_type_name()}.{REQUEST_PATTERN}")
+        )
+        context._register_channel(self, None, self._slot_req)
+        if context._connected:  # a late channel: ask our peers (see the module docstring)
+            context._send(REQUEST, self._slot_req, self)
 
     # -- user API -----------------------------------------------------------------
 
@@ -112,8 +140,7 @@ class StateChannel(BaseChannel):
                 )
             version = max(self._clock + 1, _wall_version())
             self._set_locked(data, version)
-            self._startup_pending = not ctx._connected
-            self._resend_token += 1
+            self._sending_locked()
         ctx._send(data, self._slot_out, self, 0, version)  # type: ignore[arg-type]
 
     def recv(self, block: Any = False) -> Any:
@@ -122,13 +149,20 @@ class StateChannel(BaseChannel):
         return self._message
 
     def send_last(self) -> None:
-        """Send the current state again (if there is one), e.g. for a new peer."""
+        """Send the current state again (if there is one), to re-announce it.
+
+        Every peer takes it as an arrival: ``received`` fires there (as in 2.x),
+        although the state did not change. (A context that joins gets the state
+        without it.)
+        """
         ctx = self._context
         with ctx._lock:
             if self._closed or not self._version:
                 return
-            data, version = self._data, self._version
-            self._resend_token += 1
+            data = self._data
+            # A new version of the same state: news for the peers that hold it.
+            self._version = self._clock = version = max(self._clock + 1, _wall_version())
+            self._sending_locked()
         ctx._send(data, self._slot_out, self, 0, version)  # type: ignore[arg-type]
 
     @property
@@ -137,6 +171,22 @@ class StateChannel(BaseChannel):
         return 0
 
     # -- internals ------------------------------------------------------------------
+
+    def _sending_locked(self) -> None:
+        """A new version goes out (context lock held)."""
+        self._startup_pending = not self._context._connected
+        self._resend_token += 1  # a scheduled re-send of the old one is moot
+
+    def _resend(self) -> None:
+        """Send the current state again with its version, for a joiner (peers
+        that hold it stay quiet)."""
+        ctx = self._context
+        with ctx._lock:
+            if self._closed or not self._version:
+                return
+            data, version = self._data, self._version
+            self._resend_token += 1
+        ctx._send(data, self._slot_out, self, 0, version)  # type: ignore[arg-type]
 
     def _set_locked(self, data: bytes, version: int) -> bool:
         try:
@@ -153,6 +203,9 @@ class StateChannel(BaseChannel):
 
     def _deposit(self, pkg: Package) -> None:
         # Engine thread (or a local sender), under the context lock.
+        if pkg.slot == self._slot_req:  # a late channel asks (answered in _notify)
+            self._requests.append((pkg.source_id, pkg.recv_seq))
+            return
         data = pkg.data
         version = pkg.dest_seq
         if not data:
@@ -173,6 +226,10 @@ class StateChannel(BaseChannel):
             self._suppress_seq = pkg.recv_seq
 
     def _notify(self) -> None:
+        requests = self._requests
+        while requests:
+            source_id, recv_seq = requests.pop(0)
+            self._on_new_peer(source_id, recv_seq)  # a late channel is a late joiner
         if self._changed:
             self._changed = False
             super()._notify()
@@ -185,14 +242,15 @@ class StateChannel(BaseChannel):
             # It was in the start-up queue, which went to this connection.
             self._startup_pending = False
             return
-        self.send_last()
+        self._resend()
 
     def _on_new_peer(self, source_id: int, recv_seq: int) -> None:
-        """NEW_CONNECTION from ``source_id`` (engine thread)."""
+        """NEW_CONNECTION from ``source_id``, or its late channel's request (the
+        routing thread, not under the context lock)."""
         if not self._version or self._closed:
             return
         if any(c.id2 == source_id for c in self._context._connected):
-            self.send_last()  # we are the binding end of that connection
+            self._resend()  # we are the binding end of that connection (or its neighbour)
             return
         self._resend_token += 1
         token = self._resend_token
@@ -205,4 +263,4 @@ class StateChannel(BaseChannel):
     async def _resend_later(self, token: int, after: int, delay: float) -> None:
         await trio.sleep(delay)
         if token == self._resend_token and self._suppress_seq <= after:
-            self.send_last()
+            self._resend()
