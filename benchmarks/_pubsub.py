@@ -113,14 +113,16 @@ class YotonReceiver:
 
     ``scheme`` ("tcp", "unix", "inproc") is put before the address; without
     one the address is 2.x's plain ``localhost:port`` (TCP in both).
+    ``queue``: the run's message count, to size the inbox for (like pyzmq's
+    HWM in its lossless row); 0 keeps the default of 10,000.
     """
 
-    def __init__(self, scheme: str = "") -> None:
+    def __init__(self, scheme: str = "", queue: int = 0) -> None:
         import yoton
 
         self.yoton = yoton
         self.scheme = scheme
-        self.ctx = yoton.Context()
+        self.ctx = yoton.Context(queue_params=(queue + 10_000, "old")) if queue else yoton.Context()
         self.sub = yoton.SubChannel(self.ctx, "bench", yoton.BINARY)
 
     def bind(self) -> int:
@@ -303,13 +305,17 @@ class NngSender:
         self.sock.close()
 
 
-def receiver(lib: str, *, large: bool = False) -> Receiver:
+def receiver(lib: str, *, large: bool = False, run: int = 0) -> Receiver:
     """The receiving endpoint of library key ``lib`` (see the module docstring).
 
     ``large``: the messages may exceed 1 MiB (only pynng needs telling).
+    ``run``: the messages of the run, to size this project's inbox for (the
+    rows that compare with pyzmq without HWM); 0 keeps its default.
     """
-    if lib in ("yoton", "yoton2"):
+    if lib == "yoton2":
         return YotonReceiver()
+    if lib == "yoton":
+        return YotonReceiver(queue=run)
     if lib.startswith("yoton-"):
         return YotonReceiver(lib.split("-", 1)[1])
     if lib == "nng":
@@ -443,7 +449,7 @@ def subscriber(lib: str, n: int, clock: str) -> None:
     ``clock``: the name of the ``time`` function that stamps first and last
     (``"monotonic"`` where several subscribers' stamps are compared).
     """
-    r = receiver(lib)
+    r = receiver(lib, run=n)
     say("PORT", r.bind())
     if not wait_warm(r):
         say_json("RESULT", {"error": "no warm-up message arrived"})

@@ -18,6 +18,7 @@ import pytest
 
 import yoton
 from yoton_core._wire import HEADER, FrameDecoder, Package, encode_package
+from yoton_core.testing import recv_n, wait_for
 from yoton_tcp import TcpConnection
 
 SLOT = 12345
@@ -132,3 +133,29 @@ def test_partial_write_is_finished_first_and_counted_once(link) -> None:  # type
     assert conn._retired() == conn._pushed == 2
     got = [p.data for p in reader_out]
     assert got == [_pkg(0, 1000).data] * n_fill + [big.data, _pkg(2).data]
+
+
+def test_a_broadcast_packs_each_frame_once_and_never_mixes_them(contexts) -> None:  # type: ignore[no-untyped-def]
+    # A broadcast pushes one header object to every link, and the frame packed
+    # for the first link is reused for the others (Context._frame_of). Every
+    # message here has the same size and its own content: a frame reused for
+    # the wrong header would show up as a repeated or missing message. The
+    # relay passes each on to two more links the same way.
+    pub_ctx, relay, a, b, c = contexts(5)
+    pub = yoton.PubChannel(pub_ctx, "fan", yoton.BINARY)
+    subs = []
+    for ctx, server in ((a, pub_ctx), (b, pub_ctx), (relay, pub_ctx), (c, relay)):
+        bound = server.bind("localhost:0")
+        ctx.connect(f"localhost:{bound.port1}", timeout=5)
+        wait_for(lambda bound=bound: bound.is_connected, what="a link")
+    second = relay.bind("localhost:0")
+    d = contexts()
+    d.connect(f"localhost:{second.port1}", timeout=5)
+    wait_for(lambda: second.is_connected, what="the relay's second link")
+    for ctx in (a, b, c, d):
+        subs.append(yoton.SubChannel(ctx, "fan", yoton.BINARY))
+    n = 3000
+    for i in range(n):
+        pub.send(b"%06d" % i)
+    for sub in subs:
+        assert recv_n(sub, n) == [b"%06d" % i for i in range(n)]

@@ -170,6 +170,10 @@ class Context(Router, JoinAnnouncer):
         self._joins_wanting: set[Connection] = set()
         self._join_level: tuple[bool, int, Any] = (False, 0, None)
         self._joins_unsent: collections.deque[Any] = collections.deque()
+        # The last small frame a stream connection packed under our lock, and
+        # its header object (a broadcast's other links reuse it: _stream_queue).
+        self._frame_of: Any = None
+        self._frame = b""
         self.queue_params = queue_params if queue_params is not None else DEFAULT_QUEUE_PARAMS
         if transport is not None:
             if not isinstance(transport, str):

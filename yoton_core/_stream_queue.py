@@ -142,12 +142,24 @@ class StreamQueue:
         self._bytes_pushed += n
         nq = len(q)
         if nq:  # the streaming case
-            if nq >= self._context._queue_n and self._discard(n):  # type: ignore[attr-defined]
+            ctx = self._context
+            if nq >= ctx._queue_n and self._discard(n):  # type: ignore[attr-defined]
                 return
             # A small package is queued as its finished frame: packed here,
             # where its header is hot in this core's cache, the sender (often
             # on the other core) touches one object per package, not ten.
-            q.append(_pack(*header) + data if n <= FRAME_MAX else (header, data))
+            if n <= FRAME_MAX:
+                # A broadcast pushes one header object to every link, under
+                # the context's lock: the frame is packed once for all of them.
+                if ctx._frame_of is header:  # type: ignore[attr-defined]
+                    q.append(ctx._frame)  # type: ignore[attr-defined]
+                else:
+                    frame = _pack(*header) + data
+                    ctx._frame_of = header  # type: ignore[attr-defined]
+                    ctx._frame = frame  # type: ignore[attr-defined]
+                    q.append(frame)
+            else:
+                q.append((header, data))
             if nq >= HIGH_WATER_PACKAGES or (n > 4096 or not nq & 63) and self._over_bytes():
                 self._note_congestion()
         else:
