@@ -50,7 +50,13 @@ __all__ = [
 
 
 class YotonError(Exception):
-    """Base class of all errors raised by yoton itself."""
+    """Base class of all errors raised by yoton itself.
+
+    ``except yoton.YotonError`` catches everything yoton raises on purpose.
+    Each subclass is also the builtin exception a program would catch without
+    knowing yoton (an ``OSError`` for a lost connection, a ``ValueError`` for
+    a bad argument), so existing ``except`` clauses keep working.
+    """
 
 
 class InvalidArgumentError(YotonError, TypeError, ValueError):
@@ -65,11 +71,22 @@ class InvalidArgumentError(YotonError, TypeError, ValueError):
 
 
 class ConnectionClosedError(YotonError, OSError):
-    """The connection or channel was closed on our side."""
+    """The connection or channel was closed on our side.
+
+    Raised, for example, by ``send`` on a closed channel. An ``OSError``, as
+    2.x raised ``IOError`` here. Compare :class:`BrokenConnectionError`: the
+    peer (or the link) ended it.
+    """
 
 
 class BrokenConnectionError(YotonError, OSError):
-    """The peer closed the connection or the link broke."""
+    """The peer closed the connection or the link broke.
+
+    Raised, for example, by ``Future.result()`` when the replier's connection
+    closed while it ran the request (the message names the replier), or by
+    :func:`do_request` when the server closed without replying. An
+    ``OSError``, as 2.x raised ``IOError``.
+    """
 
 
 class ConnectError(YotonError, ConnectionRefusedError):
@@ -94,16 +111,24 @@ class NoServerError(ConnectError, RuntimeError):
 class ProtocolError(YotonError, ValueError):
     """Received bytes that violate the wire protocol.
 
-    The ``reason`` is what the connection reports when it closes because of it.
+    Garbage from the network never escapes to the user as this exception: it
+    closes the one connection it came on, with :attr:`reason` as the close
+    reason. Code that decodes bytes itself (a transport plugin, a fuzzer) sees
+    it raised. A ``ValueError``.
     """
 
     @property
     def reason(self) -> str:
+        """What the connection reports (``closed`` signal, ``close_reason``) when it closes."""
         return str(self.args[0]) if self.args else "Protocol error."
 
 
 class HandshakeError(ProtocolError):
-    """The handshake with a peer failed (not yoton, wrong key, self-connect...)."""
+    """The handshake with a peer failed (not yoton, wrong key, self-connect...).
+
+    ``connect()`` reports it as the ``__cause__`` of a :class:`ConnectError`;
+    a bind side logs it and keeps waiting for a real peer.
+    """
 
 
 class FrameError(ProtocolError):
@@ -129,7 +154,12 @@ class FrameError(ProtocolError):
 
 
 class MessageDecodeError(ProtocolError):
-    """A message payload could not be decoded by its message type."""
+    """A message payload could not be decoded by its message type.
+
+    For example ``OBJECT`` bytes that are truncated, nested too deep or
+    tagged with an unknown type, or ``TEXT`` that is not UTF-8. Nothing
+    received is ever evaluated or unpickled; bad bytes end here.
+    """
 
 
 class TimeoutError(YotonError, TimeoutError):  # noqa: A001 - deliberately yoton.TimeoutError
@@ -141,7 +171,12 @@ class TimeoutError(YotonError, TimeoutError):  # noqa: A001 - deliberately yoton
 
 
 class CancelledError(YotonError, concurrent.futures.CancelledError):
-    """The Future was cancelled."""
+    """The Future was cancelled: by ``cancel()``, or because no replier took it in time.
+
+    ``Future.result()`` raises it for a cancelled request. Also
+    ``concurrent.futures.CancelledError``, so ``concurrent.futures`` and
+    ``asyncio.wrap_future`` treat yoton's Futures like their own.
+    """
 
 
 class RemoteError(YotonError):
@@ -198,8 +233,19 @@ class RemoteError(YotonError):
 
 
 class TransportNotFoundError(YotonError, ValueError):
-    """No transport plugin provides the requested scheme."""
+    """No transport plugin provides the requested scheme.
+
+    The message lists the installed schemes and suggests the closest one
+    (``Unknown transport scheme 'tpc'; ... Did you mean 'tcp'?``). A
+    ``ValueError``: the address (or ``transport=``, ``YOTON_TRANSPORT``) is
+    wrong.
+    """
 
 
 class PluginLoadError(YotonError, ImportError):
-    """A transport plugin was found but failed to import or register."""
+    """A transport plugin was found but failed to import or register.
+
+    Only that plugin's scheme is affected: using it raises this error, whose
+    message names the plugin and its import error; every other transport
+    keeps working. An ``ImportError``.
+    """
