@@ -1,4 +1,4 @@
-"""Address parsing (PROTOCOL.md 2.2/2.3 with the fixes of DESIGN.md 3)."""
+"""Address parsing (docs/protocol.md#addresses, with the fixes of DESIGN.md 3)."""
 
 from __future__ import annotations
 

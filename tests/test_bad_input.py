@@ -28,7 +28,8 @@ pytestmark = pytest.mark.timeout(60)
 HEADER = struct.Struct("<7Q")
 CONTROL = b"YOTON   "
 RAW_ID = 0x0BADC0DE00000001
-#: A heartbeat (PROTOCOL.md): slot 1 (dummy), no payload, all other fields 0.
+#: A heartbeat (docs/protocol.md#connection-level-packages): slot 1 (dummy), no
+#: payload, all other fields 0.
 HEARTBEAT = HEADER.pack(struct.unpack("<Q", CONTROL)[0], 1, 0, 0, 0, 0, 0)
 
 

@@ -1,4 +1,7 @@
-"""Tests of clientserver: RequestServer and do_request (PROTOCOL.md §9, §10 item 21).
+"""Tests of clientserver: RequestServer and do_request.
+
+The protocol: docs/protocol.md#clientserver; 2.x's defects fixed here:
+docs/protocol.md#differences-from-2x, item 21.
 
 Everything runs over real TCP sockets on localhost; yoton 2.x runs in a child
 process (see ``yoton2.py``). Nothing waits with fixed sleeps: handlers signal

@@ -1,4 +1,4 @@
-"""The handshake state machine, both roles (PROTOCOL.md 2.5)."""
+"""The handshake state machine, both roles (docs/protocol.md#handshake)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The slot and port hashes must equal yoton 2.x's values (PROTOCOL.md 2.1 and 3)."""
+"""The slot and port hashes must equal yoton 2.x's values (docs/protocol.md#hashes and #slots)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ PORT_TABLE = {
     "a" * 100: 53719,
 }
 
-# PROTOCOL.md section 3: full slot strings as channels build them (before normalisation).
+# docs/protocol.md#slots: full slot strings as channels build them (before normalisation).
 CHANNEL_SLOTS = {
     "Foo.txt.pub-sub": 15285871923228,
     "Foo.txt.sub-pub": 15294965165520,

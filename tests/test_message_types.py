@@ -1,4 +1,4 @@
-"""Message types and the OBJECT codec (PROTOCOL.md section 4)."""
+"""Message types and the OBJECT codec (docs/protocol.md#message-types)."""
 
 from __future__ import annotations
 

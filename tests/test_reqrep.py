@@ -1,7 +1,7 @@
 """ReqChannel / RepChannel between our own contexts (TCP, threads, child processes).
 
 What each test guards is named in its docstring; the 2.x defects are those of
-PROTOCOL.md section 10 (items 9-14). Waiting is always on a condition with a
+docs/protocol.md#differences-from-2x (items 9-14). Waiting is always on a condition with a
 deadline, never a fixed sleep.
 """
 

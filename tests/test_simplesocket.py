@@ -1,4 +1,6 @@
-"""SimpleSocket and FileWrapper (PROTOCOL.md section 11) over real TCP connections.
+"""SimpleSocket and FileWrapper over real TCP connections.
+
+What they do: docs/pubsub.md#simplesocket-and-filewrapper.
 
 Every test joins real contexts over TCP on ``localhost:0``. Blocking behaviour
 is checked without sleeps: a reader runs in a thread, the test waits (with

@@ -1,4 +1,8 @@
-"""StateChannel between our contexts over TCP (PROTOCOL.md 6.3, section 10 items 9, 16)."""
+"""StateChannel between our contexts over TCP.
+
+The protocol: docs/protocol.md#state; 2.x's defects fixed here:
+docs/protocol.md#differences-from-2x, items 9 and 16.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Sync mode: a full SubChannel slows its publishers (PROTOCOL.md 6.2; section 10 items 6, 9, 24).
+"""Sync mode: a full SubChannel slows its publishers.
+
+The protocol: docs/protocol.md#sync-mode; 2.x's defects fixed here:
+docs/protocol.md#differences-from-2x, items 6, 9 and 24.
 
 The big test sends a 1,000,000-message burst from a publisher that is much
 faster than the subscriber (which decodes and checks every message in another

@@ -1,4 +1,4 @@
-"""Package framing and the incremental frame decoder (PROTOCOL.md section 1)."""
+"""Package framing and the incremental frame decoder (docs/protocol.md#framing)."""
 
 from __future__ import annotations
 

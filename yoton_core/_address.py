@@ -1,10 +1,10 @@
-"""Parsing of yoton addresses: ``[scheme://]host:port`` (PROTOCOL.md 2.2, DESIGN.md 3).
+"""Parsing of yoton addresses: ``[scheme://]host:port`` (docs/protocol.md#addresses).
 
 This module only turns text into values; it opens no socket. The one outside
 call is :func:`socket.gethostbyname_ex` for ``publichostN``, which looks up the
 machine's own addresses (the documented meaning of that host name).
 
-Differences from 2.x, on purpose (PROTOCOL.md section 10, item 23): the scheme
+Differences from 2.x, on purpose (docs/protocol.md#differences-from-2x, item 23): the scheme
 must be well-formed (the caller then picks a transport by it instead of
 ignoring it), ports must be 0 (any free port) or 1024..65535 (2.x accepted
 negative ports), and every error quotes the address and says what was expected.

@@ -2,7 +2,7 @@
 
 A channel has an outgoing and an incoming slot, both derived from the user's
 ``slot_base``, the message type's name and the channel pattern, then hashed
-case-insensitively (PROTOCOL.md section 3). The inbox is a plain deque: the IO
+case-insensitively (docs/protocol.md#slots). The inbox is a plain deque: the IO
 engine appends without taking a lock, and wakes a reader only when one is
 actually waiting, so delivering a batch of messages costs one notification.
 """

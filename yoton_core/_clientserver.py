@@ -1,12 +1,12 @@
 """clientserver: one request, one reply, one TCP connection (telnet-like).
 
-This is the small, context-free request/reply of yoton 2.x (PROTOCOL.md §9): a
+This is the small, context-free request/reply of yoton 2.x (docs/protocol.md#clientserver): a
 client connects, sends one line ending in CRLF, and reads one line back; the
 server closes the connection after replying. Any telnet-like peer can talk to
 it, and it interoperates with 2.x's ``do_request`` and ``RequestServer`` for
 single-line requests.
 
-Defects of 2.x fixed here (PROTOCOL.md §10 item 21): user code never sees the
+Defects of 2.x fixed here (docs/protocol.md#differences-from-2x, item 21): user code never sees the
 transport's CRLF (so the ``"wait"``/``"stop"`` special cases of the default
 handler work); ``do_request`` returns ``None`` on timeout as documented; reads
 take up to 64 KiB per system call instead of one byte with 10 ms sleeps; the

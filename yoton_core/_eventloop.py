@@ -6,7 +6,7 @@ timers from the timer thread); events run in whichever thread calls
 ``embed_event_loop``. Posting is O(1): a deque append under a lock, plus a
 notify only when some thread is actually waiting.
 
-Defects of 2.x fixed here (PROTOCOL.md §10): the queue never drops silently
+Defects of 2.x fixed here (docs/protocol.md#differences-from-2x): the queue never drops silently
 (item 8: unbounded by default; a bounded loop counts drops and warns once),
 ``process_events`` accepts ints (item 9), and handler exceptions are logged on
 the ``"yoton"`` logger, never printed or stored in ``sys.last_*`` (item 22).

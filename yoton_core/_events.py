@@ -1,7 +1,7 @@
 """Yoton's event system: signals and timers, plus the event loop's public names.
 
-Behaviour follows the 2.x ``yoton.events`` module (PROTOCOL.md §8) with its
-defects fixed (§10): timers never fire early (item 7, see
+Behaviour follows the 2.x ``yoton.events`` module (docs/events.md) with its
+defects fixed (docs/protocol.md#differences-from-2x): timers never fire early (item 7, see
 :mod:`yoton_core._timers`), the event queue never drops silently (item 8) and
 handler exceptions are logged, not printed (item 22); see
 :mod:`yoton_core._eventloop` for the queue itself.

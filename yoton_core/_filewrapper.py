@@ -5,8 +5,8 @@ The point is to put a channel where Python expects a file, above all
 ``sys.stdin`` (a SubChannel: ``input`` receives), which is how a remote
 interpreter shell (pyzo's kernel, for instance) sends its output to an editor
 and reads its input from it. The wrapper implements what ``print``,
-``input``, ``traceback`` and ``code.interact`` use, with the 2.x semantics of
-PROTOCOL.md section 11, and refuses the rest with ``io.UnsupportedOperation``
+``input``, ``traceback`` and ``code.interact`` use, with the 2.x semantics
+(docs/pubsub.md#simplesocket-and-filewrapper), and refuses the rest with ``io.UnsupportedOperation``
 as a real non-seekable, descriptor-less stream would.
 
 A process forked after the wrapper was made (``multiprocessing`` forks on

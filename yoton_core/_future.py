@@ -3,7 +3,7 @@
 :class:`Future` subclasses :class:`concurrent.futures.Future`, so
 ``concurrent.futures.wait``, ``as_completed`` and ``asyncio.wrap_future`` take
 it, and adds yoton's ``result_or_cancel`` and ``set_auto_cancel_timeout``.
-Unlike 2.x (PROTOCOL.md section 10, items 11 and 14) it is completed by the IO
+Unlike 2.x (docs/protocol.md#differences-from-2x, items 11 and 14) it is completed by the IO
 side: a thread blocked in :meth:`Future.result` sleeps until the reply arrives
 (or reads the network itself, see ``_poller.borrow_wait``), no polling loop is
 involved, and nothing needs the event loop except the user's own

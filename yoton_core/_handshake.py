@@ -1,4 +1,4 @@
-"""The yoton TCP handshake as a pure state machine (PROTOCOL.md section 2.5).
+"""The yoton TCP handshake as a pure state machine (docs/protocol.md#handshake).
 
 Each side sends one line ``YOTON!<16 hex digit id>.<pid>\\r\\n``. The connect
 side speaks first; the bind side answers according to the 2.x decision table:

@@ -1,4 +1,4 @@
-"""The two string hashes of the yoton wire protocol (PROTOCOL.md section 2.1).
+"""The two string hashes of the yoton wire protocol (docs/protocol.md#hashes).
 
 Both hashes must give exactly the values yoton 2.x computes, because they are
 part of the wire contract: a slot hash travels in every package header, and a

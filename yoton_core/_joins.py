@@ -1,7 +1,7 @@
 """Join announcements only where someone needs them: a capability of our own ends.
 
 A context that connects broadcasts the context message ``NEW_CONNECTION``
-(PROTOCOL.md section 5.4), and every relay passes it on to all its other links.
+(docs/protocol.md#context-messages), and every relay passes it on to all its other links.
 Only two things act on it: a :class:`StateChannel` (its holders re-send the
 state to the newcomer) and a subscriber in sync mode (it repeats ``full``). A
 hub with N peers and neither relays N - 1 packages per join, N^2 / 2 for N
@@ -15,7 +15,7 @@ wanting them, so wherever they are, everything is as before). A relay passes
 
 * **In the handshake**: the capability and the first answer travel as
   trailing whitespace of the 2.x ``YOTON!`` line, which 2.x's parser strips
-  (PROTOCOL.md section 2.5): ``" \\t"`` means "I speak this, and want no
+  (docs/protocol.md#capabilities): ``" \\t"`` means "I speak this, and want no
   announcements now", ``"\\t "`` "I speak this, and want them". A peer whose line
   has neither (2.x, an older yoton) is sent everything, as before.
 * **Afterwards**: when the answer for a link changes (a StateChannel is made

@@ -1,4 +1,4 @@
-"""Message types: how a channel turns messages into payload bytes (PROTOCOL.md section 4).
+"""Message types: how a channel turns messages into payload bytes (docs/protocol.md#message-types).
 
 A message type has a *name*, which becomes part of the channel's slot string
 (``base.<name>.pub-sub``), so only channels of the same type meet, and a pair of

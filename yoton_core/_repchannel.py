@@ -6,7 +6,7 @@ thread, as packages arrive; only the user's handler methods run in the mode's
 thread: the event loop (mode ``event``) or a worker thread (mode ``thread``).
 The protocol itself is described in :mod:`yoton_core._reqrep_wire`.
 
-Compared with 2.x (PROTOCOL.md section 10, items 9, 10, 11 and 13): only the
+Compared with 2.x (docs/protocol.md#differences-from-2x, items 9, 10, 11, 13): only the
 public methods of the subclass (and ``echo``) can be called remotely; every
 request gets a reply, also when the result cannot be encoded; requests are
 served first come, first served (a resent ``req?`` keeps its place); a

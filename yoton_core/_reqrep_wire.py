@@ -1,8 +1,8 @@
 """The request/reply wire protocol: control words, ids and reply encoding.
 
 Shared by :mod:`yoton_core._reqrep` (ReqChannel) and
-:mod:`yoton_core._repchannel` (RepChannel). The 2.x protocol (PROTOCOL.md
-section 6.5) balances load with *pre-requests*: the requester broadcasts
+:mod:`yoton_core._repchannel` (RepChannel). The 2.x protocol
+(docs/protocol.md#reqrep-2x) balances load with *pre-requests*: the requester broadcasts
 ``req?``; every free replier answers ``req!``; the requester sends the actual
 request to the first one and broadcasts ``req-`` to release the others; the
 replier sends the reply. That is four one-way trips per call. We speak it with

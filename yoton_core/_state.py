@@ -1,10 +1,10 @@
 """StateChannel: one value per slot, shared by every context of the network.
 
-2.x semantics (PROTOCOL.md section 6.3): ``send`` sets the state, ``recv``
+2.x semantics (docs/protocol.md#state): ``send`` sets the state, ``recv``
 returns the current state at once, the last arrival wins, and a context that
 joins gets the current state. 2.x implemented the latter by making *every*
 holder of a state rebroadcast it on every NEW_CONNECTION, so one join cost N
-messages (section 10, item 16). Here:
+messages (docs/protocol.md#differences-from-2x, item 16). Here:
 
 * **Versions.** Our state packages carry a version in ``dest_seq`` (a field
   broadcasts do not use; 2.x receivers and relays ignore it): a hybrid logical

@@ -1,7 +1,7 @@
 """Sync mode: a SubChannel that cannot keep up slows its publishers down.
 
 This module is the protocol and the subscriber's half; ``_sync_pub.py`` is the
-publisher's. Wire protocol (2.x, PROTOCOL.md section 6.2): a subscriber in sync mode sends
+publisher's. Wire protocol (2.x, docs/protocol.md#sync-mode): a subscriber in sync mode sends
 the raw words ``b"full"`` / ``b"ok"`` on its outgoing slot (``base.type.sub-pub``,
 dest 0), so every PubChannel on that slot in the network hears them. A
 publisher blocks its senders while some subscriber is full. Both directions
@@ -46,7 +46,7 @@ publisher forgive what is still on its way (below), can let one more window
 in. A 2.x publisher ignores windows and is held by "full"; a 2.x subscriber
 says plain "ok", which holds no window.
 
-What is different from 2.x (section 10, items 6, 9, 24):
+What is different from 2.x (docs/protocol.md#differences-from-2x, items 6, 9, 24):
 
 * **No crawl.** 2.x let each ``send`` wait up to 1 s and then send anyway, so a
   full subscriber turned a publisher into 1 message per second. Our publisher

@@ -4,7 +4,7 @@ Why one thread: yoton creates timers freely (every ReqChannel has one), and a
 thread per timer would be wasteful. Why a heap with lazy deletion: restarting or
 stopping a timer must be O(log n) and must never disturb the other timers. The
 2.x timer thread woke up on every restart and then fired whatever timer was
-earliest, due or not (PROTOCOL.md §10 item 7). Here the thread fires an entry
+earliest, due or not (docs/protocol.md#differences-from-2x, item 7). Here the thread fires an entry
 only when it is both *current* (the handle's sequence number still matches) and
 *due* (``monotonic() >= deadline``), so neither a restart nor a spurious
 condition wake-up can make anything fire early.

@@ -1,4 +1,4 @@
-"""Package framing of the yoton TCP stream (PROTOCOL.md section 1), sans-IO.
+"""Package framing of the yoton TCP stream (docs/protocol.md#framing), sans-IO.
 
 Every package is a 56-byte header of seven little-endian u64 -- control word,
 slot, source id, source seq, dest id, dest seq, payload length -- followed by
@@ -13,7 +13,7 @@ ignored. A package on slot :data:`SLOT_DUMMY` *with* a payload is a
 newer than anything), so new-style peers can use it to talk about the
 connection itself without disturbing 2.x.
 
-Unlike 2.x (PROTOCOL.md section 10, items 4 and 5) the decoder enforces a
+Unlike 2.x (docs/protocol.md#differences-from-2x, items 4 and 5) the decoder enforces a
 maximum message size before buffering a payload, and reports a truncated
 package at EOF instead of spinning.
 """

@@ -3,7 +3,7 @@
 A NATS message payload holds either
 
 * a **batch**: one or more whole yoton frames (the 56-byte header of
-  PROTOCOL.md section 1, then the payload), all for the same subject. The
+  docs/protocol.md#framing, then the payload), all for the same subject. The
   sender packs what is queued for one subject into as few messages as
   ``max_payload`` allows, so a burst of small packages costs the server one
   message, not one each; or
