@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Set up a virtual environment and run the demo, the tests or the benchmarks.
+"""Set up a virtual environment and run the demo, the tests, the benchmarks or the docs.
 
 Needs only Python 3.10+ (standard library): ``python3 dev.py demo``,
-``python3 dev.py test [pytest args]``, ``python3 dev.py bench [args]``.
+``python3 dev.py test [pytest args]``, ``python3 dev.py bench [args]``,
+``python3 dev.py docs`` (build the site into ``site/``; ``docs serve``
+previews it at http://127.0.0.1:8000 and rebuilds on every change).
 The environment lives in ``.venv`` beside this file and is reused; it is
 re-synchronised when ``pyproject.toml`` changes.
 """
@@ -51,7 +53,7 @@ def ensure_env(extras: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("demo", "test", "bench"):
+    if not argv or argv[0] not in ("demo", "test", "bench", "docs"):
         print(__doc__)
         return 2
     cmd, rest = argv[0], argv[1:]
@@ -61,6 +63,12 @@ def main(argv: list[str]) -> int:
     if cmd == "test":
         ensure_env("test")
         return subprocess.call([str(PY), "-m", "pytest", *rest], cwd=ROOT)
+    if cmd == "docs":
+        ensure_env("docs")
+        # Material for MkDocs prints a banner about MkDocs 2 on every build.
+        env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
+        args = rest if rest and not rest[0].startswith("-") else ["build", "--strict", *rest]
+        return subprocess.call([str(PY), "-m", "mkdocs", *args], cwd=ROOT, env=env)
     ensure_env("bench")
     return subprocess.call([str(PY), str(ROOT / "benchmarks" / "run.py"), *rest], cwd=ROOT)
 

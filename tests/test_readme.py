@@ -1,7 +1,8 @@
-"""Every python code block of README.md runs as written.
+"""Every python code block of README.md and of the documentation pages runs as written.
 
-The blocks are found automatically (every fence opened with ```` ```python ````),
-so a section added to the README is tested without touching this file. Each
+The blocks are found automatically (every fence opened with ```` ```python ````
+in ``README.md`` and ``docs/**/*.md``), so a section or page added is tested
+without touching this file. Each
 block is a program run by a fresh interpreter and must exit with status 0
 within :data:`TIMEOUT`. Markers are plain comment lines, which a reader of the
 README takes for what they say:
@@ -13,11 +14,15 @@ README takes for what they say:
   directory every block runs in before any runs, so other blocks import it
   (the plugin recipe); a ``test_*.py`` block is run with pytest.
 * a first line ``# readme-test: continued``: the block goes on from the
-  previous python block (both run as one program), for a README that must
-  split one program around some text.
+  previous python block of the same file (both run as one program), for a
+  page that must split one program around some text.
 * a first line ``# readme-test: skip: <reason>``: the block is not run, and the
   test says so (``pytest -rs`` lists the reason). For blocks that need what a
   test machine has not got (certificates, a server elsewhere, a shell).
+
+In the documentation pages the markers may also be spelled ``# docs-test:``.
+Each file is its own set of programs: a ``# name.py`` block is importable by
+the blocks of the file that defines it.
 
 A ``print(...)`` line whose comment ends in ``-> text`` promises that output:
 the program's stdout must contain ``text``.
@@ -40,11 +45,14 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+#: Every file whose python blocks run: the README, then each documentation page.
+FILES = [README, *sorted((ROOT / "docs").rglob("*.md"))]
 TIMEOUT = 60.0
 
-SKIP = re.compile(r"#\s*readme-test:\s*skip:\s*(.+)")
-CONTINUED = re.compile(r"#\s*readme-test:\s*continued\b")
+SKIP = re.compile(r"#\s*(?:readme|docs)-test:\s*skip:\s*(.+)")
+CONTINUED = re.compile(r"#\s*(?:readme|docs)-test:\s*continued\b")
 FILENAME = re.compile(r"#\s*([\w.]+\.py)\s*$")
 PROCESS = re.compile(r"#\s*process\s+(\d+)\s*$")
 PROMISE = re.compile(r"\bprint\(.*#.*->\s*(.*\S)\s*$")
@@ -57,12 +65,17 @@ def promised(code: str) -> list[str]:
 
 @dataclasses.dataclass
 class Block:
-    line: int  # of the opening fence in README.md
+    line: int  # of the opening fence in its file
     code: str
+    file: str = ""  # relative to the repository, e.g. "docs/pubsub.md"
 
     @property
     def first_line(self) -> str:
         return self.code.split("\n", 1)[0].strip()
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
 
 
 def python_blocks(text: str) -> list[Block]:
@@ -109,16 +122,31 @@ def split_processes(code: str) -> list[str]:
     return ["\n".join(head + parts[n]) + "\n" for n in sorted(parts)]
 
 
-BLOCKS = python_blocks(README.read_text(encoding="utf-8"))
+def file_blocks(path: Path) -> list[Block]:
+    """The python blocks of one file, each knowing where it is."""
+    name = path.relative_to(ROOT).as_posix()
+    blocks = python_blocks(path.read_text(encoding="utf-8"))
+    for block in blocks:
+        block.file = name
+    return blocks
 
 
-def test_the_readme_has_python_blocks_and_the_parser_finds_them() -> None:
-    text = README.read_text(encoding="utf-8")
-    assert len(BLOCKS) >= 10
+BLOCKS = [block for path in FILES for block in file_blocks(path)]
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.relative_to(ROOT).as_posix() for p in FILES])
+def test_the_parser_finds_every_block(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    blocks = file_blocks(path)
     opened = len(re.findall(r"^```python\s*$", text, re.M))
-    continued = sum(block.code.count("# readme-test: continued") for block in BLOCKS)
-    assert len(BLOCKS) + continued == opened  # none missed, none invented
-    assert any(len(split_processes(b.code)) > 1 for b in BLOCKS)  # the first example
+    continued = sum(len(CONTINUED.findall(block.code)) for block in blocks)
+    assert len(blocks) + continued == opened  # none missed, none invented
+
+
+def test_the_readme_and_the_pages_have_python_blocks() -> None:
+    assert len(file_blocks(README)) >= 1  # the tour's example
+    assert sum(1 for b in BLOCKS if b.file.startswith("docs/")) >= 15
+    assert any(len(split_processes(b.code)) > 1 for b in file_blocks(README))  # two processes
 
 
 def test_the_conventions_parse() -> None:
@@ -137,31 +165,37 @@ def test_the_conventions_parse() -> None:
 
 
 @pytest.fixture(scope="module")
-def rundir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    """The directory blocks run in, holding every ``# name.py`` block, and the env."""
-    where = tmp_path_factory.mktemp("readme")
-    runtime = where / ".xdg"
-    runtime.mkdir(mode=0o700)
-    for block in BLOCKS:
-        m = FILENAME.match(block.first_line)
-        if m is not None:
-            (where / m.group(1)).write_text(block.code, encoding="utf-8")
-    env = dict(os.environ)
-    env.update(
-        YOTON_TRANSPORT="unix",
-        XDG_RUNTIME_DIR=str(runtime),
-        PYTHONPATH=os.pathsep.join(filter(None, [str(where), env.get("PYTHONPATH")])),
-        PYTHONDONTWRITEBYTECODE="1",
-    )
-    return where, env
+def rundirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, dict[str, str]]]:
+    """Per file: the directory its blocks run in, holding its ``# name.py`` blocks, and the env."""
+    dirs = {}
+    for n, path in enumerate(FILES):
+        name = path.relative_to(ROOT).as_posix()
+        where = tmp_path_factory.mktemp(f"blocks{n}-{path.stem}")
+        runtime = where / ".xdg"
+        runtime.mkdir(mode=0o700)
+        for block in BLOCKS:
+            m = FILENAME.match(block.first_line)
+            if m is not None and block.file == name:
+                (where / m.group(1)).write_text(block.code, encoding="utf-8")
+        env = dict(os.environ)
+        env.update(
+            YOTON_TRANSPORT="unix",
+            XDG_RUNTIME_DIR=str(runtime),
+            PYTHONPATH=os.pathsep.join(filter(None, [str(where), env.get("PYTHONPATH")])),
+            PYTHONDONTWRITEBYTECODE="1",
+        )
+        dirs[name] = (where, env)
+    return dirs
 
 
-@pytest.mark.parametrize("block", BLOCKS, ids=[f"README.md:{b.line}" for b in BLOCKS])
-def test_readme_block_runs_as_written(block: Block, rundir: tuple[Path, dict[str, str]]) -> None:
+@pytest.mark.parametrize("block", BLOCKS, ids=[b.where for b in BLOCKS])
+def test_block_runs_as_written(
+    block: Block, rundirs: dict[str, tuple[Path, dict[str, str]]]
+) -> None:
     skip = SKIP.match(block.first_line)
     if skip is not None:
-        pytest.skip(f"README.md:{block.line}: {skip.group(1)}")
-    where, env = rundir
+        pytest.skip(f"{block.where}: {skip.group(1)}")
+    where, env = rundirs[block.file]
     name = FILENAME.match(block.first_line)
     if name is not None and name.group(1).startswith("test_"):
         args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", name.group(1)]
@@ -183,14 +217,14 @@ def test_readme_block_runs_as_written(block: Block, rundir: tuple[Path, dict[str
                 p.kill()
             out, err = proc.communicate()
             pytest.fail(
-                f"README.md:{block.line}, program {n} of {len(procs)}, did not finish within "
+                f"{block.where}, program {n} of {len(procs)}, did not finish within "
                 f"{TIMEOUT:g} s\n--- stdout\n{out}\n--- stderr\n{err}"
             )
         outcomes.append((proc.returncode, out, err))
     for n, ((status, out, err), (_args, code)) in enumerate(
         zip(outcomes, programs, strict=True), 1
     ):
-        where_ = f"README.md:{block.line}, program {n} of {len(procs)}"
+        where_ = f"{block.where}, program {n} of {len(procs)}"
         assert status == 0, f"{where_} exited with {status}\n--- stdout\n{out}\n--- stderr\n{err}"
         for text in promised(code or ""):
             assert text in out, f"{where_} did not print {text!r}\n--- stdout\n{out}"

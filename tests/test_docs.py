@@ -1,0 +1,112 @@
+"""The documentation site builds, strictly, and covers the public API.
+
+``mkdocs build --strict`` fails on a broken link, a missing anchor, a
+reference to an object that does not exist or a docstring mkdocstrings cannot
+parse, so a change of the code that breaks the site fails here, not when
+someone next publishes it. The build takes a few seconds; it needs the docs
+extra, which the test extra includes (``python3 dev.py test`` installs it).
+
+The code blocks of the pages run in ``tests/test_readme.py``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import yoton
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The site, built with ``--strict`` into a temporary directory."""
+    try:
+        import mkdocs  # noqa: F401
+        import mkdocstrings  # noqa: F401
+    except ImportError as exc:
+        pytest.fail(
+            f"{exc.name} is missing: the test extra installs the docs extra "
+            "(run 'python3 dev.py test' once, or pip install -e .[docs])"
+        )
+    out = tmp_path_factory.mktemp("site")
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, f"mkdocs build --strict failed:\n{done.stderr[-5000:]}"
+    return out
+
+
+def anchors(page: Path) -> set[str]:
+    return set(re.findall(r'\bid="([^"]+)"', page.read_text(encoding="utf-8")))
+
+
+def reference_entries() -> set[str]:
+    """Every ``::: name`` directive of the reference pages."""
+    text = "\n".join(p.read_text(encoding="utf-8") for p in (DOCS / "reference").glob("*.md"))
+    return set(re.findall(r"^:::\s*(\S+)", text, re.M))
+
+
+def test_the_site_builds_strictly(site: Path) -> None:
+    assert (site / "index.html").is_file()
+    assert (site / "protocol" / "index.html").is_file()
+    assert not (site / "hooks.py").exists()  # the build's code is not published
+
+
+def test_every_public_name_is_in_the_reference(site: Path) -> None:
+    entries = reference_entries()
+    missing = [n for n in yoton.__all__ if f"yoton.{n}" not in entries]
+    assert not missing, f"add '::: yoton.<name>' for {missing} to a page of docs/reference/"
+    ids = set().union(*(anchors(p) for p in (site / "reference").rglob("index.html")))
+    unrendered = [n for n in yoton.__all__ if f"yoton.{n}" not in ids]
+    assert not unrendered, f"in the reference but not rendered: {unrendered}"
+
+
+def test_every_public_name_has_a_docstring() -> None:
+    thin = []
+    for name in yoton.__all__:
+        obj = getattr(yoton, name)
+        if name == "__version__":
+            continue
+        doc = inspect.getdoc(obj) or ""
+        if len(doc) < 40:
+            thin.append(name)
+    assert not thin, f"public names without a real docstring: {thin}"
+
+
+def test_the_cli_reference_is_the_parsers_help(site: Path) -> None:
+    page = (site / "reference" / "cli" / "index.html").read_text(encoding="utf-8")
+    for command in ("sub", "pub", "call", "state", "transports", "bench"):
+        assert f"yoton {command} --help" in page
+    assert "--connect-timeout" in page and "exit codes:" in page
+    assert "yoton-help:" not in page  # every marker was replaced
+
+
+def test_code_points_only_to_protocol_anchors_that_exist(site: Path) -> None:
+    ids = anchors(site / "protocol" / "index.html")
+    pointers: list[tuple[str, str]] = []
+    for pattern in ("yoton*/**/*.py", "tests/*.py", "benchmarks/*.py", "fuzz/*.py"):
+        for path in ROOT.glob(pattern):
+            if path == Path(__file__).resolve():
+                continue
+            text = path.read_text(encoding="utf-8")
+            assert "PROTOCOL.md" not in text, f"{path}: point to docs/protocol.md instead"
+            for anchor in re.findall(r"docs/protocol\.md#([\w-]+)", text):
+                pointers.append((str(path.relative_to(ROOT)), anchor))
+    assert pointers  # the protocol code says where its page is
+    broken = [(p, a) for p, a in pointers if a not in ids]
+    assert not broken, f"anchors that docs/protocol.md does not have: {broken}"
