@@ -27,6 +27,9 @@ from yoton_core._wire import (
     encode_connection_message,
     encode_package,
     encode_packages,
+    make_header,
+    package_header,
+    raw_package,
 )
 
 EXAMPLE_HEX = (
@@ -62,9 +65,9 @@ def test_heartbeat_and_close_bytes() -> None:
 def test_encode_connection_message() -> None:
     data = encode_connection_message(b"ping")
     assert data == HEADER.pack(CONTROL, 1, 0, 0, 0, 0, 4) + b"ping"
-    with pytest.raises(ValueError, match="non-empty"):
+    with pytest.raises(ValueError, match="^A connection message needs a non-empty payload.$"):
         encode_connection_message(b"")
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="^payload must be bytes, got str$"):
         encode_connection_message("ping")  # type: ignore[arg-type]
 
 
@@ -99,12 +102,30 @@ def test_package_fields_repr_eq() -> None:
     assert p != Package(b"x" * 100, 9, 1, 2, 3, 5)
     assert p != Package(b"y", 9, 1, 2, 3, 4)
     assert p != "not a package"
-    r = repr(p)
-    assert r.startswith("Package(slot=9, source_id=0x1, source_seq=2")
-    assert "(100 bytes)" in r and "..." in r
+    assert repr(p) == (
+        "Package(slot=9, source_id=0x1, source_seq=2, dest_id=0x3, dest_seq=4, "
+        f"data={b'x' * 32!r}... (100 bytes))"
+    )
+    assert repr(Package(b"hi", 8)) == (
+        "Package(slot=8, source_id=0x0, source_seq=0, dest_id=0x0, dest_seq=0, "
+        "data=b'hi' (2 bytes))"
+    )
     with pytest.raises(AttributeError):
         p.other = 1  # type: ignore[attr-defined]
-    assert Package(b"d", 8).source_id == 0
+    assert repr(Package(b"y" * 32, 8)).endswith(f"data={b'y' * 32!r} (32 bytes))")  # all shown
+    assert repr(Package(b"y" * 33, 8)).endswith(f"data={b'y' * 32!r}... (33 bytes))")
+    d = Package(b"d", 8)  # the defaults: no source, no destination
+    assert (d.source_id, d.source_seq, d.dest_id, d.dest_seq, d.recv_seq) == (0, 0, 0, 0, 0)
+
+
+def test_header_tuples_and_packages_convert_both_ways() -> None:
+    """make_header / package_header / raw_package: the receive path's form."""
+    pkg = Package(b"abc", 9, 1, 2, 3, 4)
+    header = make_header(b"abc", 9, 1, 2, 3, 4)
+    assert header == package_header(pkg) == (CONTROL, 9, 1, 2, 3, 4, 3)
+    assert HEADER.pack(*header) + b"abc" == encode_package(pkg)
+    assert raw_package(header, b"abc") == pkg
+    assert make_header(b"", 8, 5, 6) == (CONTROL, 8, 5, 6, 0, 0, 0)
 
 
 def test_events_are_values() -> None:
@@ -142,6 +163,65 @@ def test_decode_control_packages() -> None:
         HEARTBEAT,
         ConnectionMessage(b"hi"),
     ]
+
+
+def test_items_come_in_stream_order_when_packages_and_control_items_mix() -> None:
+    """feed() puts heartbeats, connection messages and close requests between the
+    packages exactly where they were in the stream (feed_raw says where)."""
+    a, b, c = (Package(bytes([i]) * 3, 9, 1, i) for i in (1, 2, 3))
+    stream = (
+        HEARTBEAT_BYTES
+        + encode_package(a)
+        + encode_connection_message(b"m1")
+        + HEARTBEAT_BYTES
+        + encode_package(b)
+        + encode_package(c)
+        + encode_connection_message(b"m2")
+        + CLOSE_BYTES
+    )
+    m1, m2 = ConnectionMessage(b"m1"), ConnectionMessage(b"m2")
+    assert FrameDecoder().feed(stream) == [HEARTBEAT, a, m1, HEARTBEAT, b, c, m2, CLOSE_REQUEST]
+    d = FrameDecoder()
+    flat = d.feed_raw(stream)
+    assert flat[1::2] == [a.data, b.data, c.data]
+    # (position in flat, item): the item came before the package at flat[position]
+    assert d.controls == [(0, HEARTBEAT), (2, m1), (2, HEARTBEAT), (6, m2), (6, CLOSE_REQUEST)]
+
+
+@pytest.mark.parametrize("size", [100, 200_000], ids=["collected in parts", "filled in place"])
+def test_a_payload_completed_by_the_end_of_a_chunk_is_returned_at_once(size: int) -> None:
+    """The chunk that brings a payload's last byte returns the package, not the next one."""
+    pkg = Package(bytes(range(256)) * (size // 256) + b"e" * (size % 256), 9, 1, 1)
+    raw = encode_package(pkg)
+    d = FrameDecoder()
+    cut = HEADER_SIZE + size // 4  # a quarter: the large payload moves into its own object
+    assert d.feed(raw[:cut]) == []
+    assert d.buffered == cut
+    assert d.feed(raw[cut:]) == [pkg]  # exactly the rest
+    assert d.buffered == 0
+    assert d.feed(HEARTBEAT_BYTES) == [HEARTBEAT]
+
+
+def test_only_source_seq_0_and_1_of_an_empty_package_mean_something() -> None:
+    """0 is a heartbeat, 1 a close request; any other is ignored (PROTOCOL.md)."""
+    for seq, expected in [
+        (0, [HEARTBEAT]),
+        (1, [CLOSE_REQUEST]),
+        (2, []),
+        (7, []),
+        (2**64 - 1, []),
+    ]:
+        assert FrameDecoder().feed(HEADER.pack(CONTROL, 1, 0, seq, 0, 0, 0)) == expected, seq
+
+
+def test_a_limit_of_zero_accepts_empty_packages_only() -> None:
+    d = FrameDecoder(max_message_size=0)
+    assert d.max_message_size == 0
+    assert d.feed(HEARTBEAT_BYTES) == [HEARTBEAT]
+    with pytest.raises(
+        FrameError, match="Package of 1 bytes exceeds the maximum message size of 0"
+    ):
+        d.feed(encode_package(Package(b"x", 9)))
 
 
 def test_decode_one_byte_at_a_time() -> None:
@@ -204,9 +284,10 @@ def test_bad_control_word() -> None:
     d = FrameDecoder()
     with pytest.raises(ProtocolError) as info:
         d.feed(good + bad)
-    msg = str(info.value)
-    assert msg.startswith("Lost track of the stream: bad control bytes")
-    assert "58 4f 54 4f 4e 20 20 20" in msg
+    assert str(info.value) == (
+        "Lost track of the stream: bad control bytes 58 4f 54 4f 4e 20 20 20 "
+        "(b'XOTON   '), expected 59 4f 54 4f 4e 20 20 20 (b'YOTON   ')."
+    )
     assert info.value.items == [example_package()]  # type: ignore[attr-defined]
     # The decoder is dead now.
     with pytest.raises(ProtocolError, match="Lost track of the stream"):
@@ -217,8 +298,12 @@ def test_bad_control_word() -> None:
 
 def test_bad_control_detected_before_a_whole_header() -> None:
     d = FrameDecoder()
-    with pytest.raises(ProtocolError, match="Lost track of the stream"):
+    with pytest.raises(ProtocolError) as info:
         d.feed(b"GET / HTTP/1.1\r\n")
+    assert str(info.value) == (
+        "Lost track of the stream: bad control bytes 47 45 54 20 2f 20 48 54 "
+        "(b'GET / HT'), expected 59 4f 54 4f 4e 20 20 20 (b'YOTON   ')."
+    )
     d2 = FrameDecoder()
     assert d2.feed(b"YOT") == []  # still a possible prefix
     with pytest.raises(ProtocolError, match="Lost track of the stream"):
@@ -297,8 +382,12 @@ def test_eof_inside_payload() -> None:
 def test_eof_inside_header() -> None:
     d = FrameDecoder()
     d.feed(HEARTBEAT_BYTES[:20])
-    with pytest.raises(ProtocolError, match=r"20 of 56 bytes"):
+    with pytest.raises(ProtocolError) as info:
         d.eof()
+    assert str(info.value) == (
+        "Other end dropped the connection in the middle of a package header "
+        "(20 of 56 bytes received)."
+    )
 
 
 def test_eof_clean() -> None:

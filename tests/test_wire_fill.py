@@ -22,6 +22,8 @@ from yoton_core._wire import (
     FILL_MIN,
     FILL_RATIO,
     HEADER,
+    HEARTBEAT,
+    HEARTBEAT_BYTES,
     FrameDecoder,
     Package,
     encode_connection_message,
@@ -122,6 +124,43 @@ def test_large_payload_moves_into_its_own_object_after_an_eighth(fill: bool) -> 
     flat = decoder.filled(len(view))
     assert payloads(flat) == [data]
     assert decoder.recv_buffer() is None and decoder.wanted == 0
+
+
+def test_a_first_chunk_with_an_eighth_of_a_large_payload_offers_its_buffer() -> None:
+    """The switch to filling in place happens in the chunk that brings the
+    header too, so the reader's next read already goes into the payload."""
+    size = 1 << 20
+    stream = encode_packages([Package(pattern(size, 7), 1234, 1, 1)])
+    decoder = FrameDecoder()
+    assert decoder.feed_raw(stream[: 56 + size // 8]) == []
+    if not _bytesfill.AVAILABLE:
+        assert decoder.recv_buffer() is None
+        return
+    view = decoder.recv_buffer()
+    assert view is not None and len(view) == size - size // 8
+
+
+def test_controls_are_those_of_the_last_call() -> None:
+    """``controls`` lists the connection-level items of the last feed_raw() or
+    filled(): a heartbeat read before a large payload is not reported again."""
+    size = 1 << 20
+    data = pattern(size, 5)
+    stream = HEARTBEAT_BYTES + encode_packages([Package(data, 1234, 1, 1)])
+    decoder = FrameDecoder()
+    head = len(HEARTBEAT_BYTES) + 56 + size // 2  # past the switch to filling in place
+    assert decoder.feed_raw(stream[:head]) == []
+    assert decoder.controls == [(0, HEARTBEAT)]
+    view = decoder.recv_buffer()
+    if view is None:
+        pytest.skip("no in-place filling on this platform")
+    view[:10] = stream[head : head + 10]
+    assert decoder.filled(10) == [] and decoder.controls == []
+    view = decoder.recv_buffer()
+    assert view is not None
+    view[:] = stream[head + 10 :]
+    assert payloads(decoder.filled(len(view))) == [data]
+    assert decoder.controls == []
+    assert decoder.feed_raw(HEARTBEAT_BYTES) == [] and decoder.controls == [(0, HEARTBEAT)]
 
 
 def test_feed_raw_after_the_switch_fills_the_same_object(fill: bool) -> None:
