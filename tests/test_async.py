@@ -565,8 +565,14 @@ async def test_send_async_waits_for_a_full_sync_mode_subscriber_in_the_loop(pair
     """Producer and consumer share one loop: a send that blocked the thread while
     the subscriber is full would stop the consumer too, and nothing would move."""
     a, b = pair
+    # An inbox of 1,000 gives the publisher a window of a few hundred, which
+    # holds it back however late the subscriber's "full" is (with the default
+    # 10,000 all 3,000 fit in the window, and a "full" that came late on a
+    # loaded machine left the publisher never held).
+    b.queue_params = (1000, "old")
     pub, sub = yoton.PubChannel(a, "s", yoton.OBJECT), yoton.SubChannel(b, "s", yoton.OBJECT)
     sub.set_sync_mode(True)
+    await wait_until(lambda: pub._sync_windows)  # the subscriber's announcement
     n = 3000  # many times the high-water mark (256)
     got: list[int] = []
     held = []
