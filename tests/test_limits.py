@@ -114,8 +114,9 @@ def test_every_sending_channel_checks_the_limit_before_the_wire(contexts) -> Non
     conn = a.bind("inproc://limits")
     b.connect("inproc://limits", timeout=TIMEOUT)
     wait_for(lambda: conn.is_connected, TIMEOUT, "the link")
+    state = yoton.StateChannel(a, "s")  # (made late, it asks for the state: one package)
+    a.flush()
     before = conn.stats.packages_sent
-    state = yoton.StateChannel(a, "s")
     with pytest.raises(ValueError, match="maximum message size"):
         state.send("z" * 500)
     req = yoton.ReqChannel(a, "calc")
