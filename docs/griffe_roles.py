@@ -1,10 +1,12 @@
-"""A griffe extension for the API reference: Sphinx roles in docstrings become links.
+"""A griffe extension for the API reference: Sphinx markup in docstrings becomes Markdown.
 
 Yoton's docstrings name other objects the way ``help()`` readers and Sphinx
 know, ``:class:`Context```, ``:meth:`connect```, ``:data:`~yoton_core.TEXT```.
 Markdown shows such a role as literal text; this extension rewrites each one
 (in the reference only; the code is unchanged) into the object's name in
-code style, linked to its entry when the reference has one. A name is looked
+code style, linked to its entry when the reference has one. A paragraph that
+ends in ``::`` (reStructuredText's "a code block follows") ends in ``:``; the
+indented block after it is a code block in Markdown too. A name is looked
 up the way Python would from the docstring's place: the object itself, then
 its parents. A name that is not documented on the site (a private helper, a
 standard-library class) stays plain code, so no role can break the build.
@@ -19,6 +21,7 @@ from typing import Any
 import griffe
 
 ROLE = re.compile(r":(?:py:)?(?:class|meth|func|attr|data|mod|obj|exc|const):`(~?)([^`<>]+)`")
+LITERAL = re.compile(r"(?<=\S)::[ \t]*$", re.M)
 
 
 def _resolve(obj: griffe.Object, name: str) -> str | None:
@@ -51,12 +54,12 @@ def rewrite(obj: griffe.Object, text: str) -> str:
             return code
         return f'<autoref optional identifier="{html.escape(path)}">{code}</autoref>'
 
-    return ROLE.sub(one, text)
+    return LITERAL.sub(":", ROLE.sub(one, text))
 
 
 class SphinxRoles(griffe.Extension):
     """Rewrite the roles of every docstring griffe loads."""
 
     def on_object(self, *, obj: griffe.Object, **kwargs: Any) -> None:
-        if obj.docstring is not None and ":`" in obj.docstring.value:
+        if obj.docstring is not None and ":" in obj.docstring.value:
             obj.docstring.value = rewrite(obj, obj.docstring.value)

@@ -96,17 +96,26 @@ def test_the_cli_reference_is_the_parsers_help(site: Path) -> None:
     assert "yoton-help:" not in page  # every marker was replaced
 
 
-def test_code_points_only_to_protocol_anchors_that_exist(site: Path) -> None:
-    ids = anchors(site / "protocol" / "index.html")
-    pointers: list[tuple[str, str]] = []
+def page_of(site: Path, doc: str) -> Path:
+    """The built HTML of ``docs/<doc>.md`` (``index`` is the site's front page)."""
+    return site / "index.html" if doc == "index" else site / doc / "index.html"
+
+
+def test_code_points_only_to_pages_and_anchors_that_exist(site: Path) -> None:
+    """Comments and docstrings say ``docs/protocol.md#framing``: that must exist."""
+    pointers: list[tuple[str, str, str]] = []
     for pattern in ("yoton*/**/*.py", "tests/*.py", "benchmarks/*.py", "fuzz/*.py"):
         for path in ROOT.glob(pattern):
             if path == Path(__file__).resolve():
                 continue
             text = path.read_text(encoding="utf-8")
             assert "PROTOCOL.md" not in text, f"{path}: point to docs/protocol.md instead"
-            for anchor in re.findall(r"docs/protocol\.md#([\w-]+)", text):
-                pointers.append((str(path.relative_to(ROOT)), anchor))
-    assert pointers  # the protocol code says where its page is
-    broken = [(p, a) for p, a in pointers if a not in ids]
-    assert not broken, f"anchors that docs/protocol.md does not have: {broken}"
+            for doc, anchor in re.findall(r"\bdocs/([\w/]+)\.md(?:#([\w-]+))?", text):
+                pointers.append((str(path.relative_to(ROOT)), doc, anchor))
+    assert any(doc == "protocol" for _, doc, _ in pointers)  # the protocol code says where
+    broken = []
+    for where, doc, anchor in pointers:
+        page = page_of(site, doc)
+        if not page.is_file() or (anchor and anchor not in anchors(page)):
+            broken.append((where, f"docs/{doc}.md#{anchor}" if anchor else f"docs/{doc}.md"))
+    assert not broken, f"pointers to pages or sections that do not exist: {broken}"

@@ -327,3 +327,4 @@ async def event_loop_async() -> AsyncIterator[None]:
 
 #: The name yoton 3.0's first async face had; works under asyncio too.
 trio_event_loop = event_loop_async
+"""The first name of :func:`event_loop_async`, kept for programs that use it."""

@@ -31,7 +31,14 @@ __all__ = ["BaseChannel"]
 
 
 class BaseChannel:
-    """Base class of all channels.
+    """Base class of all channels: a slot, an inbox and a ``received`` signal.
+
+    You do not make a BaseChannel yourself: make the channel of the pattern
+    you want (:class:`PubChannel`, :class:`SubChannel`, :class:`ReqChannel`,
+    :class:`RepChannel`, :class:`StateChannel`). Channels on the same slot
+    talk to each other; the message type is part of the slot, so a TEXT
+    channel and an OBJECT channel of the same name never meet. A context has
+    at most one channel per slot and direction.
 
     Args:
         context: The :class:`Context` this channel lives in.
@@ -43,6 +50,12 @@ class BaseChannel:
         received: Signal emitted as ``received(channel)`` (through the event
             loop) when messages arrive; coalesced, so one emit may stand for
             many messages.
+
+    Raises:
+        InvalidArgumentError: ``context`` is not a Context, ``slot_base`` not a
+            str, or ``message_type`` not a message type; or the context
+            already has a channel on this slot in the same direction (the
+            message names the slot).
     """
 
     #: Pattern of the outgoing / incoming slot, e.g. "pub-sub" / "sub-pub".
@@ -108,24 +121,31 @@ class BaseChannel:
 
     @property
     def context(self) -> Context:
+        """The :class:`Context` this channel lives in."""
         return self._context
 
     @property
     def message_type(self) -> MessageType:
+        """The message type instance (:data:`TEXT`, :data:`BINARY`, :data:`OBJECT`, or yours)."""
         return self._message_type
 
     @property
     def slot_outgoing(self) -> str:
-        """The outgoing slot name, before normalisation."""
+        """The slot string this channel sends on, e.g. ``"news.txt.pub-sub"``.
+
+        As built from the channel's name, type and pattern, before it is
+        stripped, lower-cased and hashed for the wire ("" if it sends nothing).
+        """
         return self._slot_out_name
 
     @property
     def slot_incoming(self) -> str:
-        """The incoming slot name, before normalisation."""
+        """The slot string this channel receives on, e.g. ``"news.txt.sub-pub"`` ("" if none)."""
         return self._slot_in_name
 
     @property
     def closed(self) -> bool:
+        """Whether the channel is closed (by :meth:`close` or its context's ``close``)."""
         return self._closed
 
     @property
@@ -135,7 +155,12 @@ class BaseChannel:
 
     @property
     def dropped(self) -> int:
-        """How many received messages were discarded because the inbox was full."""
+        """How many received messages were discarded because the inbox was full.
+
+        The inbox holds ``queue_params`` N messages of its context (10,000 by
+        default) and discards by its policy beyond that; sync mode makes
+        publishers wait instead.
+        """
         return self._n_dropped
 
     def __repr__(self) -> str:

@@ -3,7 +3,7 @@
 Not yoton's API. Each name here exists only because a program written for
 yoton 2.x reaches into 2.x's private attributes and must run unchanged on this
 package (issue 14). They are thin aliases of what the classes do anyway; new
-code has public ways to do the same. The README's interop section lists them.
+code has public ways to do the same. docs/interop.md lists them.
 
 * ``RepChannel._run_mode``: 2.x's mode number (0 off, 1 event, 2 thread).
   Pyzo's kernel (``pyzokernel/interpreter.py``) reads it on every pass of its

@@ -324,11 +324,34 @@ class EventLoop:
 
 
 app = EventLoop()
+"""The process-wide event loop (2.x's ``yoton.app``).
+
+Signals, Future callbacks and RepChannel's event mode post their events here;
+the functions below are its bound methods.
+"""
 call_later = app.call_later
+"""Run ``func(*args, **kwargs)`` from the event loop after ``timeout`` seconds.
+
+``call_later(func, timeout=0.0, *args, **kwargs)``: ``app.call_later``; a
+timeout of 0 appends the call to the queue, a negative one puts it first.
+"""
 process_events = app.process_events
+"""Run the queued events and return (``app.process_events(block=False)``).
+
+``block`` waits for the first event: True forever, a number that many
+seconds. Call it from your own loop, or use :func:`start_event_loop`.
+"""
 start_event_loop = app.start_event_loop
+"""Run events in this thread until :func:`stop_event_loop` (``app.start_event_loop``)."""
 stop_event_loop = app.stop_event_loop
+"""Make the running :func:`start_event_loop` return; thread-safe (``app.stop_event_loop``)."""
 embed_event_loop = app.embed_event_loop
+"""Let another event loop (a GUI's) drive yoton's: ``app.embed_event_loop(callback)``.
+
+``callback()`` is called when events arrive and should arrange for
+:func:`process_events` to run soon in that loop; None stops embedding. In trio
+and asyncio, ``async with yoton.event_loop_async()`` does this for you.
+"""
 post_event = app.post_event
 post_event_asap = app.post_event_asap
 

@@ -247,6 +247,7 @@ class Future(concurrent.futures.Future[Any]):
 
     @property
     def request_id(self) -> int:
+        """The id of the request within its ReqChannel (1, 2, 3, ...; 0 if none)."""
         return self._request_id
 
     @property

@@ -5,7 +5,7 @@ and returns normally, or raises the decoder's documented protocol error. Any
 other exception, a hang or unbounded buffering is a bug. The same functions
 run under hypothesis in ``tests/test_protocol_fuzz.py`` (every test run, a few
 hundred examples) and under atheris in ``fuzz/`` (coverage-guided, as long as
-you like; see "Fuzzing" in the README), so a crash found by one reproduces
+you like; see docs/development.md#fuzzing), so a crash found by one reproduces
 with the other: ``target(crash_input_bytes)``.
 
 The first byte(s) of the input steer the target (chunk sizes, role), the rest

@@ -21,7 +21,18 @@ __all__ = ["hookspec", "hookimpl", "PROJECT_NAME"]
 PROJECT_NAME = "yoton"
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+"""pluggy's marker of hook *specifications* for the project ``"yoton"``.
+
+Yoton uses it for its own hooks (:func:`yoton_connection_types`); a plugin
+needs :data:`hookimpl`, not this.
+"""
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+"""Marks a plugin's hook functions, e.g. ``@yoton.hookimpl def yoton_connection_types()``.
+
+pluggy's marker for the project ``"yoton"``: a module registered through the
+``yoton`` entry-point group (or with ``plugin_manager().register``) has its
+marked functions called by yoton.
+"""
 
 
 @hookspec
@@ -30,5 +41,13 @@ def yoton_connection_types() -> Iterable[type[Connection]]:  # type: ignore[empt
 
     Each class must have a class attribute ``scheme`` (e.g. ``"tcp"``): the
     address prefix (``tcp://``) and the name used in ``Context(transport=...)``
-    and ``YOTON_TRANSPORT``.
+    and ``YOTON_TRANSPORT``. Called once, when yoton first looks for
+    transports; the classes are not instantiated until a context binds or
+    connects with their scheme.
+
+    Example::
+
+        @yoton.hookimpl
+        def yoton_connection_types():
+            return [LoopbackConnection]
     """

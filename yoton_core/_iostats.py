@@ -1,9 +1,10 @@
 """A snapshot of the process-wide IO threads: :func:`io_statistics`.
 
-Every context of a process shares two IO threads (README, "How the IO is
-organised"): the trio engine and the poller. Which of them, or which waiting
-user thread, reads a socket decides where the CPU goes; these counters show it
-without a profiler. Taking the snapshot starts nothing.
+Every context of a process shares two IO threads
+(docs/performance.md#how-the-io-is-organised): the trio engine and the
+poller. Which of them, or which waiting user thread, reads a socket decides
+where the CPU goes; these counters show it without a profiler. Taking the
+snapshot starts nothing.
 """
 
 from __future__ import annotations

@@ -63,15 +63,28 @@ class MessageType:
     """
 
     def message_type_name(self) -> str:
-        """Return the short name of the type (e.g. ``"txt"``), used in slot strings."""
+        """Return the short name of the type (e.g. ``"txt"``), used in slot strings.
+
+        Channels meet only if their types have the same name, so give your type
+        a name of its own (not ``txt``, ``bin`` or ``obj``).
+        """
         raise NotImplementedError("MessageType subclasses must implement message_type_name()")
 
     def message_to_bytes(self, message: Any) -> bytes:
-        """Encode ``message`` as payload bytes; raise ValueError if it has the wrong type."""
+        """Encode ``message`` as payload bytes; raise ValueError if it has the wrong type.
+
+        Called by the sending channel, in the sending thread. An empty result
+        (``b""``) is not sent at all.
+        """
         raise NotImplementedError("MessageType subclasses must implement message_to_bytes()")
 
     def message_from_bytes(self, data: bytes) -> Any:
-        """Decode payload bytes back into a message."""
+        """Decode payload bytes back into a message.
+
+        Called by the receiving channel when the message is read. ``data`` comes
+        from the network: treat it as hostile, and raise ValueError for bytes
+        you cannot decode rather than evaluating them.
+        """
         raise NotImplementedError("MessageType subclasses must implement message_from_bytes()")
 
     def empty_message(self) -> Any:
@@ -144,8 +157,23 @@ class ObjectMessageType(MessageType):
 
 
 TEXT = TextMessageType()
+"""The default message type: ``str`` messages, sent as UTF-8 (slot type ``txt``).
+
+The empty message is ``""``; sending a non-str raises InvalidArgumentError.
+"""
 BINARY = BinaryMessageType()
+"""``bytes`` messages, sent unchanged (slot type ``bin``); the empty message is ``b""``.
+
+Over ``inproc`` the receiver gets the very bytes object that was sent.
+"""
 OBJECT = ObjectMessageType()
+"""Structured values: None, bool, int (64-bit), float, str, list, tuple, dict, nested.
+
+Encoded in 2.x's small tagged format (slot type ``obj``), never pickled, so
+receiving is safe from any peer; the empty message is ``None``. Request/reply
+always uses it for arguments and results. docs/protocol.md#message-types has
+the bytes.
+"""
 
 
 # ---------------------------------------------------------------- OBJECT codec

@@ -61,7 +61,19 @@ _local = threading.local()  # .running: the hook implementations this thread is 
 
 
 def plugin_manager() -> pluggy.PluginManager:
-    """The process-wide plugin manager; ``.register(obj)`` adds a plugin at run time."""
+    """The process-wide plugin manager; ``.register(obj)`` adds a plugin at run time.
+
+    A :class:`pluggy.PluginManager` for the project name ``"yoton"``. On the
+    first call it loads every module of the ``yoton`` entry-point group
+    (the built-in transports register this way, like any third-party
+    plugin); a plugin that fails to import breaks only its own scheme
+    (:class:`PluginLoadError` when that scheme is used). Register a module or
+    object with ``@yoton.hookimpl`` functions to add a transport without
+    installing it, e.g. in tests::
+
+        if "loopback" not in yoton.transports():
+            yoton.plugin_manager().register(yoton_loopback)
+    """
     global _pm, _ready, _depth
     if _ready:
         return _pm  # type: ignore[return-value]
@@ -139,8 +151,15 @@ def _hook_results(pm: pluggy.PluginManager) -> list[Iterable[object]]:
 def transports() -> dict[str, type[Connection]]:
     """``{scheme: ConnectionClass}`` of every transport that loaded.
 
-    Called from inside a plugin's own ``yoton_connection_types()`` (directly, or
-    through ``yoton.TcpConnection``), it answers from the other plugins.
+    What the ``yoton transports`` command lists. When two plugins offer the
+    same scheme, the first in pluggy's call order wins (the one registered
+    last). Called from inside a plugin's own ``yoton_connection_types()``
+    (directly, or through ``yoton.TcpConnection``), it answers from the other
+    plugins.
+
+    Raises:
+        TypeError: A plugin returned something that is not a Connection
+            subclass with a lower-case ``scheme``.
     """
     from ._connection import Connection
 

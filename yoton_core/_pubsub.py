@@ -22,6 +22,13 @@ _PLAIN = {TextMessageType: str, BinaryMessageType: bytes}
 class PubChannel(BaseChannel):
     """Publishes messages to every SubChannel on the same slot in the network.
 
+    Every subscriber of the slot, in any context of the network (this one
+    included), gets every message, in the order this channel sent them. A
+    subscriber gets only what arrives after it exists, so make subscribers
+    before publishing (the slow joiner of every pub/sub system); messages
+    sent before the context has any connection wait in the context and go to
+    the first one.
+
     Args:
         context: The context to publish from.
         slot_base: The slot name (case-insensitive).
@@ -53,13 +60,19 @@ class PubChannel(BaseChannel):
         self._plain = _PLAIN.get(type(self._message_type))
 
     def send(self, message: Any) -> None:
-        """Publish ``message``; raises OSError on a closed channel.
+        """Publish ``message`` to every subscriber of the slot.
 
         Empty messages ("" or b"") are not sent: on the wire an empty payload
         is a connection-level control package. While a subscriber in sync mode
         is full, or has not acknowledged enough of what we sent, this blocks
         until it has caught up (in an event loop, use :meth:`send_async`, which
         waits without blocking the loop).
+
+        Raises:
+            ConnectionClosedError: The channel is closed (an ``OSError``).
+            InvalidArgumentError: ``message`` does not suit the message type
+                (a bytes for TEXT, a set for OBJECT...), or its encoding is
+                larger than the context's ``max_message_size``.
         """
         plain = self._plain
         if plain is not None and type(message) is plain:
@@ -82,7 +95,11 @@ class PubChannel(BaseChannel):
         Where :meth:`send` would block the thread (a sync-mode subscriber is
         full, or a connection's outgoing queue is over its high-water mark),
         this waits in the event loop instead, then sends. Cancelling it while
-        it waits sends nothing. Raises OSError on a closed channel.
+        it waits sends nothing.
+
+        Raises:
+            ConnectionClosedError: The channel is closed (an ``OSError``).
+            InvalidArgumentError: As :meth:`send`.
         """
         await _async.pub_send_async(self, message)
 
@@ -107,8 +124,20 @@ class PubChannel(BaseChannel):
 class SubChannel(BaseChannel):
     """Receives the messages of every PubChannel on the same slot.
 
-    Iterating a SubChannel yields the pending messages (without blocking) until
-    there are none; :meth:`recv` blocks as asked.
+    Messages wait in the channel's inbox until read: :meth:`recv` (blocking
+    as asked), :meth:`recv_all`, iteration (``for msg in sub`` yields the
+    pending messages without blocking, until there are none), or in trio and
+    asyncio :meth:`recv_async` and ``async for``. The inbox holds the
+    context's ``queue_params`` N messages (10,000 by default) and discards by
+    its policy beyond that, counting in :attr:`dropped`; :meth:`set_sync_mode`
+    makes publishers wait instead. Only messages that arrive after the
+    channel exists are received.
+
+    Args:
+        context: The context to receive in.
+        slot_base: The slot name (case-insensitive).
+        message_type: TEXT (default), BINARY, OBJECT or a custom MessageType;
+            publishers must use the same.
     """
 
     _pattern_out = "sub-pub"
@@ -210,7 +239,16 @@ class SubChannel(BaseChannel):
         return out
 
     def recv_selected(self) -> list[Any]:
-        """Return the messages selected by the last :func:`select_sub_channel`."""
+        """Return the messages selected by the last :func:`select_sub_channel`.
+
+        These are the messages of this channel that arrived before the first
+        pending message of every other channel given to it, so reading the
+        selected channel again and again gives all messages in arrival order.
+
+        Raises:
+            RuntimeError: No :func:`select_sub_channel` chose this channel since
+                the last call.
+        """
         if self._ref_seq is None:
             raise RuntimeError(
                 "recv_selected() needs a prior select_sub_channel() that chose this channel"
@@ -239,8 +277,9 @@ class SubChannel(BaseChannel):
         In sync mode, publishers are slowed down (their ``send`` blocks) while
         this subscriber holds more than a few hundred unread messages, so a
         subscriber that keeps reading loses nothing, and ours never let it
-        hold more than its queue size (see _sync.py). Works with 2.x
-        publishers too; no event loop is needed.
+        hold more than its queue size (docs/protocol.md#sync-mode). Works
+        with 2.x publishers too; no event loop is needed. Leaving sync mode,
+        or closing the channel, releases the publishers at once.
         """
         _sync.set_sync_mode(self, value)
 
@@ -283,6 +322,16 @@ def select_sub_channel(*channels: SubChannel) -> SubChannel | None:
     Use it to read several channels in the order their messages arrived:
     ``ch = select_sub_channel(a, b); if ch: msgs = ch.recv_selected()``.
     Ordering is exact for messages that arrived through the same context.
+
+    Args:
+        *channels: SubChannels (of one context, for an exact order).
+
+    Returns:
+        The channel to read with :meth:`SubChannel.recv_selected`, or None
+        when none of them has a pending message.
+
+    Raises:
+        InvalidArgumentError: One of ``channels`` is not a SubChannel.
     """
     for ch in channels:
         if not isinstance(ch, SubChannel):

@@ -106,13 +106,27 @@ class RepChannel(RepChannel2x, BaseChannel):
     """Answers the requests of ReqChannels on the same slot.
 
     Subclass it and add methods; each public method of the subclass can be
-    called remotely, plus the built-in :meth:`echo`. Private names and the
-    channel's own machinery (``close``, ``set_mode``, ...) are refused.
-    Arguments and results are OBJECT types.
+    called remotely, plus the built-in :meth:`echo`::
+
+        class Calc(yoton.RepChannel):
+            def add(self, a, b):
+                return a + b
+
+        Calc(ctx, "calc").set_mode("thread")
+
+    Private names and the channel's own machinery (``close``, ``set_mode``,
+    ...) are refused with a ``PermissionError`` at the requester; a subclass
+    that defines a method named like the machinery (other than ``echo`` and
+    ``close``) is refused with a ``TypeError`` when the class is made.
+    Arguments and results are OBJECT types. An exception in a handler goes
+    back to the requester (as :class:`RemoteError`, also of the builtin type);
+    so does a result that cannot be encoded (as a ``TypeError``).
 
     The channel starts in mode ``off``; call :meth:`set_mode` with ``"event"``
     (handlers run in the yoton event loop) or ``"thread"`` (handlers run in a
-    worker thread of this channel).
+    worker thread of this channel). A replier runs one request at a time and
+    takes a new one only when free, which is how several repliers on one slot
+    share the load.
 
     Args:
         context: The context to serve from.
@@ -186,7 +200,12 @@ class RepChannel(RepChannel2x, BaseChannel):
     # -- the built-in method ------------------------------------------------------
 
     def echo(self, arg1: Any, sleep: float = 0.0) -> tuple[Any, str]:
-        """Return ``(arg1, hex(context id))`` after sleeping ``sleep`` seconds."""
+        """Return ``(arg1, hex(context id))`` after sleeping ``sleep`` seconds.
+
+        Every replier has it (2.x's too): ``req.echo("hi").result()`` checks
+        that a replier is there and which context answers, and ``sleep`` makes
+        a slow request for trying out load balancing and timeouts.
+        """
         if sleep:
             time.sleep(float(sleep))
         return (arg1, hex(self._context.id))
@@ -467,7 +486,7 @@ class RepChannel(RepChannel2x, BaseChannel):
                 if key in self._pre:
                     self._pre[key] = now  # a resend: refreshed, but keeps its place
                 elif key != self._current and key not in self._work_keys:
-                    if len(self._pre) < self._context._queue_n:  # bounded (README: limits)
+                    if len(self._pre) < self._context._queue_n:  # bounded (docs/security.md#limits)
                         self._pre[key] = now
                     else:
                         self._n_dropped += 1  # the requester offers again later
@@ -485,7 +504,7 @@ class RepChannel(RepChannel2x, BaseChannel):
             if key in self._work_keys:
                 return  # a duplicate (after a direct request that was slow to confirm)
             if len(self._work) >= self._context._queue_n:
-                # Bounded (README: limits): a flood of unsolicited requests is
+                # Bounded (docs/security.md#limits): a flood of unsolicited requests is
                 # dropped and counted; a requester's ping then learns "unknown".
                 self._n_dropped += 1
                 return

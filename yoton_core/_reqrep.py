@@ -126,9 +126,16 @@ class ReqChannel(BaseChannel):
 
     Any public attribute that is not a real attribute of the channel is a
     remote method: ``req.add(1, 2)`` sends the request and returns a
-    :class:`Future`. Arguments and results must be OBJECT types (None, bool,
-    int, float, str, list, tuple, dict). When several repliers exist, each
-    request goes to one free replier (load balancing).
+    :class:`Future` at once. Arguments and results must be OBJECT types (None,
+    bool, int, float, str, list, tuple, dict). When several repliers exist,
+    each request goes to one free replier (load balancing). The channel's own
+    attributes (``close``, ``pending``, ``direct_path``...) are not remote
+    methods.
+
+    Futures are completed by yoton's IO side: nobody has to poll or run an
+    event loop for a reply to arrive (only done-callbacks need the loop).
+    Between two contexts of this project a call takes two one-way trips (2.x
+    peers: four); see docs/protocol.md#request-reply.
 
     Args:
         context: The context to send the requests from.
@@ -141,9 +148,12 @@ class ReqChannel(BaseChannel):
     _user_typed = False
     _pattern_in = "rep-req"
 
-    #: Use the direct path with new-style repliers (class-level switch, mainly
-    #: for tests and benchmarks of the 2.x path between our own ends).
     direct_path = True
+    """Send requests straight to repliers of this project (two trips, not four).
+
+    A class-level switch, mainly for tests and benchmarks of the 2.x path
+    between our own ends; leave it on.
+    """
 
     def __init__(
         self, context: Any, slot_base: str, default_future_timeout: float | None = 10.0

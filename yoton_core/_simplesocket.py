@@ -57,7 +57,7 @@ class SimpleSocket(Context):
     nothing arrived.
 
     Args:
-        verbose: As for :class:`Context` (README "Logging").
+        verbose: As for :class:`Context` (docs/logging.md).
         **options: Any other :class:`Context` argument (``transport``,
             ``queue_params``, ``auth_key``, ...).
 

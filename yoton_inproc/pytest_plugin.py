@@ -45,7 +45,13 @@ def _wait_connected(conn: Any) -> None:
 
 @pytest.fixture
 def yoton_inproc_transport(monkeypatch: pytest.MonkeyPatch) -> str:
-    """Make ``inproc`` the default transport of every Context for this test."""
+    """Make ``inproc`` the default transport of every Context for this test.
+
+    Application code that binds and connects plain ``host:port`` addresses
+    (written for TCP) then runs in this one process, with no socket and no
+    port to collide with another test run. Addresses with an explicit scheme
+    (``tcp://...``) are not affected. Returns ``"inproc"``.
+    """
     monkeypatch.setenv("YOTON_TRANSPORT", "inproc")
     return "inproc"
 
