@@ -203,7 +203,10 @@ def test_a_payload_completed_by_the_end_of_a_chunk_is_returned_at_once(size: int
 
 
 def test_only_source_seq_0_and_1_of_an_empty_package_mean_something() -> None:
-    """0 is a heartbeat, 1 a close request; any other is ignored (PROTOCOL.md)."""
+    """0 is a heartbeat, 1 a close request; any other is ignored.
+
+    See docs/protocol.md#connection-level-packages.
+    """
     for seq, expected in [
         (0, [HEARTBEAT]),
         (1, [CLOSE_REQUEST]),
