@@ -49,6 +49,11 @@ def add_command(command: Callable[..., Any], parents: list[Any]) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    """``yoton bench``: a short pub/sub and req/rep measurement between two local contexts.
+
+    A quick look at what this machine and transport do, not the side-by-side
+    benchmarks of ``benchmarks/`` (``python3 dev.py bench``).
+    """
     from ._context import Context
     from ._message_types import BINARY
     from ._plugins import resolve_transport

@@ -263,6 +263,12 @@ def _leave(ctx: Any) -> None:
 
 
 def run_sub(args: argparse.Namespace) -> int:
+    """``yoton sub``: make the SubChannel, join, print messages until told to stop.
+
+    Ends after ``--count`` messages, after ``--timeout`` seconds without one,
+    or when the peer's connection closes; returns the exit code (4 when
+    ``--count`` was not reached in time).
+    """
     ctx = _context(args)
     sub = _Sub(ctx, args.slot, _message_type(args.type))
     conn = _join(ctx, args)
@@ -321,6 +327,11 @@ class _Sub(SubChannel):
 
 
 def run_pub(args: argparse.Namespace) -> int:
+    """``yoton pub``: publish the MESSAGE arguments, or stdin's lines, then flush and leave.
+
+    With ``--bind`` it first waits for a peer (``--timeout`` bounds the
+    wait): what is published before anyone listens would go nowhere.
+    """
     kind = args.type
     given = [_encode_arg(m, kind, "MESSAGE") for m in args.message]
     ctx = _context(args)
@@ -342,6 +353,11 @@ def run_pub(args: argparse.Namespace) -> int:
 
 
 def run_call(args: argparse.Namespace) -> int:
+    """``yoton call``: call METHOD on the RepChannel of SLOT and print the result as JSON.
+
+    A remote exception prints its type and message on stderr (exit code 5);
+    no reply within ``--timeout`` is exit code 4.
+    """
     from ._errors import CancelledError
     from ._reqrep import ReqChannel
 
@@ -372,6 +388,7 @@ def run_call(args: argparse.Namespace) -> int:
 
 
 def run_state(args: argparse.Namespace) -> int:
+    """``yoton state``: print the state of SLOT, or set it to VALUE and leave."""
     kind = args.type
     value = None if args.value is None else _encode_arg(args.value, kind, "VALUE")
     ctx = _context(args)
@@ -407,6 +424,7 @@ def _wait_for_state(state: Any, timeout: float) -> bool:
 
 
 def run_transports(args: argparse.Namespace) -> int:
+    """``yoton transports``: each installed scheme, its Connection class and the plugin."""
     from importlib import metadata
 
     from ._plugins import transports
