@@ -108,29 +108,41 @@ class Context(Router, JoinAnnouncer):
     """A node in the yoton network.
 
     Channels are created on a context; connections join contexts into a
-    network. Each context has a unique 64-bit :attr:`id`.
+    network (:meth:`bind` waits for one peer, :meth:`connect` joins one that
+    is bound). A message sent in any context reaches the matching channels of
+    every context in the network, hopping through the contexts between them,
+    each package delivered once even where connections form a cycle. Each
+    context has a unique 64-bit :attr:`id`. Making a context opens nothing:
+    the IO threads start with the first connection.
 
     Args:
         verbose: Show yoton's log records: 1 (or True) connection life and
             faults (INFO), 2 per-package detail too (DEBUG); 0 leaves it to
             the application's logging configuration. Process-wide; see
-            README "Logging".
+            docs/logging.md.
         queue_params: ``(N, discard_mode)``: the size of every queue that
             belongs to this context (channel inboxes, connection outboxes, the
             start-up queue) and what to drop when one is full: ``"old"`` (the
             oldest item) or ``"new"`` (the incoming one). Drops are counted.
+            Default ``(10000, "old")``.
         transport: The scheme to use for addresses without one (``"tcp"``,
             ``"unix"``, ``"inproc"``, or any installed plugin). Defaults to the
             ``YOTON_TRANSPORT`` environment variable, then ``"tcp"``.
-        max_message_size: Largest payload accepted from or sent to the network;
-            a peer announcing a larger one is disconnected.
+        max_message_size: Largest payload accepted from or sent to the network
+            (default 1 GiB); sending a larger one raises, and a peer announcing
+            a larger one is disconnected before its payload is buffered.
         auth_key: A shared secret (bytes, or str encoded as UTF-8). When set,
             every stream connection (tcp, unix, tls) must prove it knows the
             same key in an HMAC challenge-response during the handshake, and
             inproc pairs only contexts with the same key. Off (None) by
-            default, for 2.x wire compatibility. See README "Security and limits".
+            default, for 2.x wire compatibility. See docs/security.md.
         handshake_timeout: Seconds a peer may take to complete the handshake
             (authentication included); None keeps the transport's default (3 s).
+
+    Raises:
+        InvalidArgumentError: An argument is of the wrong type or out of range.
+        TransportNotFoundError: ``transport`` names no installed scheme (the
+            message lists them).
     """
 
     def __init__(
@@ -187,7 +199,7 @@ class Context(Router, JoinAnnouncer):
                 f"max_message_size must be a positive int, got {max_message_size!r}"
             )
         self._max_message_size = max_message_size
-        # -- security and limits (_auth.py, README "Security and limits")
+        # -- security and limits (_auth.py, docs/security.md)
         self._auth_key = normalize_auth_key(auth_key)
         self._handshake_timeout = check_timeout(
             handshake_timeout, "Context() handshake_timeout", none=True, above=True
