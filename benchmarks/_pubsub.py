@@ -317,7 +317,7 @@ def receiver(lib: str, *, large: bool = False, run: int = 0) -> Receiver:
     if lib == "yoton":
         return YotonReceiver(queue=run)
     if lib.startswith("yoton-"):
-        return YotonReceiver(lib.split("-", 1)[1])
+        return YotonReceiver(lib.split("-", 1)[1], queue=run)
     if lib == "nng":
         return NngReceiver(large)
     if lib == "zmq-default":

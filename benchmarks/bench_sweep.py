@@ -135,7 +135,8 @@ def send_end_markers(s: Sender, phase: int, stop: Callable[[], bool]) -> None:
 
 def subscriber(lib: str) -> None:
     """Bind, wait for warm-up (READY), then run each phase the runner arms."""
-    r = receiver(lib, large=True)
+    # Our queues sized to the largest phase, as pyzmq's (no HWM) in this table.
+    r = receiver(lib, large=True, run=max(most for _d, _b, most, _t in LIBRARIES.values()))
     say("PORT", r.bind())
     if not wait_warm(r):
         say_json("RESULT", {"error": "no warm-up message arrived"})
@@ -179,7 +180,7 @@ def publisher(lib: str, ports: list[int]) -> None:
 
 def inproc_pair(plan: list[tuple[int, int, float, float]]) -> None:
     """Both ends in this process: the subscriber in a thread, the publisher here."""
-    r = receiver("yoton-inproc", large=True)
+    r = receiver("yoton-inproc", large=True, run=LIBRARIES["yoton-inproc"][2])
     port = r.bind()
     s = sender("yoton-inproc")
     s.connect(port)
