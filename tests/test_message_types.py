@@ -337,3 +337,73 @@ def test_little_stack_left_gives_clean_errors() -> None:
             at_depth(50, lambda: encode_object(deep_obj))
     finally:
         sys.setrecursionlimit(old)
+
+
+# -- found by mutation testing (README, "Development notes") ------------------------------
+
+
+def test_the_base_class_says_which_method_a_subclass_must_implement() -> None:
+    base = MessageType()
+    for method, call in [
+        ("message_type_name", lambda: base.message_type_name()),
+        ("message_to_bytes", lambda: base.message_to_bytes("x")),
+        ("message_from_bytes", lambda: base.message_from_bytes(b"x")),
+    ]:
+        with pytest.raises(NotImplementedError) as info:
+            call()
+        assert str(info.value) == f"MessageType subclasses must implement {method}()"
+
+
+def test_binary_gives_exact_bytes_for_subclasses_and_buffers() -> None:
+    class Tagged(bytes):
+        pass
+
+    out = BINARY.message_to_bytes(Tagged(b"abc"))
+    assert type(out) is bytes and out == b"abc"
+    plain = b"xyz"
+    assert BINARY.message_to_bytes(plain) is plain  # no copy of a plain bytes
+    for buffer in (bytearray(b"xyz"), memoryview(b"xyz")):
+        got = BINARY.message_from_bytes(buffer)  # type: ignore[arg-type]
+        assert type(got) is bytes and got == b"xyz"
+
+
+def test_object_type_round_trips_through_its_methods() -> None:
+    value = {"k": [1, "two", (3.0, None, True)]}
+    assert OBJECT.message_from_bytes(OBJECT.message_to_bytes(value)) == value
+    assert OBJECT.message_from_bytes(b"") is None
+
+
+@pytest.mark.parametrize(("tag", "empty"), [(b"s", ""), (b"l", []), (b"t", ()), (b"d", {})])
+def test_a_long_form_count_may_end_the_payload(tag: bytes, empty: object) -> None:
+    """A count may be written in the long form (0xff + u64) even when short; one
+    that ends exactly at the end of the payload is complete, not truncated."""
+    assert decode_object(tag + b"\xff" + bytes(8)) == empty
+    with pytest.raises(MessageDecodeError):
+        decode_object(tag + b"\xff" + bytes(7))
+
+
+def test_the_encoding_errors_say_what_was_wrong() -> None:
+    with pytest.raises(ValueError) as info:
+        encode_object(2**63)
+    assert str(info.value) == (
+        "Integer 9223372036854775808 is out of range for the object encoding "
+        "(signed 64-bit: -9223372036854775808..9223372036854775807)."
+    )
+    for bits, shown in [(199, str(2**198)), (200, "an integer of 200 bits")]:
+        with pytest.raises(ValueError, match=f"^Integer {shown} is out of range"):
+            encode_object(2 ** (bits - 1))
+    with pytest.raises(ValueError) as info:
+        encode_object({1, 2})
+    assert str(info.value) == (
+        "Unsupported type: <class 'set'>; OBJECT messages hold None, bool, int (signed "
+        "64-bit), float, str, and lists, tuples and dicts of these. Convert the value first "
+        "(e.g. list(a_set)), or send bytes over BINARY with an encoding of your own."
+    )
+    deep: list = []
+    deep.append(deep)
+    with pytest.raises(ValueError) as info:
+        encode_object(deep)
+    assert str(info.value) == (
+        f"Object nesting is too deep for the object encoding (more than {MAX_DEPTH} "
+        "levels; a container that contains itself?)."
+    )
