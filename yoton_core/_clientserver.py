@@ -288,6 +288,7 @@ class RequestServer(threading.Thread):
 
     @property
     def threaded(self) -> bool:
+        """Whether each connection is handled in a thread of its own (2.x's ``async``)."""
         return self._threaded
 
     @property

@@ -159,12 +159,15 @@ class FileWrapper:
         return self._isatty
 
     def readable(self) -> bool:
+        """True for a wrapped SubChannel (``read``, ``readline`` and ``input()`` work)."""
         return isinstance(self._channel, SubChannel)
 
     def writable(self) -> bool:
+        """True for a wrapped PubChannel (``write``, ``writelines`` and ``print`` work)."""
         return isinstance(self._channel, PubChannel)
 
     def seekable(self) -> bool:
+        """Always False: messages are a stream; there is nothing to seek in."""
         return False
 
     def fileno(self) -> int:
