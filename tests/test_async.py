@@ -672,7 +672,7 @@ async def test_send_async_waits_for_a_congested_connection_off_the_loop(contexts
         real = ctx._ease_congestion
 
         def spy() -> None:  # note the calls that may wait (send's own calls do not)
-            if any(c._congestion_check and not c._congested for c in ctx._connected):
+            if any(c.congested for c in ctx._connected):
                 eased.append(threading.get_ident() == loop_thread)
             real()
 

@@ -271,7 +271,14 @@ def _readme_blocks(section: str) -> dict[str, str]:
 
 def test_readme_plugin_example_runs_end_to_end(tmp_path):
     files = _readme_blocks("Writing a connection plugin")
-    assert set(files) == {"yoton_loopback.py", "use_loopback.py", "test_yoton_loopback.py"}
+    assert set(files) == {
+        "yoton_loopback.py",
+        "use_loopback.py",
+        "test_yoton_loopback.py",
+        "yoton_mailbox.py",
+        "use_mailbox.py",
+        "test_yoton_mailbox.py",
+    }
     for name, code in files.items():
         (tmp_path / name).write_text(code)
     # Build + register + pass traffic.
@@ -286,3 +293,23 @@ def test_readme_plugin_example_runs_end_to_end(tmp_path):
     )
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert f"{len(CHECKS)} passed" in tested.stdout, tested.stdout
+
+
+def test_readme_non_stream_plugin_runs_end_to_end_and_passes_the_kit(tmp_path):
+    """The README's transport without a byte stream (a queue per direction),
+    built only on yoton.transport, carries traffic and passes the conformance
+    kit (the two byte-level checks are skipped, with their reasons)."""
+    files = _readme_blocks("Writing a connection plugin")
+    for name, code in files.items():
+        (tmp_path / name).write_text(code)
+    used = run_python("", cwd=tmp_path, args=("use_mailbox.py",))
+    assert used.returncode == 0, used.stderr
+    assert used.stdout.strip() == "hello through a mailbox"
+    tested = run_python(
+        "",
+        cwd=tmp_path,
+        args=("-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "test_yoton_mailbox.py"),
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert f"{len(CHECKS) - 2} passed, 2 skipped" in tested.stdout, tested.stdout
+    assert "moves packages, not bytes" in tested.stdout, tested.stdout

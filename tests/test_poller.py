@@ -21,6 +21,7 @@ import pytest
 
 import yoton
 from yoton_core import _poller
+from yoton_core._stream import link_of
 from yoton_core.testing import recv_n, wait_for
 
 pytestmark = [
@@ -37,8 +38,9 @@ def join(server: yoton.Context, client: yoton.Context) -> tuple[Any, Any]:
 
 
 def _reader(conn: Any) -> _poller.SocketReader:
-    wait_for(lambda: conn._reader is not None, what="the poller to take the socket")
-    return conn._reader  # type: ignore[no-any-return]
+    link = link_of(conn)
+    wait_for(lambda: link._reader is not None, what="the poller to take the socket")
+    return link._reader  # type: ignore[return-value]
 
 
 def test_the_waiting_thread_reads_its_own_reply(contexts: Any) -> None:
@@ -148,12 +150,13 @@ KEYBOARD_INTERRUPT = """
 import os, signal, sys, threading, time
 import yoton
 from yoton_core.testing import wait_for
+from yoton_core._stream import link_of
 
 a, b = yoton.Context(), yoton.Context()
 sub = yoton.SubChannel(b, "x")
 pub = yoton.PubChannel(a, "x")
-s = b.bind("localhost:0")
-a.connect("localhost:%d" % s.port1, timeout=5)
+s = link_of(b.bind("localhost:0"))
+a.connect("localhost:%d" % s._conn.port1, timeout=5)
 wait_for(lambda: s._reader is not None)
 main = threading.main_thread().ident
 # A shell's background job inherits SIGINT ignored, and Python then raises no
@@ -218,7 +221,7 @@ def test_without_the_poller_trio_reads(contexts: Any, monkeypatch: pytest.Monkey
     rep.set_mode("thread")
     sub = yoton.SubChannel(b, "news")
     s, c = join(b, a)
-    assert s._reader is None and c._reader is None
+    assert link_of(s)._reader is None and link_of(c)._reader is None
     req = yoton.ReqChannel(a, "svc")
     pub = yoton.PubChannel(a, "news")
     for i in range(20):
@@ -240,7 +243,7 @@ def test_large_messages_are_read_into_their_own_bytes(
     if poll_reads:
         _reader(s)  # the poller takes the socket once the link is served
     else:
-        assert s._reader is None
+        assert link_of(s)._reader is None
     pub = yoton.PubChannel(a, "blobs", yoton.BINARY)
     sizes = [70_000, 5, (1 << 20) + 3, 12, 9 << 20, 65_536]
     blobs = [bytes([i]) * 3 + os.urandom(n - 3) if n > 3 else b"s" * n for i, n in enumerate(sizes)]

@@ -301,7 +301,7 @@ def test_a_vanished_requester_does_not_hold_up_the_replier(star):
     wait_until(lambda: len(rep._pre) == 3, what="the soon-stale pre-requests queued")
     # The requester vanishes without a word: no answers, no resends, no req-.
     u1._unregister_channel(gone)
-    get_engine().remove_ticker(gone)
+    get_engine().remove_ticker(gone._tick)
     after = req.record("after")
     wait_until(lambda: len(rep._pre) == 4)
     rep.release.set()

@@ -17,7 +17,9 @@ from collections.abc import Iterator
 import pytest
 
 import yoton
-from yoton_core._wire import HEADER, FrameDecoder, Package, encode_package
+from yoton_core._stream import link_of
+from yoton_core._stream_link import StreamLink
+from yoton_core._wire import HEADER, FrameDecoder, Package, encode_package, package_header
 from yoton_core.testing import recv_n, wait_for
 from yoton_tcp import TcpConnection
 
@@ -25,9 +27,9 @@ SLOT = 12345
 
 
 @pytest.fixture
-def link() -> Iterator[tuple[TcpConnection, socket.socket, socket.socket]]:
+def link() -> Iterator[tuple[StreamLink, socket.socket, socket.socket]]:
     ctx = yoton.Context()
-    conn = TcpConnection(ctx)
+    conn = link_of(TcpConnection(ctx))  # the connection's queue and direct path
     a, b = socket.socketpair()
     a.setblocking(False)
     conn._send_event = threading.Event()  # type: ignore[assignment]  # the sender's wake-up
@@ -44,7 +46,11 @@ def _pkg(i: int, size: int = 10) -> Package:
     return Package(str(i).encode().ljust(size, b"."), SLOT, 7, i + 1)
 
 
-def _idle(conn: TcpConnection) -> None:
+def _push(conn: StreamLink, pkg: Package) -> None:
+    conn._conn.send_package(package_header(pkg), pkg.data)  # what the context calls
+
+
+def _idle(conn: StreamLink) -> None:
     """Make the next push look like the first in a while (the "quiet" rule)."""
     conn._last_idle_push = -1e9
 
@@ -63,8 +69,8 @@ def _read_all(b: socket.socket, n_packages: int) -> list[Package]:
 def test_idle_push_is_written_by_the_pushing_thread(link) -> None:  # type: ignore[no-untyped-def]
     conn, _a, b = link
     _idle(conn)
-    conn._push(_pkg(1))
-    assert conn._queued_count() == 0
+    _push(conn, _pkg(1))
+    assert conn.queued_count() == 0
     assert conn._retired() == conn._pushed == 1
     assert not conn._send_event.is_set()  # the engine was not needed
     assert [p.data for p in _read_all(b, 1)] == [_pkg(1).data]
@@ -74,8 +80,8 @@ def test_no_direct_write_while_the_sender_owns_the_socket(link) -> None:  # type
     conn, _a, b = link
     assert conn._start_writing() is None
     _idle(conn)
-    conn._push(_pkg(1))
-    assert conn._queued_count() == 1  # queued for the sender, not written
+    _push(conn, _pkg(1))
+    assert conn.queued_count() == 1  # queued for the sender, not written
     assert not conn._stop_writing()  # the sender may not leave with work queued
     conn._outq.clear()
     assert conn._stop_writing()
@@ -85,8 +91,8 @@ def test_switched_off_means_queued(link) -> None:  # type: ignore[no-untyped-def
     conn, _a, _b = link
     conn._enable_direct(None)
     _idle(conn)
-    conn._push(_pkg(1))
-    assert conn._queued_count() == 1
+    _push(conn, _pkg(1))
+    assert conn.queued_count() == 1
     assert conn._retired() == 0
 
 
@@ -107,12 +113,12 @@ def test_partial_write_is_finished_first_and_counted_once(link) -> None:  # type
             break
     big = _pkg(1, 60000)
     _idle(conn)
-    conn._push(big)  # the buffer is full: at most part of it goes out
+    _push(conn, big)  # the buffer is full: at most part of it goes out
     assert conn._partial is not None
     assert conn._send_event.wait(10)  # the engine is asked to finish it
     assert conn._retired() == 0  # not out yet: flush() must still wait
-    conn._push(_pkg(2))  # queued behind the remainder
-    assert conn._queued_count() == 2
+    _push(conn, _pkg(2))  # queued behind the remainder
+    assert conn.queued_count() == 2
 
     # Play the sender: take the socket, write the remainder, then the queue.
     reader_out: list[Package] = []

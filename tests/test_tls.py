@@ -181,13 +181,13 @@ class _KitTls(TlsConnection):
     server: ssl.SSLContext | None = None
     client: ssl.SSLContext | None = None
 
-    def _bind(self, address, max_tries):
+    def open_listener(self, target, max_tries):
         self._ssl_context = self._ssl_context or self.server
-        super()._bind(address, max_tries)
+        return super().open_listener(target, max_tries)
 
-    async def _connect_once(self, target):
+    async def connect_once(self, target):
         self._ssl_context = self._ssl_context or self.client
-        return await super()._connect_once(target)
+        return await super().connect_once(target)
 
 
 class _KitPlugin:

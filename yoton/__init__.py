@@ -16,6 +16,8 @@ from yoton_core import __all__ as _core_all
 from yoton_core import __version__  # noqa: F401
 from yoton_core import transports as _transports
 
+from . import transport as transport  # yoton.transport: the API for plugin authors
+
 __all__ = list(_core_all)
 
 

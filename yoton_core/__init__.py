@@ -1,8 +1,9 @@
 """yoton_core: the transport-agnostic core of yoton.
 
 Users import :mod:`yoton`, which re-exports the public names below. Transport
-plugins import :class:`StreamConnection` (or :class:`Connection`) and
-:data:`hookimpl` from here.
+plugins import what they need from :mod:`yoton.transport` (the same as
+:mod:`yoton_core.transport`): the connection bases and their subclass
+contract, the hook marker, address and package helpers, the IO engine.
 """
 
 from __future__ import annotations

@@ -171,9 +171,7 @@ async def pub_send_async(pub: PubChannel, message: Any) -> None:
             break
         await _wait_for_sync(pub, loop, loop.now() + left, started)
     ctx = pub._context
-    if ctx._congestion and any(
-        c._congestion_check and not getattr(c, "_congested", False) for c in ctx._connected
-    ):
+    if ctx._congestion and any(c.congested for c in ctx._connected):
         # What send() would wait for (at most the transport's back-pressure
         # timeout per congested connection), waited for off the loop.
         await run_blocking(ctx._ease_congestion)

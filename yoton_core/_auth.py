@@ -44,6 +44,8 @@ from ._errors import InvalidArgumentError
 if TYPE_CHECKING:
     import trio
 
+    from ._context import Context
+
 __all__ = [
     "AUTH_REQUIRED_HINT",
     "NO_KEY_REASON",
@@ -55,6 +57,7 @@ __all__ = [
     "is_auth_message",
     "normalize_auth_key",
     "pairing_problem",
+    "pairing_refusal",
 ]
 
 MAGIC = b"YOTON-AUTH1 "
@@ -146,6 +149,21 @@ def pairing_problem(connect_key: bytes | None, bind_key: bytes | None) -> tuple[
         "Authentication failed: the peer refused us (wrong key).",
         "Authentication failed: wrong key (the peer's key is not ours).",
     )
+
+
+def pairing_refusal(connecting: Context, bound: Context) -> tuple[str, str] | None:
+    """Whether two contexts of one process may pair, given their ``auth_key`` settings.
+
+    For transports that join contexts without a byte stream (``inproc``): the
+    same rule and reasons as the stream handshake's challenge-response, so a
+    misconfiguration reads the same on every transport, without a transport
+    ever seeing a key.
+
+    Returns:
+        None when they may pair, else ``(reason for the connecting side,
+        reason for the bound side)``.
+    """
+    return pairing_problem(connecting._auth_key, bound._auth_key)
 
 
 def is_auth_message(data: bytes) -> bool:

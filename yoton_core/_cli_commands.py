@@ -32,6 +32,7 @@ from ._cli import (
     _positive_int,
     _seconds,
 )
+from ._connection import closed_on_purpose
 from ._pubsub import PubChannel, SubChannel
 from ._state import StateChannel
 
@@ -317,7 +318,7 @@ class _Sub(SubChannel):
     def _on_connection_closed(self, conn: Any) -> None:
         super()._on_connection_closed(conn)
         if conn is self._watched and not self._closed:
-            if conn._closed_on_purpose:
+            if closed_on_purpose(conn):
                 pass  # we closed it ourselves
             elif conn.close_reason == "Closed from other end.":
                 self.closed_by_peer = True

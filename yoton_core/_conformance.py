@@ -477,8 +477,9 @@ async def _raw_session(cls: type[Connection], address: str, chunks: list[bytes])
     from ._address import split_scheme
 
     probe = cls(Context())  # a throwaway instance: only its connect code is used
-    target = probe._parse_address(split_scheme(address)[1])  # type: ignore[attr-defined]
-    stream = await probe._connect_once(target)  # type: ignore[attr-defined]
+    assert isinstance(probe, StreamConnection)
+    target = probe.parse_address(split_scheme(address)[1])
+    stream = await probe.connect_once(target)
     received = b""
     async with stream:
         with trio.move_on_after(5.0):
@@ -514,7 +515,7 @@ def check_bad_input(t: TransportUnderTest) -> None:
     pub = PubChannel(a, "kit-bad")
     line = format_line(random.getrandbits(63) | 1, 4242)
     bad_header = b"NOTYOTON" + bytes(48)
-    huge = HEADER.pack(CONTROL, 12345, 1, 1, 0, 0, a._max_message_size + 1)
+    huge = HEADER.pack(CONTROL, 12345, 1, 1, 0, 0, a.max_message_size + 1)
     # 1. Not a handshake at all: refused, and the bind keeps waiting.
     waiting, address = t.bind(a)
     reply = engine.run(_raw_session, t.cls, address, [b"GET / HTTP/1.0\r\n\r\n"])

@@ -17,13 +17,13 @@ import random
 import threading
 import time
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._address import split_scheme
 from ._auth import normalize_auth_key
 from ._block import check_timeout
 from ._channels import BaseChannel
-from ._connection import IN_USE_HINT, STATUS_HOSTING, Connection, endpoint
+from ._connection import IN_USE_HINT, Connection, describe_link, endpoint
 from ._ctxlock import ContextLock
 from ._errors import ConnectError, InvalidArgumentError
 from ._errors import TimeoutError as YotonTimeoutError
@@ -32,6 +32,9 @@ from ._log import apply_verbose, get_logger
 from ._plugins import resolve_transport
 from ._routing import Router
 from ._wire import CONTROL, SLOT_CONTEXT, Header, Package
+
+if TYPE_CHECKING:
+    from ._poller import SocketReader
 
 __all__ = ["Context", "ConnectionCollection", "new_uid"]
 
@@ -168,6 +171,9 @@ class Context(Router, JoinAnnouncer):
         self._routes: dict[int, Connection] = {}
         self._connections: list[Connection] = []  # alive: waiting or connected
         self._connected: tuple[Connection, ...] = ()
+        # The socket readers of this context's connections, for threads that
+        # read them while they wait (_poller.borrow_wait).
+        self._readers: tuple[SocketReader, ...] = ()
         # (header, payload) of what was sent before any connection existed.
         self._startup_queue: collections.deque[tuple[Header, bytes]] = collections.deque()
         self._send_channels: dict[int, BaseChannel] = {}
@@ -175,11 +181,13 @@ class Context(Router, JoinAnnouncer):
         self._n_duplicates = 0
         self._n_startup_dropped = 0
         # Set by a connection whose outgoing queue passes its high-water mark
-        # (Connection._note_congestion); _send then lets it drain.
+        # (Connection.set_congested); _send then lets it drain.
         self._congestion = False
         self._n_unroutable = 0
         # Join announcements only where wanted (_joins.py).
         self._joins_wanting: set[Connection] = set()
+        self._joins_told: dict[Connection, bool | None] = {}
+        self._joins_declined: set[Connection] = set()
         self._join_level: tuple[bool, int, Any] = (False, 0, None)
         self._joins_unsent: collections.deque[Any] = collections.deque()
         # The last small frame a stream connection packed under our lock, and
@@ -234,6 +242,26 @@ class Context(Router, JoinAnnouncer):
         self._queue_discard_old = mode.lower() == "old"
 
     @property
+    def max_message_size(self) -> int:
+        """Largest payload, in bytes, this context accepts from or sends to the network."""
+        return self._max_message_size
+
+    @property
+    def handshake_timeout(self) -> float | None:
+        """Seconds a peer may take to complete the handshake; None: the transport's default."""
+        return self._handshake_timeout
+
+    def listened_slots(self) -> frozenset[int]:
+        """The slots (hashes) on which channels of this context receive.
+
+        A transport that filters by slot (a broker subscribing per slot)
+        reads it when a connection is established and follows the changes
+        through :meth:`Connection.slots_changed`. Context messages
+        (``SLOT_CONTEXT``) are not in it: a transport always carries them.
+        """
+        return frozenset(self._recv_channels)
+
+    @property
     def transport(self) -> str:
         """The scheme used for addresses that do not name one."""
         return self._transport or os.environ.get("YOTON_TRANSPORT") or "tcp"
@@ -277,15 +305,9 @@ class Context(Router, JoinAnnouncer):
             raise InvalidArgumentError(f"name must be a str, got {type(name).__name__}")
         scheme, rest = split_scheme(address)
         cls = resolve_transport(scheme or self.transport)
-        configure = getattr(cls, "_configure", None)
-        if options and configure is None:
-            raise InvalidArgumentError(
-                f"The {cls.scheme!r} transport takes no options, got "
-                f"{', '.join(sorted(options))} (e.g. ssl_context= needs a 'tls://' address)."
-            )
         conn = cls(self, name)
-        if configure is not None:
-            conn._configure(**(options or {}))  # type: ignore[attr-defined]
+        if options:
+            conn.configure(**options)
         return conn, rest
 
     def bind(self, address: str, max_tries: int = 1, name: str = "", **options: Any) -> Connection:
@@ -301,7 +323,7 @@ class Context(Router, JoinAnnouncer):
         """
         conn, rest = self._new_connection(address, name, options)
         try:
-            conn._bind(rest, max_tries)
+            conn.open_bind(rest, max_tries)
         except OSError as exc:
             raise _user_error("Cannot bind to", address, exc)  # noqa: B904 (it sets the cause)
         with self._lock:
@@ -310,7 +332,7 @@ class Context(Router, JoinAnnouncer):
             if conn not in self._connections and conn.is_alive:
                 self._connections.append(conn)
         if conn.is_waiting:
-            conn._log.info("waiting for a peer at %s", endpoint(conn.hostname1, conn.port1))
+            conn.log.info("waiting for a peer at %s", endpoint(conn.hostname1, conn.port1))
         return conn
 
     def connect(
@@ -329,7 +351,7 @@ class Context(Router, JoinAnnouncer):
         with self._lock:
             self._connections.append(conn)
         try:
-            conn._connect(rest, timeout)
+            conn.open_connect(rest, timeout)
         except BaseException as exc:
             with self._lock:
                 if conn in self._connections:
@@ -378,11 +400,11 @@ class Context(Router, JoinAnnouncer):
             self._joins_link_up(conn)
             startup, self._startup_queue = self._startup_queue, collections.deque()
             for header, data in startup:
-                conn._push_raw(header, data)
-        if conn._status == STATUS_HOSTING:
-            conn._log.info("peer connected: %s", conn._describe_link())
+                conn.send_package(header, data)
+        if conn.status == "hosting":
+            conn.log.info("peer connected: %s", describe_link(conn))
         else:
-            conn._log.info("connected: %s", conn._describe_link())
+            conn.log.info("connected: %s", describe_link(conn))
         for ch in list(self._send_channels.values()):
             ch._on_new_connection(conn)
 
@@ -396,6 +418,9 @@ class Context(Router, JoinAnnouncer):
             if conn in self._connected:
                 self._connected = tuple(c for c in self._connected if c is not conn)
                 self._joins_link_down(conn)
+            else:  # (a handshake's answer for a link never established)
+                self._joins_told.pop(conn, None)
+                self._joins_declined.discard(conn)
             channels = set(self._send_channels.values()) | set(self._recv_channels.values())
         # -- req/rep + sync-mode hook: channels forget (or fail) what a peer
         # that went away was doing for them (_reqrep.py, _repchannel.py, _sync.py).
@@ -405,6 +430,15 @@ class Context(Router, JoinAnnouncer):
             except Exception:
                 logger.exception("error in %r._on_connection_closed", ch)
         # -- end of req/rep hook
+
+    def _add_reader(self, reader: SocketReader) -> None:
+        """A connection's socket is read outside trio from now on (_poller.py)."""
+        with self._lock:
+            self._readers = (*self._readers, reader)
+
+    def _remove_reader(self, reader: SocketReader) -> None:
+        with self._lock:
+            self._readers = tuple(r for r in self._readers if r is not reader)
 
     def close(self) -> None:
         """Close every connection and every channel; the context stays usable."""
@@ -446,14 +480,30 @@ class Context(Router, JoinAnnouncer):
                 self._recv_channels[slot_in] = channel
             if channel._wants_joins:
                 self._joins_refresh()
+        if slot_in is not None:
+            self._slots_changed(frozenset((slot_in,)), frozenset())
 
     def _unregister_channel(self, channel: BaseChannel) -> None:
+        removed: frozenset[int] = frozenset()
         with self._lock:
             for table in (self._send_channels, self._recv_channels):
                 for key in [k for k, v in table.items() if v is channel]:
                     del table[key]
+                    if table is self._recv_channels:
+                        removed = frozenset((key,))
             if channel._wants_joins:
                 self._joins_refresh()
+        if removed:
+            self._slots_changed(frozenset(), removed)
+
+    def _slots_changed(self, added: frozenset[int], removed: frozenset[int]) -> None:
+        """Tell the alive connections (in this thread, without the lock held)."""
+        for conn in list(self._connections):
+            if conn.is_alive:
+                try:
+                    conn.slots_changed(added, removed)
+                except Exception:
+                    logger.exception("error in %r.slots_changed", conn)
 
     # -- sending -------------------------------------------------------------
 
@@ -483,14 +533,14 @@ class Context(Router, JoinAnnouncer):
             header = (CONTROL, slot, my_id, seq, dest_id, dest_seq, len(data))
             conns = self._connected
             if len(conns) == 1:  # the common case, without a loop
-                conns[0]._push_raw(header, data)
+                conns[0].send_package(header, data)
             elif conns:
                 via = self._routes.get(dest_id) if dest_id else None
                 if via is not None:  # for one context whose way we know
-                    via._push_raw(header, data)
+                    via.send_package(header, data)
                 else:
                     for conn in conns:
-                        conn._push_raw(header, data)
+                        conn.send_package(header, data)
             else:
                 q = self._startup_queue
                 if len(q) >= self._queue_n:
@@ -520,12 +570,13 @@ class Context(Router, JoinAnnouncer):
 
     def _ease_congestion(self) -> None:
         """Let congested connections drain a little before the next send."""
-        congested = False
+        # Cleared first: a connection that reports congestion meanwhile sets it again.
+        self._congestion = False
         for conn in self._connected:
-            if conn._congestion_check:
-                conn._wait_writable()
-                congested = congested or conn._congestion_check
-        self._congestion = congested
+            if conn.congested:
+                conn.wait_writable()
+                if conn.congested:
+                    self._congestion = True
 
     def _send_package(self, pkg: Package, origin: Any = None) -> None:
         """Send ``pkg`` (its data, slot and destination) as :meth:`_send` does."""

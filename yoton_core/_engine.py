@@ -55,8 +55,8 @@ class Engine:
         self._ident: int | None = None
         self._started = threading.Event()
         self._lock = threading.Lock()
-        # Objects with a ``_tick(now)`` method, called every TICK_INTERVAL.
-        self._tickers: set[Any] = set()
+        # Callables ``fn(now)``, called every TICK_INTERVAL.
+        self._tickers: set[Callable[[float], object]] = set()
 
     # -- life cycle ---------------------------------------------------------
 
@@ -91,12 +91,12 @@ class Engine:
     async def _ticker(self) -> None:
         while True:
             await trio.sleep(TICK_INTERVAL)
-            now = time.monotonic()  # the clock of every ``_tick``, in any thread
-            for obj in list(self._tickers):
+            now = time.monotonic()  # the clock of every tick, in any thread
+            for fn in list(self._tickers):
                 try:
-                    obj._tick(now)
+                    fn(now)
                 except Exception:  # pragma: no cover - defensive
-                    logger.exception("error in keep-alive tick of %r", obj)
+                    logger.exception("error in keep-alive tick %r", fn)
 
     # -- bridge -------------------------------------------------------------
 
@@ -147,13 +147,19 @@ class Engine:
             )
         return trio.from_thread.run(async_fn, *args, trio_token=self.token)
 
-    def add_ticker(self, obj: Any) -> None:
-        """Call ``obj._tick(now)`` every :data:`TICK_INTERVAL` seconds (thread-safe)."""
-        self._ensure_started()
-        self._tickers.add(obj)
+    def add_ticker(self, fn: Callable[[float], object]) -> None:
+        """Call ``fn(now)`` in the engine thread every :data:`TICK_INTERVAL` seconds.
 
-    def remove_ticker(self, obj: Any) -> None:
-        self._tickers.discard(obj)
+        ``now`` is :func:`time.monotonic` of the tick. For keep-alive work
+        (heartbeats, timed-out detection); adding the same callable (or an
+        equal bound method) again changes nothing. Thread-safe.
+        """
+        self._ensure_started()
+        self._tickers.add(fn)
+
+    def remove_ticker(self, fn: Callable[[float], object]) -> None:
+        """Stop calling ``fn`` (an equal bound method will do); thread-safe."""
+        self._tickers.discard(fn)
 
     def statistics(self) -> dict[str, int]:
         return {"tickers": len(self._tickers), "running": int(self._token is not None)}

@@ -79,12 +79,19 @@ class JoinAnnouncer:
     context lock, so answers leave in the order they were decided.
     """
 
-    # Owned and initialised by Context (see Context.__init__).
+    # Owned and initialised by Context (see Context.__init__). The per-link
+    # state lives here, not on the connections: a transport's attributes are
+    # its own (see _connection.py). Until a peer's handshake says otherwise it
+    # speaks 2.x: it gets every NEW_CONNECTION and counts as wanting them.
     _lock: ContextLock
     _connected: tuple[Connection, ...]
     _send_channels: dict[int, BaseChannel]
     #: Links whose peer wants announcements (2.x and older peers always do).
     _joins_wanting: set[Connection]
+    #: Links whose peer speaks the capability, and what we last told each.
+    _joins_told: dict[Connection, bool | None]
+    #: Links whose peer said it wants no announcements now.
+    _joins_declined: set[Connection]
     #: (local, wanters capped at 2, the only wanter when there is one) of the
     #: last full pass: the answers of every link depend on nothing else.
     _join_level: tuple[bool, int, Any]
@@ -106,6 +113,18 @@ class JoinAnnouncer:
         if level[0] or level[1] >= 2:
             return True
         return level[1] == 1 and level[2] is not conn
+
+    def _joins_from_handshake(self, conn: Connection, joins: tuple[bool, bool] | None) -> None:
+        """Keep what ``conn``'s handshake said: (the peer wants joins, what we told it).
+
+        Called before the link is established; None: the peer speaks 2.x.
+        """
+        if joins is not None:
+            with self._lock:
+                peer_wants, told = joins
+                self._joins_told[conn] = told
+                if not peer_wants:
+                    self._joins_declined.add(conn)
 
     def _joins_for_handshake(self) -> bool:
         """The answer to put in the handshake line of a new link (any thread, no lock).
@@ -129,13 +148,14 @@ class JoinAnnouncer:
             links = (only,)
         else:
             return
+        told = self._joins_told
         for conn in links:
-            if conn._joins_cap:
+            if conn in told:  # the peer speaks the capability
                 want = self._joins_answer(conn)
-                if want != conn._told_joins:
-                    conn._told_joins = want
+                if want != told[conn]:
+                    told[conn] = want
                     payload = JOINS_ON if want else JOINS_OFF
-                    conn._push_raw((CONTROL, SLOT_DUMMY, 0, 0, 0, 0, len(payload)), payload)
+                    conn.send_package((CONTROL, SLOT_DUMMY, 0, 0, 0, 0, len(payload)), payload)
 
     def _joins_changed(self) -> None:
         """Local channels' need may have changed (a channel came, went, or switched)."""
@@ -144,23 +164,28 @@ class JoinAnnouncer:
 
     def _joins_link_up(self, conn: Connection) -> None:
         """``conn`` just joined ``_connected`` (caller holds the context lock)."""
-        if conn._peer_joins:
+        if conn not in self._joins_declined:
             self._joins_wanting.add(conn)
         self._joins_refresh(conn)
 
     def _joins_link_down(self, conn: Connection) -> None:
         """``conn`` left ``_connected`` (caller holds the context lock)."""
         self._joins_wanting.discard(conn)
+        self._joins_declined.discard(conn)
+        self._joins_told.pop(conn, None)
         self._joins_refresh()
 
     def _peer_joins_changed(self, conn: Connection, want: bool) -> None:
         """``conn``'s peer said ``JOINS 1`` or ``JOINS 0`` (the reading thread)."""
         with self._lock:
-            if conn._peer_joins == want:
+            declined = self._joins_declined
+            if (conn not in declined) == want:
                 return
-            conn._peer_joins = want
             if want:
+                declined.discard(conn)
                 self._joins_replay(conn)
+            else:
+                declined.add(conn)
             if conn in self._connected:
                 if want:
                     self._joins_wanting.add(conn)
@@ -183,4 +208,4 @@ class JoinAnnouncer:
             unsent.popleft()
         for _t, header, data, came_in in unsent:
             if came_in is not conn:
-                conn._push_raw(header, data)
+                conn.send_package(header, data)

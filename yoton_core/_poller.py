@@ -12,7 +12,7 @@ Who reads a socket:
 * Normally the **poller**: one daemon thread per process (``yoton-poller``)
   waiting in a level-triggered ``select.epoll`` on every registered socket. It
   reads a chunk and hands it to the connection, which decodes it and routes the
-  packages (:meth:`Context._recv_packages`) in this thread.
+  packages (:meth:`Context._route`) in this thread.
 * A thread about to block for yoton data -- ``Future.result()``,
   ``SubChannel.recv()``, a RepChannel worker -- **borrows** the sockets of its
   context (:func:`borrow_wait`): it takes them out of the poller's set
@@ -223,9 +223,10 @@ class SocketReader:
     """The read side of one connection's plain socket.
 
     Args:
-        conn: The connection; ``conn._receive(data)`` decodes and routes a
-            chunk and returns False when the connection must end;
-            ``conn._receive_end(exc)`` is told once why reading stopped.
+        conn: The connection's link (:class:`~._stream_link.StreamLink`):
+            ``conn._receive(data)`` decodes and routes a chunk and returns
+            False when the connection must end; ``conn._receive_end(exc)`` is
+            told once why reading stopped.
         sock: The connected, non-blocking socket.
     """
 
@@ -435,9 +436,8 @@ def borrow_wait(
     # Everything after the first borrow is inside ``try``: the sockets must go
     # back to the poller whatever happens (a KeyboardInterrupt in the main thread).
     try:
-        for conn in context._connected:
-            r = getattr(conn, "_reader", None)
-            if r is None or r.borrower is not None or r.done or len(taken) >= MAX_BORROW:
+        for r in context._readers:
+            if r.borrower is not None or r.done or len(taken) >= MAX_BORROW:
                 continue
             with r.lock:
                 if r.done or r.borrower is not None:

@@ -434,7 +434,7 @@ class RepChannel(RepChannel2x, BaseChannel):
     def _on_deposit(self) -> None:
         if not self._ticking:  # timers are needed once requests arrive
             self._ticking = True
-            get_engine().add_ticker(self)
+            get_engine().add_ticker(self._tick)
         out: _Out = []
         now = time.monotonic()
         incoming = self._incoming
@@ -580,7 +580,7 @@ class RepChannel(RepChannel2x, BaseChannel):
         self._send_all(out)
 
     def _on_close(self) -> None:
-        get_engine().remove_ticker(self)
+        get_engine().remove_ticker(self._tick)
         with self._cond:
             self._mode_gen += 1
             self._cond.notify_all()

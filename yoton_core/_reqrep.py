@@ -212,7 +212,7 @@ class ReqChannel(BaseChannel):
             start_ticking = not self._ticking
             self._ticking = True
         if start_ticking:
-            get_engine().add_ticker(self)
+            get_engine().add_ticker(self._tick)
         if target:
             self._send_raw(REQ_DIRECT + payload, target, REF + rid)
         else:
@@ -447,7 +447,7 @@ class ReqChannel(BaseChannel):
         self._dispatch([], finish)
 
     def _on_close(self) -> None:
-        get_engine().remove_ticker(self)
+        get_engine().remove_ticker(self._tick)
         out: _Out = []
         finish: _Finish = []
         with self._lock:

@@ -1,9 +1,8 @@
 """The receiving half of a Context: routing the packages that arrive.
 
 Routing is transport-agnostic: connections hand batches of received packages to
-:meth:`Router._route` (stream transports, as :meth:`FrameDecoder.feed_raw`
-returns them) or :meth:`Router._recv_packages` (transports with
-:class:`Package` objects). A batch is routed under the context lock in one
+:meth:`Router._route` (through :meth:`Connection.deliver`, in the form
+:meth:`FrameDecoder.feed_raw` returns them). A batch is routed under the context lock in one
 pass: duplicates are dropped (per-source sequence numbers), broadcasts are
 forwarded to the other connections, a package for one context goes the way
 its packages came from (learned routes), and what is for us is deposited into
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._channels import BaseChannel
 from ._log import get_logger
-from ._wire import Package, package_header, raw_package
+from ._wire import SLOT_CONTEXT, Package, raw_package
 
 if TYPE_CHECKING:
     import collections
@@ -52,15 +51,6 @@ class Router:
     _n_unroutable: int
     _queue_n: int
 
-    def _recv_packages(self, conn: Connection, pkgs: list[Package]) -> None:
-        """Route packages that arrived on ``conn`` (for transports that have
-        :class:`Package` objects; stream transports use :meth:`_route`)."""
-        flat: list[Any] = []
-        for p in pkgs:
-            flat.append(package_header(p))
-            flat.append(p.data)
-        self._route(conn, flat)
-
     def _route(self, conn: Connection, flat: list[Any]) -> None:
         """Route a batch of packages that arrived on ``conn``.
 
@@ -70,7 +60,7 @@ class Router:
         sync mode) and for context messages; a plain inbox gets
         ``(recv_seq, payload)``.
         """
-        if conn._log.isEnabledFor(DEBUG):  # once per batch; formats nothing when off
+        if conn.log.isEnabledFor(DEBUG):  # once per batch; formats nothing when off
             _debug_batch(conn, flat)
         touched: list[BaseChannel] = []
         context_msgs: list[Package] | None = None
@@ -125,29 +115,30 @@ class Router:
                     if dest != my_id:  # for someone else: pass it on
                         via = routes.get(dest)
                         if via is not None and via is not conn:
-                            via._push_raw(header, data)
+                            via.send_package(header, data)
                         else:  # no (usable) route: flood, as 2.x does
                             for c in others:
-                                c._push_raw(header, data)
+                                c.send_package(header, data)
                         continue
                 elif others:
-                    if header[1] == 2 and data == b"NEW_CONNECTION":
+                    if header[1] == SLOT_CONTEXT and data == b"NEW_CONNECTION":
                         # Only to peers that want join announcements (_joins.py).
+                        declined = self._joins_declined  # type: ignore[attr-defined]
                         skipped = False
                         for c in others:
-                            if c._peer_joins:
-                                c._push_raw(header, data)
-                            else:
+                            if c in declined:
                                 skipped = True
+                            else:
+                                c.send_package(header, data)
                         if skipped:
                             self._joins_skipped(conn, header, data)  # type: ignore[attr-defined]
                     else:
                         for c in others:
-                            c._push_raw(header, data)
+                            c.send_package(header, data)
                 rseq += 1
                 slot = header[1]
                 if slot != last_slot:
-                    if slot == 2:  # SLOT_CONTEXT
+                    if slot == SLOT_CONTEXT:
                         pkg = raw_package(header, data)
                         pkg.recv_seq = rseq
                         if context_msgs is None:
@@ -208,7 +199,7 @@ class Router:
 
 def _debug_batch(conn: Connection, flat: list[Any]) -> None:
     """Log every package of a received batch at DEBUG (only called when enabled)."""
-    log = conn._log
+    log = conn.log
     it = iter(flat)
     for header, data in zip(it, it, strict=True):
         log.debug(

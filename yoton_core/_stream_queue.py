@@ -1,6 +1,7 @@
 """The outgoing side of a stream connection: queue, direct writes, back-pressure, flush.
 
-User threads hand packages to a connection with :meth:`_push`, always under
+User threads hand packages to a connection with its ``send_package``
+(:func:`send_package` here), always under
 their context's lock (so packages of one context enter every queue in sequence
 order). Two ways lead from there to the socket:
 
@@ -13,7 +14,7 @@ order). Two ways lead from there to the socket:
   ``send``. A request/reply round trip then no longer waits for the engine
   thread to be scheduled and to take the GIL, twice per round trip. Only
   streams whose bytes go to the socket unchanged can do this (a plain
-  ``trio.SocketStream``, not TLS); see :meth:`StreamConnection._direct_socket`.
+  ``trio.SocketStream``, not TLS); see :meth:`StreamLink._plain_socket`.
 
 Ownership protocol of the socket's write side: ``_wlock`` guards ``_writing``,
 ``_partial`` and ``_direct_sock``. The sender task sets ``_writing`` (under the
@@ -42,25 +43,26 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ._connection import STATUS_CLOSED, STATUS_HOSTING, STATUS_WAITING
 from ._errors import BrokenConnectionError, ConnectionClosedError
 from ._errors import TimeoutError as YotonTimeoutError
-from ._wire import HEADER, HEADER_SIZE, HEARTBEAT_BYTES, package_header
+from ._wire import HEADER, HEADER_SIZE, HEARTBEAT_BYTES
 
 if TYPE_CHECKING:
     import logging
 
+    from ._context import Context
     from ._engine import Engine
-    from ._wire import Header, Package
+    from ._stream import StreamConnection
+    from ._wire import Header
 
-__all__ = ["StreamQueue"]
+__all__ = ["StreamQueue", "send_package"]
 
 #: Outgoing-queue levels for user-thread back-pressure.
 HIGH_WATER_PACKAGES = 4096
 HIGH_WATER_BYTES = 16 * 1024 * 1024
 #: How long a user thread waits for a congested peer before it stops waiting.
 BACKPRESSURE_TIMEOUT = 1.0
-#: Payloads up to this size are queued as finished frames (see _push_raw).
+#: Payloads up to this size are queued as finished frames (see send_package).
 FRAME_MAX = 4096
 #: Packages larger than this never take the direct path (they would block the
 #: pushing thread's context lock for a long copy, and the engine batches them
@@ -77,22 +79,19 @@ _pack = HEADER.pack
 
 
 class StreamQueue:
-    """Mixin of :class:`StreamConnection`: everything between ``_push`` and the socket."""
+    """Mixin of :class:`~._stream_link.StreamLink`: between ``send_package`` and the socket."""
 
+    _conn: StreamConnection
+    _context: Context
     _engine: Engine
-    _status: int
     _last_tx: float
-    _close_reason: str | None
-    _n_dropped: int
-    _n_sent: int
-    _b_sent: int
-    _congestion_check: bool
-    _context: object
-    _log: logging.Logger  # Connection's
+    _end_reason: str | None
+    _ended: bool
+    _log: logging.Logger  # the connection's (Connection.log)
 
     def _init_queue(self) -> None:
         # Per package: the whole frame (header and payload) as bytes when the
-        # payload is small, else (header tuple, payload); see _push_raw.
+        # payload is small, else (header tuple, payload); see send_package.
         self._outq: collections.deque[bytes | tuple[Header, bytes]] = collections.deque()
         self._pushed = 0
         self._bytes_pushed = 0
@@ -107,7 +106,11 @@ class StreamQueue:
         self._flush_cond = threading.Condition(threading.Lock())
         self._flush_waiters = 0
         self._drain_waiters = 0
-        self._congested = False
+        # Reported congested (conn.set_congested): the context makes senders wait.
+        self._congestion_check = False
+        # A sender waited in vain: the peer is stalled. Senders stop waiting
+        # (the discard policy applies) until the queue drains.
+        self._gave_up = False
         # The direct path (see the module docstring).
         self._wlock = threading.Lock()
         self._writing = False
@@ -127,78 +130,15 @@ class StreamQueue:
         """Packages that left the queue: written to the OS or discarded."""
         return self._written + self._direct_written + self._discarded
 
-    def _queued_count(self) -> int:
+    def queued_count(self) -> int:
         return len(self._outq) + (self._partial is not None)
 
     # -- pushing (user threads and engine, under the context lock) -------------
 
-    def _push(self, package: Package) -> None:
-        self._push_raw(package_header(package), package.data)
-
-    def _push_raw(self, header: Header, data: bytes) -> None:
-        q = self._outq
-        n = header[6]
-        self._pushed += 1
-        self._bytes_pushed += n
-        nq = len(q)
-        if nq:  # the streaming case
-            ctx = self._context
-            if nq >= ctx._queue_n and self._discard(n):  # type: ignore[attr-defined]
-                return
-            # A small package is queued as its finished frame: packed here,
-            # where its header is hot in this core's cache, the sender (often
-            # on the other core) touches one object per package, not ten.
-            if n <= FRAME_MAX:
-                # A broadcast pushes one header object to every link, under
-                # the context's lock: the frame is packed once for all of them.
-                if ctx._frame_of is header:  # type: ignore[attr-defined]
-                    q.append(ctx._frame)  # type: ignore[attr-defined]
-                else:
-                    frame = _pack(*header) + data
-                    ctx._frame_of = header  # type: ignore[attr-defined]
-                    ctx._frame = frame  # type: ignore[attr-defined]
-                    q.append(frame)
-            else:
-                q.append((header, data))
-            if nq >= HIGH_WATER_PACKAGES or (n > 4096 or not nq & 63) and self._over_bytes():
-                self._note_congestion()
-        else:
-            if self._direct_sock is not None:
-                # The link looks idle. Write the package ourselves, unless
-                # packages come in a stream (two pushes that found the queue
-                # empty in quick succession): those are for the engine to batch.
-                now = _monotonic()
-                quiet = now - self._last_idle_push >= DIRECT_QUIET
-                self._last_idle_push = now
-                if quiet and n <= DIRECT_MAX and self._wlock.acquire(False):
-                    try:
-                        sock = self._direct_sock
-                        if (
-                            sock is not None
-                            and not self._writing
-                            and not q
-                            and self._partial is None
-                        ):
-                            self._write_direct(sock, header, data)
-                            return
-                    finally:
-                        self._wlock.release()
-            q.append(_pack(*header) + data if n <= FRAME_MAX else (header, data))
-            if n > HIGH_WATER_BYTES:
-                self._note_congestion()
-        # Wake the sender unless a wake-up is on its way (it may also have
-        # emptied the queue and gone to sleep since len(q) was read).
-        if not self._wake_pending and self._send_event is not None:
-            self._wake_pending = True
-            if self._engine.in_engine_thread():
-                self._send_event.set()
-            else:
-                self._engine.run_sync_soon(self._wake)
-
     def _discard(self, n: int) -> bool:
         """The queue is full: apply the discard policy; True if the new package goes."""
-        self._n_dropped += 1
-        if not self._context._queue_discard_old:  # type: ignore[attr-defined]
+        self._conn.count_dropped()
+        if not self._context._queue_discard_old:
             self._discarded += 1
             self._bytes_discarded += n
             return True
@@ -208,8 +148,13 @@ class StreamQueue:
             pass
         else:
             self._discarded += 1
-            self._bytes_discarded += len(old) - 56 if old.__class__ is bytes else old[0][6]
+            self._bytes_discarded += len(old) - HEADER_SIZE if old.__class__ is bytes else old[0][6]
         return False
+
+    def _congest(self) -> None:
+        """The queue passed its high-water mark: the context makes senders wait."""
+        self._conn.set_congested(True)  # (told first, as it is cleared: see _after_drain)
+        self._congestion_check = True
 
     def _over_bytes(self) -> bool:
         return self._queued_bytes >= HIGH_WATER_BYTES
@@ -228,8 +173,7 @@ class StreamQueue:
         if sent == len(frame):
             self._direct_written += 1
             self._direct_bytes += n
-            self._n_sent += 1
-            self._b_sent += n + 56
+            self._conn.count_sent(1, n + HEADER_SIZE)
             if self._flush_waiters:
                 with self._flush_cond:
                     self._flush_cond.notify_all()
@@ -298,13 +242,12 @@ class StreamQueue:
     def _partial_written(self) -> None:
         """The sender finished writing a direct write's remainder (engine)."""
         if self._partial_bytes >= 0:  # (-1: a heartbeat's, which is no package)
-            self._written_batch(1, self._partial_bytes + 56)
+            self._written_batch(1, self._partial_bytes + HEADER_SIZE)
 
     def _written_batch(self, count: int, size: int) -> None:
         """The sender wrote ``count`` packages, ``size`` bytes on the wire (engine)."""
-        self._bytes_written += size - 56 * count
-        self._n_sent += count
-        self._b_sent += size
+        self._bytes_written += size - HEADER_SIZE * count
+        self._conn.count_sent(count, size)
         self._written += count
         self._last_tx = time.monotonic()
         if self._log.isEnabledFor(DEBUG):  # once per batch
@@ -316,8 +259,10 @@ class StreamQueue:
     def _after_drain(self) -> None:
         q = self._outq
         if len(q) <= HIGH_WATER_PACKAGES // 2 and self._queued_bytes <= HIGH_WATER_BYTES // 2:
-            self._congested = False
-            self._congestion_check = False
+            self._gave_up = False
+            if self._congestion_check:  # (told first: a pusher may report again meanwhile)
+                self._conn.set_congested(False)
+                self._congestion_check = False
             if self._drain_waiters:
                 with self._flush_cond:
                     self._flush_cond.notify_all()
@@ -325,23 +270,27 @@ class StreamQueue:
             with self._flush_cond:
                 self._flush_cond.notify_all()
 
-    def _wait_writable(self) -> None:
+    def wait_writable(self) -> None:
         q = self._outq
         if len(q) < HIGH_WATER_PACKAGES and self._queued_bytes < HIGH_WATER_BYTES:
             return
-        if self._congested or self._status < STATUS_HOSTING or self._engine.in_io_thread():
+        conn = self._conn
+        if self._gave_up or not conn.is_connected or self._engine.in_io_thread():
             return
         with self._flush_cond:
             self._drain_waiters += 1
             try:
                 ok = self._flush_cond.wait_for(
-                    lambda: not self._congestion_check or self._status < STATUS_HOSTING,
+                    lambda: not self._congestion_check or not conn.is_connected,
                     BACKPRESSURE_TIMEOUT,
                 )
             finally:
                 self._drain_waiters -= 1
-        if not ok:
-            self._congested = True
+        if not ok:  # the peer is stalled: stop making senders wait until it drains
+            self._gave_up = True
+            if self._congestion_check:
+                conn.set_congested(False)
+                self._congestion_check = False
 
     def _drop_queue(self) -> None:
         """The link is gone: forget the queue and wake flush() waiters (engine)."""
@@ -360,7 +309,7 @@ class StreamQueue:
             ConnectionClosedError / BrokenConnectionError: if the connection
                 closes before the data went out.
         """
-        if self._status == STATUS_WAITING:
+        if self._conn.is_waiting:
             return
         if self._engine.in_engine_thread():
             raise RuntimeError("flush() cannot be called from the engine thread")
@@ -369,19 +318,85 @@ class StreamQueue:
             self._flush_waiters += 1
             try:
                 ok = self._flush_cond.wait_for(
-                    lambda: self._retired() >= target or self._status == STATUS_CLOSED,
+                    lambda: self._retired() >= target or self._ended,
                     timeout,
                 )
             finally:
                 self._flush_waiters -= 1
-        if self._status == STATUS_CLOSED and self._retired() < target:
+        if self._ended and self._retired() < target:
             raise BrokenConnectionError(
-                f"Connection closed before its data was flushed: {self._close_reason}"
+                f"Connection closed before its data was flushed: {self._end_reason}"
             )
         if not ok:
             raise YotonTimeoutError(
                 f"Sending the packages timed out after {timeout} s "
-                f"({self._queued_count()} packages still queued)."
+                f"({self.queued_count()} packages still queued)."
             )
-        if self._status == STATUS_CLOSED and target == 0:
-            raise ConnectionClosedError(f"Connection is closed: {self._close_reason}")
+        if self._ended and target == 0:
+            raise ConnectionClosedError(f"Connection is closed: {self._end_reason}")
+
+
+def send_package(conn: StreamConnection, header: Header, data: bytes) -> None:
+    """Queue (or write) one package: :class:`StreamConnection`'s ``send_package``.
+
+    A function the connection class takes as its method, so that the
+    context's call lands here directly, and ``self`` is the connection's link
+    (its mangled attribute: one load more than a method of the link itself;
+    an instance attribute bound to the link's method cost ~300 instructions
+    per call, for the unspecialised attribute lookup).
+    """
+    self: StreamQueue = conn._StreamConnection__link  # type: ignore[attr-defined]
+    q = self._outq
+    n = header[6]
+    self._pushed += 1
+    self._bytes_pushed += n
+    nq = len(q)
+    if nq:  # the streaming case
+        ctx = self._context
+        if nq >= ctx._queue_n and self._discard(n):
+            return
+        # A small package is queued as its finished frame: packed here,
+        # where its header is hot in this core's cache, the sender (often
+        # on the other core) touches one object per package, not ten.
+        if n <= FRAME_MAX:
+            # A broadcast pushes one header object to every link, under
+            # the context's lock: the frame is packed once for all of them.
+            if ctx._frame_of is header:
+                q.append(ctx._frame)
+            else:
+                frame = _pack(*header) + data
+                ctx._frame_of = header
+                ctx._frame = frame
+                q.append(frame)
+        else:
+            q.append((header, data))
+        if nq >= HIGH_WATER_PACKAGES or (n > 4096 or not nq & 63) and self._over_bytes():
+            if not (self._congestion_check or self._gave_up):  # (once per episode)
+                self._congest()
+    else:
+        if self._direct_sock is not None:
+            # The link looks idle. Write the package ourselves, unless
+            # packages come in a stream (two pushes that found the queue
+            # empty in quick succession): those are for the engine to batch.
+            now = _monotonic()
+            quiet = now - self._last_idle_push >= DIRECT_QUIET
+            self._last_idle_push = now
+            if quiet and n <= DIRECT_MAX and self._wlock.acquire(False):
+                try:
+                    sock = self._direct_sock
+                    if sock is not None and not self._writing and not q and self._partial is None:
+                        self._write_direct(sock, header, data)
+                        return
+                finally:
+                    self._wlock.release()
+        q.append(_pack(*header) + data if n <= FRAME_MAX else (header, data))
+        if n > HIGH_WATER_BYTES and not (self._congestion_check or self._gave_up):
+            self._congest()
+    # Wake the sender unless a wake-up is on its way (it may also have
+    # emptied the queue and gone to sleep since len(q) was read).
+    if not self._wake_pending and self._send_event is not None:
+        self._wake_pending = True
+        if self._engine.in_engine_thread():
+            self._send_event.set()
+        else:
+            self._engine.run_sync_soon(self._wake)

@@ -1,6 +1,6 @@
 """The receive side of a stream connection: bytes in, packages routed.
 
-:class:`StreamReceiver` is mixed into :class:`~yoton_core._stream.StreamConnection`
+:class:`StreamReceiver` is mixed into :class:`~yoton_core._stream_link.StreamLink`
 (as :class:`~yoton_core._stream_queue.StreamQueue` is for the send side). A chunk
 read from the stream is decoded in one go and its packages are handed to the
 context as one batch. Who reads depends on the stream: a plain socket is read
@@ -14,7 +14,7 @@ object, :meth:`_receive_filled`).
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -25,12 +25,11 @@ from ._poller import CHUNK, MAX_CHUNK
 from ._wire import CloseRequest, ConnectionMessage
 
 if TYPE_CHECKING:
-    import logging
     import socket
+    from collections.abc import Callable
 
-    from ._context import Context
     from ._engine import Engine
-    from ._events import Signal
+    from ._stream import StreamConnection
     from ._wire import FrameDecoder
 
 __all__ = ["StreamReceiver", "exc_text"]
@@ -39,25 +38,17 @@ __all__ = ["StreamReceiver", "exc_text"]
 class StreamReceiver:
     """Decode what the stream delivers and route it (mixin, see the module doc)."""
 
-    _context: Context
+    _conn: StreamConnection
+    _route: Callable[[StreamConnection, list[Any]], None]  # Context._route
     _engine: Engine
     _decoder: FrameDecoder
     _last_rx: float
     _timed_out: bool
-    _log: logging.Logger  # Connection's, like _describe_link below
-
-    if TYPE_CHECKING:  # (only declared: the real one is Connection's, later in the MRO)
-
-        def _describe_link(self) -> str: ...
-
     _serve_scope: trio.CancelScope | None
-    _b_recv: int
-    _n_recv: int
-    timedout: Signal
 
     _sock: socket.socket | None  # the plain socket under the stream (StreamConnection._serve)
 
-    if TYPE_CHECKING:  # provided by StreamConnection
+    if TYPE_CHECKING:  # provided by StreamLink
 
         def _end(self, reason: str) -> None: ...
 
@@ -70,53 +61,52 @@ class StreamReceiver:
         Returns:
             False when the connection must end (the reason is set).
         """
-        self._note_rx(len(data))
+        self._note_rx()
         try:
             flat = self._decoder.feed_raw(data)
         except FrameError as exc:
             # Packages decoded before the bad bytes in the same chunk are valid:
             # deliver them, then close with the reason.
             good = exc.raw
+            self._conn.count_received(len(good) >> 1 if good else 0, len(data))
             if good:
-                self._n_recv += len(good) >> 1
-                self._context._route(self, good)
+                self._route(self._conn, good)
             self._end(exc.reason)
             return False
-        return self._dispatch(flat)
+        return self._dispatch(flat, len(data))
 
     def _receive_filled(self, n: int) -> bool:
         """``n`` bytes were read into the decoder's ``recv_buffer()``: route what completed.
 
         Same caller rules and result as :meth:`_receive`.
         """
-        self._note_rx(n)
-        return self._dispatch(self._decoder.filled(n))
+        self._note_rx()
+        return self._dispatch(self._decoder.filled(n), n)
 
-    def _note_rx(self, n: int) -> None:
+    def _note_rx(self) -> None:
         self._last_rx = time.monotonic()
         if self._timed_out:
             self._timed_out = False
-            self._log.info("receiving again: %s", self._describe_link())
-            self.timedout.emit(self, False)
-        self._b_recv += n
+            self._conn.set_timed_out(False)
 
-    def _dispatch(self, flat: list) -> bool:
+    def _dispatch(self, flat: list[Any], nbytes: int) -> bool:
         """Route decoded packages, acting on the connection-level items between them."""
         decoder = self._decoder
+        conn = self._conn
         if decoder.controls:  # heartbeats, close requests, connection messages
             for pos, item in decoder.controls:
                 if item.__class__ is CloseRequest:
                     del flat[pos:]  # the peer sent nothing after it
+                    conn.count_received(len(flat) >> 1, nbytes)
                     if flat:
-                        self._n_recv += len(flat) >> 1
-                        self._context._route(self, flat)
+                        self._route(conn, flat)
                     self._end("Closed from other end.")
                     return False
                 if item.__class__ is ConnectionMessage:
                     self._on_connection_message(item.payload)
+        conn.count_received(len(flat) >> 1, nbytes)
         if flat:
-            self._n_recv += len(flat) >> 1
-            self._context._route(self, flat)
+            self._route(conn, flat)
         return True
 
     def _read_size(self) -> int:
@@ -188,7 +178,7 @@ class StreamReceiver:
     def _on_connection_message(self, payload: bytes) -> None:
         """A connection-level message from a new-style peer (others are ignored)."""
         if payload == JOINS_ON or payload == JOINS_OFF:  # join announcements (_joins.py)
-            self._context._peer_joins_changed(self, payload == JOINS_ON)  # type: ignore[arg-type]
+            self._conn.context._peer_joins_changed(self._conn, payload == JOINS_ON)
 
 
 def exc_text(exc: BaseException) -> str:

@@ -299,7 +299,7 @@ class SubSync:
             self._update()
 
     def start(self) -> None:
-        self._engine.add_ticker(self)
+        self._engine.add_ticker(self._tick)
         self._engine.run_sync_soon(self._begin)
 
     def _begin(self) -> None:
@@ -342,14 +342,14 @@ class SubSync:
                 self.full = self._windowed = False
             elif time.monotonic() - max(self._last_full, self._last_sent) < 2 * LOCK_EXPIRY:
                 _unsaid_ok[self._key] = self
-                self._engine.add_ticker(self)  # (idempotent) retry on the next tick
+                self._engine.add_ticker(self._tick)  # (idempotent) retry on the next tick
                 return
         self._forget()
 
     def _forget(self) -> None:
         """Stop: nothing (more) to say (engine thread)."""
         self.full = self._windowed = False
-        self._engine.remove_ticker(self)
+        self._engine.remove_ticker(self._tick)
         if _unsaid_ok.get(self._key) is self:
             del _unsaid_ok[self._key]
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from yoton_core import Connection
+    from yoton.transport import Connection
 
     from ._inproc import InprocConnection, bound_names
 

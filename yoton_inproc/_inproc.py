@@ -10,14 +10,14 @@ Design:
 
 * A process-wide registry maps a name to the bound connection waiting for a
   peer. ``connect`` takes it out of the registry and pairs the two.
-* ``_push`` (any thread) appends to a deque and schedules at most one
+* ``send_package`` (any thread) appends to a deque and schedules at most one
   delivery per batch in the IO engine's thread, where the peer context routes
   the whole batch. Delivery never runs in the sender's thread, so a sender
   holding its context lock never runs another context's routing, and the
   order of one connection's packages is the order they were pushed.
 * Packages travel as the core passes them around: a header tuple and the
-  payload object (``_wire.Header``), routed by the peer context with
-  :meth:`Context._route` as if they had been decoded from a stream, so no
+  payload object (``yoton.transport.Header``), handed to the peer with
+  :meth:`Connection.deliver` as if they had been decoded from a stream, so no
   object is made per package and the payload is never copied.
 * Pairing, delivery and closing all run in the engine thread, so they never
   race each other. There are no heartbeats: a peer in the same process cannot
@@ -36,28 +36,23 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from yoton_core import (
+from yoton import InvalidArgumentError
+from yoton.transport import (
+    ONE_PEER_HINT,
     BrokenConnectionError,
     ConnectError,
     Connection,
     ConnectionClosedError,
-    InvalidArgumentError,
-    Package,
+    Header,
+    bind_port_offsets,
+    engine,
+    pairing_refusal,
+    parse_host_port,
 )
-from yoton_core import TimeoutError as YotonTimeoutError
-from yoton_core._address import bind_port_offsets, parse_host_port
-from yoton_core._auth import pairing_problem
-from yoton_core._connection import (
-    ONE_PEER_HINT,
-    STATUS_CONNECTED,
-    STATUS_HOSTING,
-    STATUS_WAITING,
-)
-from yoton_core._engine import get_engine
-from yoton_core._wire import Header, package_header
+from yoton.transport import TimeoutError as YotonTimeoutError
 
 if TYPE_CHECKING:
-    from yoton_core import Context
+    from yoton.transport import Context
 
 __all__ = ["InprocConnection", "bound_names"]
 
@@ -128,12 +123,16 @@ class InprocConnection(Connection):
 
     def __init__(self, context: Context, name: str = "") -> None:
         super().__init__(context, name)
-        self._engine = get_engine()
+        self._engine = engine()
         self._key = ""
         self._peer: InprocConnection | None = None
         self._outq: collections.deque[tuple[Header, bytes]] = collections.deque()
         self._wake_pending = False
         self._end_reason: str | None = None
+        self._finished = False  # set_closed is done or under way
+        # The context's queue_params, read when paired and once per delivered
+        # batch (not per package: send_package is the hot path).
+        self._queue_limit, self._discard_old = _limits(context)
         # Counted on the sending side (always under our context's lock) ...
         self._pushed = 0
         self._discarded = 0
@@ -141,11 +140,12 @@ class InprocConnection(Connection):
         self._retired = 0
         self._cond = threading.Condition(threading.Lock())
         self._waiters = 0
-        self._congested = False
+        self._noted = False  # reported congested (set_congested)
+        self._gave_up = False  # a sender waited in vain: no waiting until it drains
 
     # -- bind / connect ---------------------------------------------------------
 
-    def _bind(self, address: str, max_tries: int) -> None:
+    def open_bind(self, address: str, max_tries: int) -> None:
         offsets = bind_port_offsets(max_tries)
         key, host, port, host_port = _parse(address)
         with _registry_cond:
@@ -171,13 +171,11 @@ class InprocConnection(Connection):
                 )
             _registry[key] = self
             self._key = key
-            self._hostname1, self._port1 = host, port
-            self._status = STATUS_WAITING
+            self.set_waiting(host, port)
             _registry_cond.notify_all()
 
-    def _connect(self, address: str, timeout: float) -> None:
+    def open_connect(self, address: str, timeout: float) -> None:
         key, host, port, _ = _parse(address)
-        self._hostname2, self._port2 = host, port
         in_engine = self._engine.in_engine_thread()  # e.g. from an IO-side hook
         timeout = 0.0 if in_engine else max(float(timeout), 0.01)
         deadline = time.monotonic() + timeout
@@ -185,12 +183,12 @@ class InprocConnection(Connection):
             while True:
                 peer = _registry.get(key)
                 if peer is not None:
-                    if peer._context is self._context:
+                    if peer.context is self.context:
                         raise ConnectError("Handshake failed (context cannot connect to self).")
-                    # -- auth_key: same rule and reasons as the stream handshake (_auth.py)
-                    problem = pairing_problem(self._context._auth_key, peer._context._auth_key)
+                    # -- auth_key: same rule and reasons as the stream handshake
+                    problem = pairing_refusal(self.context, peer.context)
                     if problem is not None:
-                        self._log.warning("handshake failed at %s: %s", key, problem[1])
+                        self.log.warning("handshake failed at %s: %s", key, problem[1])
                         raise ConnectError(problem[0])
                     # -- end of auth_key
                     del _registry[key]
@@ -205,39 +203,34 @@ class InprocConnection(Connection):
                 _registry_cond.wait(remaining)
         self._key = key
         if in_engine:
-            self._pair(peer)
+            self._pair(peer, host, port)
         else:
-            self._engine.run(self._pair_async, peer)
+            self._engine.run(self._pair_async, peer, host, port)
 
-    async def _pair_async(self, peer: InprocConnection) -> None:
-        self._pair(peer)
+    async def _pair_async(self, peer: InprocConnection, host: str, port: int) -> None:
+        self._pair(peer, host, port)
 
-    def _pair(self, peer: InprocConnection) -> None:
-        """Join ``self`` (connecting) and ``peer`` (bound); engine thread."""
-        if peer._status != STATUS_WAITING or peer._end_reason is not None:
+    def _pair(self, peer: InprocConnection, host: str, port: int) -> None:
+        """Join ``self`` (connecting to ``host:port``) and ``peer`` (bound); engine thread."""
+        if not peer.is_waiting or peer._end_reason is not None:
             raise ConnectError(f"The connection bound at {self._key!r} closed meanwhile.")
         pid = os.getpid()
         self._peer, peer._peer = peer, self
-        self._id2, self._pid2 = peer._context.id, pid
-        peer._id2, peer._pid2 = self._context.id, pid
-        self._hostname1, self._port1 = self._hostname2, 0
-        peer._hostname2, peer._port2 = peer._hostname1, 0
-        peer._status = STATUS_HOSTING
-        self._status = STATUS_CONNECTED
-        peer._context._connection_established(peer)
-        self._context._connection_established(self)
+        self._queue_limit, self._discard_old = _limits(self.context)
+        peer._queue_limit, peer._discard_old = _limits(peer.context)
+        peer.set_established(self.context.id, pid, hosting=True, hostname2=peer.hostname1, port2=0)
+        self.set_established(
+            peer.context.id, pid, hosting=False, hostname1=host, port1=0, hostname2=host, port2=port
+        )
 
     # -- moving packages --------------------------------------------------------
 
-    def _push(self, package: Package) -> None:
-        self._push_raw(package_header(package), package.data)
-
-    def _push_raw(self, header: Header, data: bytes) -> None:
+    def send_package(self, header: Header, data: bytes) -> None:
         # Called under our context's lock; the engine may pop concurrently.
         q = self._outq
-        if len(q) >= self._context._queue_n:
-            self._n_dropped += 1
-            if not self._context._queue_discard_old:
+        if len(q) >= self._queue_limit:
+            self.count_dropped()
+            if not self._discard_old:
                 return
             try:
                 q.popleft()
@@ -246,8 +239,9 @@ class InprocConnection(Connection):
                 pass
         q.append((header, data))
         self._pushed += 1
-        if len(q) >= HIGH_WATER_PACKAGES:
-            self._note_congestion()
+        if len(q) >= HIGH_WATER_PACKAGES and not (self._noted or self._gave_up):
+            self.set_congested(True)  # (told first, as it is cleared: see _after_drain)
+            self._noted = True
         if not self._wake_pending:
             self._wake_pending = True
             self._engine.run_sync_soon(self._deliver)
@@ -255,6 +249,7 @@ class InprocConnection(Connection):
     def _deliver(self) -> None:
         """Hand one batch to the peer context (engine thread)."""
         self._wake_pending = False
+        self._queue_limit, self._discard_old = _limits(self.context)
         try:
             self._deliver_batch()
         except Exception as exc:  # a routing bug must not kill the engine
@@ -271,7 +266,7 @@ class InprocConnection(Connection):
         if not q:
             return
         peer = self._peer
-        if peer is None or self._closed_event.is_set() or peer._closed_event.is_set():
+        if peer is None or self._finished or peer._finished:
             self._drop_queue()
             return
         pop = q.popleft
@@ -285,19 +280,19 @@ class InprocConnection(Connection):
             append(data)
         n = len(flat) >> 1
         try:
-            peer._context._route(peer, flat)
+            peer.deliver(flat)
         finally:
-            self._n_sent += n
-            self._b_sent += nbytes
-            peer._n_recv += n
-            peer._b_recv += nbytes
+            self.count_sent(n, nbytes)
+            peer.count_received(n, nbytes)
             self._retired += n
             self._after_drain()
 
     def _after_drain(self) -> None:
         if len(self._outq) <= HIGH_WATER_PACKAGES // 2:
-            self._congestion_check = False
-            self._congested = False
+            self._gave_up = False
+            if self._noted:
+                self.set_congested(False)  # (told first: a sender may report again)
+                self._noted = False
         if self._waiters:
             with self._cond:
                 self._cond.notify_all()
@@ -306,25 +301,27 @@ class InprocConnection(Connection):
         n = len(self._outq)
         self._outq.clear()
         self._retired += n
-        self._congestion_check = False
+        if self._noted:
+            self.set_congested(False)
+            self._noted = False
         with self._cond:
             self._cond.notify_all()
 
-    def _queued_count(self) -> int:
+    def queued_count(self) -> int:
         return len(self._outq)
 
-    def _wait_writable(self) -> None:
+    def wait_writable(self) -> None:
         q = self._outq
-        if len(q) < HIGH_WATER_PACKAGES or self._congested:
+        if len(q) < HIGH_WATER_PACKAGES or self._gave_up:
             return
-        if self._status < STATUS_HOSTING or self._engine.in_io_thread():
+        if not self.is_connected or self._engine.in_io_thread():
             return
-        ok = self._wait(
-            lambda: not self._congestion_check or self._status < STATUS_HOSTING,
-            BACKPRESSURE_TIMEOUT,
-        )
-        if not ok:
-            self._congested = True
+        ok = self._wait(lambda: not self._noted or not self.is_connected, BACKPRESSURE_TIMEOUT)
+        if not ok:  # the peer is stalled: stop making senders wait until it drains
+            self._gave_up = True
+            if self._noted:
+                self.set_congested(False)  # (told first: a sender may report again)
+                self._noted = False
 
     def _wait(self, predicate: object, timeout: float | None) -> bool:
         with self._cond:
@@ -344,16 +341,16 @@ class InprocConnection(Connection):
             ConnectionClosedError / BrokenConnectionError: if the connection
                 closes before the packages were delivered.
         """
-        if self._status == STATUS_WAITING:
+        if self.is_waiting:
             return
         if self._engine.in_engine_thread():
             raise RuntimeError("flush() cannot be called from the engine thread")
         target = self._pushed
-        ok = self._wait(lambda: self._done() >= target or self._closed_event.is_set(), timeout)
-        closed = self._closed_event.is_set()
+        ok = self._wait(lambda: self._done() >= target or self._finished, timeout)
+        closed = self._finished
         if closed and self._done() < target:
             raise BrokenConnectionError(
-                f"Connection closed before its data was delivered: {self._close_reason}"
+                f"Connection closed before its data was delivered: {self._end_reason}"
             )
         if not ok:
             raise YotonTimeoutError(
@@ -361,23 +358,23 @@ class InprocConnection(Connection):
                 f"({len(self._outq)} packages still queued)."
             )
         if closed and target == 0:
-            raise ConnectionClosedError(f"Connection is closed: {self._close_reason}")
+            raise ConnectionClosedError(f"Connection is closed: {self._end_reason}")
 
     def _done(self) -> int:
         """Packages no longer queued: delivered, dropped or discarded."""
         return self._retired + self._discarded
 
-    def _request_close(self, reason: str, notify_peer: bool) -> None:
+    def shutdown(self, reason: str, notify_peer: bool) -> None:
         if self._end_reason is None:
             self._end_reason = reason
         if self._engine.in_engine_thread():
             self._close_in_engine(notify_peer)
         else:
             self._engine.run_sync_soon(self._close_in_engine, notify_peer)
-            self._closed_event.wait(CLOSE_WAIT)
+            self.wait_closed(CLOSE_WAIT)
 
     def _close_in_engine(self, notify_peer: bool) -> None:
-        if self._closed_event.is_set():
+        if self._finished:
             return
         reason = self._end_reason or "Closed on command."
         peer = self._peer
@@ -390,7 +387,7 @@ class InprocConnection(Connection):
         if notify_peer:
             # A graceful close delivers what is queued, then tells the peer.
             try:
-                while self._outq and not peer._closed_event.is_set():
+                while self._outq and not peer._finished:
                     self._deliver_batch()
             except Exception:  # never let a routing bug escape into the engine
                 logger.exception("inproc delivery failed while closing %r", self)
@@ -401,12 +398,19 @@ class InprocConnection(Connection):
             peer._finish("Other end dropped the connection.")
 
     def _finish(self, reason: str) -> None:
-        if self._closed_event.is_set():
+        if self._finished:
             return
+        self._finished = True
         if self._end_reason is None:
             self._end_reason = reason
         self._drop_queue()
-        self._set_closed(reason)
+        self.set_closed(reason)
+
+
+def _limits(context: Context) -> tuple[int, bool]:
+    """``(queue size, discard the oldest)`` from the context's ``queue_params``."""
+    n, mode = context.queue_params
+    return n, mode == "old"
 
 
 def _free_port(host: str) -> int:

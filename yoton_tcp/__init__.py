@@ -1,7 +1,7 @@
 """The TCP transport (scheme ``tcp``), yoton's default and 2.x wire compatible.
 
 Everything but listening and connecting comes from
-:class:`yoton_core.StreamConnection`.
+:class:`yoton.transport.StreamConnection`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from collections.abc import Iterable
 
 import trio
 
-from yoton_core import StreamConnection, hookimpl
-from yoton_core._address import bind_port_offsets, parse_host_port
+from yoton.transport import StreamConnection, bind_port_offsets, hookimpl, parse_host_port
 
 __all__ = ["TcpConnection"]
 
@@ -24,10 +23,10 @@ class TcpConnection(StreamConnection):
 
     scheme = "tcp"
 
-    def _parse_address(self, address: str) -> tuple[str, int]:
+    def parse_address(self, address: str) -> tuple[str, int]:
         return parse_host_port(address)
 
-    def _open_listener(self, target: tuple[str, int], max_tries: int) -> socket.socket:
+    def open_listener(self, target: tuple[str, int], max_tries: int) -> socket.socket:
         host, port = target
         offsets = [0] if port == 0 else bind_port_offsets(max_tries)
         for offset in offsets:
@@ -48,7 +47,7 @@ class TcpConnection(StreamConnection):
             f"Could not bind to any of the {len(offsets)} ports tried, starting with {port}.",
         )
 
-    async def _connect_once(self, target: tuple[str, int]) -> trio.abc.Stream:
+    async def connect_once(self, target: tuple[str, int]) -> trio.abc.Stream:
         host, port = target
         return await trio.open_tcp_stream(host, port)
 

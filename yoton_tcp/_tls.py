@@ -25,13 +25,15 @@ connection's handshake timeout and its bound on pending handshakes.
 from __future__ import annotations
 
 import re
+import socket
 import ssl
 from collections.abc import Iterable
 from typing import Any
 
 import trio
 
-from yoton_core import HandshakeError, InvalidArgumentError, hookimpl
+from yoton import InvalidArgumentError
+from yoton.transport import HandshakeError, HandshakeResult, hookimpl
 
 from . import TcpConnection
 
@@ -69,7 +71,7 @@ class TlsConnection(TcpConnection):
     _server_hostname: str | None = None
     _tls_host: str = ""
 
-    def _configure(
+    def configure(
         self, ssl_context: ssl.SSLContext | None = None, server_hostname: str | None = None
     ) -> None:
         if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
@@ -85,7 +87,7 @@ class TlsConnection(TcpConnection):
         self._ssl_context = ssl_context
         self._server_hostname = server_hostname
 
-    def _bind(self, address: str, max_tries: int) -> None:
+    def open_listener(self, target: tuple[str, int], max_tries: int) -> socket.socket:
         if self._ssl_context is None:
             raise InvalidArgumentError(
                 "binding a tls:// address needs ssl_context=: an ssl.SSLContext with the "
@@ -96,31 +98,29 @@ class TlsConnection(TcpConnection):
             raise InvalidArgumentError(
                 "server_hostname= is a connect option; bind does not take it"
             )
-        super()._bind(address, max_tries)
+        return super().open_listener(target, max_tries)
 
-    def _parse_address(self, address: str) -> tuple[str, int]:
+    def parse_address(self, address: str) -> tuple[str, int]:
         # Remember the host as written: certificates name "localhost" or
         # "myhost.example.com", not the address it resolves to.
         self._tls_host = address.partition(":")[0]
-        return super()._parse_address(address)
+        return super().parse_address(address)
 
-    async def _wrap_server_stream(self, stream: trio.abc.Stream) -> trio.abc.Stream:
+    async def wrap_server_stream(self, stream: trio.abc.Stream) -> trio.abc.Stream:
         assert self._ssl_context is not None
         return trio.SSLStream(stream, self._ssl_context, server_side=True)
 
-    async def _connect_once(self, target: tuple[str, int]) -> trio.abc.Stream:
-        tcp = await super()._connect_once(target)
+    async def connect_once(self, target: tuple[str, int]) -> trio.abc.Stream:
+        tcp = await super().connect_once(target)
         ssl_ctx = self._ssl_context
         if ssl_ctx is None:
             ssl_ctx = self._ssl_context = ssl.create_default_context()
         hostname = self._server_hostname or self._tls_host or target[0]
-        # The TLS handshake runs in _handshake(), not here: a certificate
+        # The TLS handshake runs in handshake(), not here: a certificate
         # problem is final and must not be retried until the connect timeout.
         return trio.SSLStream(tcp, ssl_ctx, server_hostname=hostname)
 
-    async def _handshake(
-        self, stream: trio.abc.Stream, role: str
-    ) -> tuple[int, int, bytes, tuple[bool, bool] | None, bytes]:
+    async def handshake(self, stream: trio.abc.Stream, role: str) -> HandshakeResult:
         if isinstance(stream, trio.SSLStream):
             try:
                 await stream.do_handshake()
@@ -136,7 +136,7 @@ class TlsConnection(TcpConnection):
             else ""
         )
         try:
-            return await super()._handshake(stream, role)
+            return await super().handshake(stream, role)
         except trio.BrokenResourceError as exc:
             cause = _tls_cause(exc)
             if cause is None:

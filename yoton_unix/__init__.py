@@ -3,7 +3,7 @@
 Addresses: ``unix:///abs/path.sock``, ``unix://name`` and the ``host:port``
 form, both mapped into a private runtime directory (see
 :mod:`yoton_unix._paths`). Framing, handshake, heartbeats, flush and close come
-from :class:`yoton_core.StreamConnection`, exactly as for TCP; the socket file is
+from :class:`yoton.transport.StreamConnection`, exactly as for TCP; the socket file is
 mode 0600 and is removed when the listener is done with it.
 """
 
@@ -14,8 +14,7 @@ from collections.abc import Iterable
 
 import trio
 
-from yoton_core import StreamConnection, hookimpl
-from yoton_core._connection import STATUS_HOSTING
+from yoton.transport import StreamConnection, hookimpl
 
 from ._paths import (
     UnixTarget,
@@ -46,26 +45,26 @@ class UnixConnection(StreamConnection):
 
     scheme = "unix"
     _socket_file: tuple[str, tuple[int, int] | None] | None = None
+    _bound_port: int = 0
 
-    def _parse_address(self, address: str) -> UnixTarget:
+    def parse_address(self, address: str) -> UnixTarget:
         return parse_unix_address(address)
 
-    def _open_listener(self, target: UnixTarget, max_tries: int) -> socket.socket:
+    def open_listener(self, target: UnixTarget, max_tries: int) -> socket.socket:
         sock, path, port = open_unix_listener(target, max_tries, self.max_pending_handshakes)
         self._socket_file = (path, file_identity(path))
         self._bound_port = port
         return sock
 
-    def _bind(self, address: str, max_tries: int) -> None:
-        super()._bind(address, max_tries)
-        self._port1 = self._bound_port
+    def listener_names(self, sock: socket.socket) -> tuple[str, int]:
+        return str(sock.getsockname()), self._bound_port
 
-    async def _connect_once(self, target: UnixTarget) -> trio.abc.Stream:
+    async def connect_once(self, target: UnixTarget) -> trio.abc.Stream:
         if target.path is None:
             raise ConnectionRefusedError("cannot connect to port 0: name the port to connect to")
         return await trio.open_unix_socket(target.path)
 
-    def _tune_socket(self, sock: socket.socket) -> None:
+    def tune_socket(self, sock: socket.socket) -> None:
         # Unix sockets do not grow their buffers as TCP does: the default
         # (about 200 KiB) splits the sender's batches into partial writes.
         for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
@@ -74,20 +73,15 @@ class UnixConnection(StreamConnection):
             except OSError:  # pragma: no cover - the OS keeps its default
                 pass
 
-    def _target_names(self, target: UnixTarget) -> tuple[str, int]:
+    def target_names(self, target: UnixTarget) -> tuple[str, int]:
         return target.path or target.host, target.port
 
-    def _describe_target(self, target: UnixTarget) -> str:
+    def describe_target(self, target: UnixTarget) -> str:
         return target.path or f"{target.host}:{target.port}"
 
-    def _establish(self, status: int) -> None:
-        if status == STATUS_HOSTING:  # the listener is closed: its file goes now
-            self._remove_socket_file()
-        super()._establish(status)
-
-    def _set_closed(self, reason: str) -> None:
+    def listener_closed(self) -> None:
+        # A peer came or the bind was closed: the file goes with the listener.
         self._remove_socket_file()
-        super()._set_closed(reason)
 
     def _remove_socket_file(self) -> None:
         entry, self._socket_file = self._socket_file, None

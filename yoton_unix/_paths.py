@@ -29,8 +29,8 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from yoton_core import InvalidArgumentError
-from yoton_core._address import bind_port_offsets, parse_host_port
+from yoton import InvalidArgumentError
+from yoton.transport import bind_port_offsets, parse_host_port
 
 try:
     import fcntl
