@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import statistics
 import sys
@@ -78,7 +79,7 @@ def subscriber(lib: str, url: str, n: int) -> None:
             say_json("RESULT", {"error": "no warm-up message arrived"})
             return
         say("READY")
-        result = _pubsub.count_messages(r.recv, n)
+        result = _pubsub.count_messages((functools.partial(sub.recv, _pubsub.IDLE_TIMEOUT), ()), n)
         result["inbox_dropped"] = getattr(sub, "dropped", 0)
         say_json("RESULT", result)
         ctx.close()
@@ -417,26 +418,30 @@ def run_reqrep(opts: argparse.Namespace) -> list[dict[str, Any]]:
 # -- joining ----------------------------------------------------------------------------------
 
 
-def joiner(url: str, k: int, index: int) -> None:
-    """Make ``k`` contexts; on GO, join them all to the bus; report when done."""
+def joiner(url: str, k: int, index: int, processes: int) -> None:
+    """Make ``k`` contexts; on GO, join them all to the bus; report when done.
+
+    The first context of each process also holds a state of its own and waits
+    until it has every other process's state: the network works.
+    """
     import yoton
 
     cmds = Commands()
     contexts = [yoton.Context() for _ in range(k)]
-    state = yoton.StateChannel(contexts[0], "join-state")
+    states = [yoton.StateChannel(contexts[0], f"join-state-{i}") for i in range(processes)]
     say("READY")
     cmds.wait("GO", 120)
     t0 = time.monotonic()
     for ctx in contexts:
         ctx.connect(_bus(url, "join"), timeout=10)
     joined = time.monotonic()
-    state.send(f"from {index}")
-    # The network works: our first context sees another process's state.
+    states[index].send(f"from {index}")
     deadline = time.monotonic() + 30
-    while state.recv() in ("", f"from {index}") and time.monotonic() < deadline:
+    while any(not st.recv() for st in states) and time.monotonic() < deadline:
         time.sleep(0.001)
     seen = time.monotonic()
-    say_json("JOINED", {"t0": t0, "joined": joined, "seen": seen, "state": state.recv()})
+    missing = [i for i, st in enumerate(states) if not st.recv()]
+    say_json("JOINED", {"t0": t0, "joined": joined, "seen": seen, "missing": missing})
     cmds.wait("STOP", 120)
     for ctx in contexts:
         ctx.close()
@@ -455,7 +460,9 @@ def run_join(opts: argparse.Namespace) -> list[dict[str, Any]]:
                 per = total // JOIN_PROCESSES
                 with roles() as started:
                     for i in range(JOIN_PROCESSES):
-                        started.append(start_role("bench_nats", "joiner", server.url, per, i))
+                        started.append(
+                            start_role("bench_nats", "joiner", server.url, per, i, JOIN_PROCESSES)
+                        )
                     for r in started:
                         r.expect("READY", timeout=120)
                     go = time.monotonic()
@@ -467,7 +474,10 @@ def run_join(opts: argparse.Namespace) -> list[dict[str, Any]]:
                 joined = max(f["joined"] for f in figs) - go
                 seen = max(f["seen"] for f in figs) - go
                 series[total] = joined
-                details[total] = f"joined {joined:.2f} s, state seen {seen:.2f} s"
+                missing = sum(len(f["missing"]) for f in figs)
+                details[total] = f"joined {joined:.2f} s, states seen {seen:.2f} s" + (
+                    f" ({missing} MISSING)" if missing else ""
+                )
     except Exception as exc:
         return [{"scenario": JOIN, "library": US, "metric": "s", "value": None,
                  "detail": failure(exc)}]  # fmt: skip

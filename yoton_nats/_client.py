@@ -23,6 +23,7 @@ how a bind to port 0 finds a free bus), and ``verbose: false``.
 
 from __future__ import annotations
 
+import socket
 import ssl
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +67,8 @@ class ServerSession:
         host, port: The server's address as we dialled it.
         local: Our end of the TCP connection, ``(host, port)``.
         backlog: Events received after the PONG, to be handled first.
+        sock: The plain stdlib socket under ``stream`` (None with TLS), which a
+            sending thread may write to directly while the writer task is idle.
     """
 
     stream: trio.abc.Stream
@@ -75,6 +78,7 @@ class ServerSession:
     port: int
     local: tuple[str, int]
     backlog: list[Event] = field(default_factory=list)
+    sock: socket.socket | None = None
 
 
 def _local_address(stream: Any) -> tuple[str, int]:
@@ -129,9 +133,10 @@ async def open_session(
         SessionError: anything else (refused, closed, not NATS, TLS failed).
     """
     try:
-        stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+        plain = await _tcp_connect(host, port)
     except OSError as exc:
         raise SessionError(f"cannot connect to the NATS server at {host}:{port}: {exc}") from exc
+    stream: trio.abc.Stream = trio.SocketStream(trio.socket.from_stdlib_socket(plain))
     try:
         if handshake_first:
             stream = await _tls(stream, ssl_context or ssl.create_default_context(), host)
@@ -176,7 +181,16 @@ async def open_session(
                         f"login ({event.message}); check the user and password or token"
                     )
                 raise SessionError(f"the NATS server at {host}:{port} said: {event.message}")
-        return ServerSession(stream, reader, info, host, port, _local_address(stream), backlog)
+        return ServerSession(
+            stream,
+            reader,
+            info,
+            host,
+            port,
+            _local_address(stream),
+            backlog,
+            None if tls_on else plain,
+        )
     except NatsProtocolError as exc:
         await _close_quietly(stream)
         raise SessionError(f"{host}:{port} does not speak the NATS protocol: {exc}") from exc
@@ -186,6 +200,29 @@ async def open_session(
     except BaseException:
         await _close_quietly(stream)
         raise
+
+
+async def _tcp_connect(host: str, port: int) -> socket.socket:
+    """A connected, non-blocking stdlib socket (kept so that user threads can write
+    to it directly; trio's stream wraps the very same object)."""
+    infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    error: OSError | None = None
+    for family, type_, proto, _name, addr in infos:
+        sock = socket.socket(family, type_, proto)
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        tsock = trio.socket.from_stdlib_socket(sock)
+        try:
+            await tsock.connect(addr)
+        except OSError as exc:
+            tsock.close()
+            error = exc
+            continue
+        except BaseException:
+            tsock.close()
+            raise
+        return sock
+    raise error or OSError(f"no address for {host}")
 
 
 async def _close_quietly(stream: trio.abc.Stream) -> None:

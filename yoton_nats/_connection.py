@@ -78,6 +78,7 @@ class NatsConnection(Connection):
         self._engine = engine()
         self._nats_link: BusLink | None = None
         self._nats_bus = ""
+        self._my_id = context.id
 
     # -- options and addresses ------------------------------------------------------
 
@@ -116,6 +117,9 @@ class NatsConnection(Connection):
 
     def engine_spawn(self, fn: Any, *args: Any) -> None:
         self._engine.spawn(fn, *args)
+
+    def engine_kick(self, link: BusLink) -> None:
+        self._engine.run_sync_soon(link.kick)
 
     # -- joining ------------------------------------------------------------------------
 
@@ -245,6 +249,8 @@ class NatsConnection(Connection):
     def send_package(self, header: Any, data: bytes) -> None:
         link = self._nats_link
         if link is None:
+            return
+        if header[2] == self._my_id and link.send_direct(header, data):
             return
         q = link.outq
         n, discard_old = self.context.queue_params

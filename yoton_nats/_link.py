@@ -107,6 +107,11 @@ class BusLink:
         self.wake_pending = False
         self._wake = trio.Event()
         self.writing = False
+        # Held by the writer task while it has something to write, and by a user
+        # thread writing one package directly to an idle plain socket (never
+        # waited for: whoever fails to take it queues instead).
+        self.wlock = threading.Lock()
+        self.partial: memoryview | None = None  # the unsent rest of a direct write
         self.counter = 0  # fragmented frames sent
         self._subjects: dict[int, bytes] = {}  # slot -> subject
         self._direct: dict[int, bytes] = {}  # context id -> subject
@@ -235,25 +240,78 @@ class BusLink:
 
     async def writer(self, session: ServerSession) -> None:
         stream = session.stream
-        while True:
-            if not self.outq and not self.ctrl:
-                self.writing = False
-                self._after_drain()
-                await self._wake.wait()
-                self._wake = trio.Event()
-            self.writing = True
-            parts, n, nbytes = self.compose()
-            if parts:
-                try:
-                    await stream.send_all(b"".join(parts))
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                    self.conn.count_dropped(n)
-                    raise _Lost(f"writing to the server failed: {exc}") from exc
-                if n:
-                    self.conn.count_sent(n, nbytes)
-            if len(self.outq) < HIGH_WATER // 2 and self.waiters:
-                self._after_drain()
-            await trio.lowlevel.checkpoint()
+        wlock = self.wlock
+        held = True  # the caller took the lock
+        try:
+            while True:
+                if not self.outq and not self.ctrl and self.partial is None:
+                    self.writing = False
+                    wlock.release()
+                    held = False
+                    self._after_drain()
+                    await self._wake.wait()
+                    self._wake = trio.Event()
+                    while not wlock.acquire(False):  # a thread is writing one package
+                        await trio.sleep(0)
+                    held = True
+                self.writing = True
+                parts, n, nbytes = self.compose()
+                if self.partial is not None:
+                    parts.insert(0, self.partial)
+                    self.partial = None
+                if parts:
+                    try:
+                        await stream.send_all(b"".join(parts))
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                        self.conn.count_dropped(n)
+                        raise _Lost(f"writing to the server failed: {exc}") from exc
+                    if n:
+                        self.conn.count_sent(n, nbytes)
+                if len(self.outq) < HIGH_WATER // 2 and self.waiters:
+                    self._after_drain()
+                await trio.lowlevel.checkpoint()
+        finally:
+            self.writing = False
+            if held:
+                wlock.release()
+
+    def send_direct(self, header: Any, data: bytes) -> bool:
+        """Write one package of ours straight to an idle plain socket (a user
+        thread, under the context lock): no wake-up of the IO engine, which
+        costs more than the write. False when the writer task must do it."""
+        session = self.session
+        if session is None or session.sock is None or self.outq or not self.wlock.acquire(False):
+            return False
+        try:
+            if self.outq or self.partial is not None or self.session is not session:
+                return False
+            size = len(data) + 56
+            if size > self.max_payload:
+                return False
+            out: list[Any] = []
+            dest = header[4]
+            if dest:
+                subject = self.direct_subject(dest)
+            elif header[1] == 2:
+                subject = self.x_subject_b
+            else:
+                subject = self.slot_subject(header[1])
+            pack_run(out, subject, [(header, data)], self.max_payload, self.my_id, 0)
+            wire = b"".join(out)
+            try:
+                sent = session.sock.send(wire)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                return False  # the reader sees the broken socket; the queue keeps it
+            if sent < len(wire):
+                self.partial = memoryview(wire)[sent:]
+                self.wake_pending = True
+                self.conn.engine_kick(self)
+            self.conn.count_sent(1, len(data))
+            return True
+        finally:
+            self.wlock.release()
 
     def _after_drain(self) -> None:
         if len(self.outq) < HIGH_WATER // 2:
@@ -419,7 +477,7 @@ class BusLink:
             async with trio.open_nursery() as nursery:
                 self.serve_scope = nursery.cancel_scope
                 nursery.start_soon(self._guard, self.reader, session, nursery.cancel_scope)
-                nursery.start_soon(self._guard, self.writer, session, nursery.cancel_scope)
+                nursery.start_soon(self._guard, self._writer_locked, session, nursery.cancel_scope)
         finally:
             self.serve_scope = None
             with trio.CancelScope(shield=True), trio.move_on_after(0.5):
@@ -437,6 +495,11 @@ class BusLink:
             logger.exception("yoton: error in the NATS link %r", self.conn)
             self.lost_reason = self.lost_reason or f"internal error: {exc!r}"
         scope.cancel()
+
+    async def _writer_locked(self, session: ServerSession) -> None:
+        while not self.wlock.acquire(False):
+            await trio.sleep(0)
+        await self.writer(session)  # releases the lock when idle, and on the way out
 
     def lose(self, reason: str) -> None:
         """Drop the current session (engine thread); the run loop reconnects."""
