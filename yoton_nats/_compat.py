@@ -13,7 +13,9 @@ from typing import Any
 
 from yoton_core import (  # noqa: F401
     BrokenConnectionError,
+    ConnectError,
     ConnectionClosedError,
+    InvalidArgumentError,
     TimeoutError,  # noqa: A004, F401
     hookimpl,
 )
@@ -23,10 +25,6 @@ from yoton_core._connection import STATUS_CONNECTED
 from yoton_core._context import Context as _Context
 from yoton_core._engine import get_engine as engine  # noqa: F401
 from yoton_core._hashing import port_hash  # noqa: F401
-
-
-class ConnectError(ConnectionRefusedError):
-    """Could not join (stand-in for the public ``ConnectError``)."""
 
 
 class Connection(_CoreConnection):

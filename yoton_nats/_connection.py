@@ -33,6 +33,7 @@ from ._client import LoginRefused, SessionError
 from ._compat import (
     ConnectError,
     Connection,
+    InvalidArgumentError,
     TimeoutError,
     auth_key,
     engine,
@@ -87,22 +88,24 @@ class NatsConnection(Connection):
         for key, value in options.items():
             if key == "ssl_context":
                 if value is not None and not isinstance(value, ssl.SSLContext):
-                    raise TypeError(f"ssl_context must be an ssl.SSLContext, got {value!r}")
+                    raise InvalidArgumentError(
+                        f"ssl_context must be an ssl.SSLContext, got {value!r}"
+                    )
                 s.ssl_context = value
             elif key == "tls_handshake_first":
                 s.handshake_first = bool(value)
             elif key in ("user", "password", "token"):
                 if not isinstance(value, str):
-                    raise TypeError(f"{key} must be a str, got {type(value).__name__}")
+                    raise InvalidArgumentError(f"{key} must be a str, got {type(value).__name__}")
                 setattr(s, key, value)
             elif key == "reconnect_timeout":
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                    raise ValueError(
+                    raise InvalidArgumentError(
                         f"reconnect_timeout must be a number of seconds >= 0, got {value!r}"
                     )
                 s.reconnect_timeout = float(value)
             else:
-                raise TypeError(
+                raise InvalidArgumentError(
                     f"The 'nats' transport takes no option {key!r}; it takes ssl_context, "
                     "tls_handshake_first, user, password, token and reconnect_timeout."
                 )
@@ -132,7 +135,7 @@ class NatsConnection(Connection):
 
     def _join(self, address: str, timeout: float, announce: bool) -> None:
         if auth_key(self.context) is not None:
-            raise ValueError(
+            raise InvalidArgumentError(
                 "Context(auth_key=...) has no meaning on a NATS bus (there is no yoton "
                 "handshake between contexts there); use the server's authorization instead: "
                 "nats://user:password@host:port/BUS, a token, or ssl_context= for TLS."
