@@ -163,7 +163,7 @@ def test_nobody_at_the_address_raises_connect_error_at_once(made):
     assert time.monotonic() - t0 < 4
 
 
-# -- security ---------------------------------------------------------------------------------------
+# -- security -------------------------------------------------------------------------------------
 
 
 def test_user_and_password(nats_server_factory, made):
@@ -226,7 +226,7 @@ def test_tls_asked_for_but_not_offered_is_refused(nats_server, made, certs):
         made().connect(f"{nats_server.url}/x", timeout=5, ssl_context=certs[2])
 
 
-# -- bridging ---------------------------------------------------------------------------------------
+# -- bridging -------------------------------------------------------------------------------------
 
 
 def test_a_context_bridges_a_bus_and_tcp_both_ways_without_duplicates(nats_server, made):
