@@ -153,6 +153,12 @@ class Connection:
 
     #: The address scheme this class serves, e.g. ``"tcp"``.
     scheme: ClassVar[str] = ""
+    #: True for a transport whose ``bind`` and ``connect`` both *join a bus*
+    #: (a broker routes between every context on it: NATS) instead of pairing
+    #: two contexts. Such a link has no single peer (``id2`` is 0) and no
+    #: "other end" to tell when it closes; the conformance kit skips its
+    #: peer-to-peer checks for it.
+    joins_bus: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Refuse a subclass that redefines a name the base provides.

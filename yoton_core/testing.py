@@ -22,7 +22,12 @@ and the ``closed`` signal, ``Context.close()``, and for transports that carry
 bytes (subclasses of :class:`~yoton_core.StreamConnection`): peer death (a
 child process killed with SIGKILL, on either role) and bad input (garbage
 instead of a handshake, bad control bytes, an oversized length) closing only
-the connection it came on. Checks that cannot apply are skipped with the reason.
+the connection it came on. Checks that cannot apply are skipped with the reason;
+for a transport whose links join a bus (``Connection.joins_bus``, e.g. NATS:
+bind and connect both join, there is no single peer), that means the checks
+about one peer at the other end: binding and waiting for a peer, connecting
+where nobody is bound or to oneself, telling the other end about a close, a
+peer's death, and messages sent before the first join.
 
 By default addresses are ``scheme://localhost:0`` and the connect goes to
 ``scheme://localhost:<port1>``; give ``make_address`` when your transport
