@@ -406,3 +406,11 @@ def test_garbage_on_the_bus_is_dropped_and_the_context_lives_on(bus, make, nats_
     pub.send("still fine")
     assert sub.recv(5.0) == "still fine"
     assert ca.is_connected
+
+
+def test_a_context_joins_a_bus_once(bus, make):
+    a, first = make(bus)
+    with pytest.raises(yoton.ConnectError, match="already"):
+        a.connect(bus)
+    first.close()
+    a.connect(bus)  # after leaving, it may join again

@@ -55,11 +55,11 @@ class Connection(_CoreConnection):
     def wait_writable(self) -> None:
         pass
 
-    def note_congestion(self) -> None:
-        self._note_congestion()
-
-    def congestion_cleared(self) -> None:
-        self._congestion_check = False
+    def set_congested(self, congested: bool) -> None:
+        if congested:
+            self._note_congestion()
+        else:
+            self._congestion_check = False
 
     # -- what a transport implements (public names) ----------------------------------
     def open_bind(self, address: str, max_tries: int) -> None:
@@ -82,14 +82,25 @@ class Connection(_CoreConnection):
 
     # -- what a transport calls (public names) ----------------------------------------
     def set_established(
-        self, hostname1: str, port1: int, hostname2: str, port2: int, announce: bool
-    ) -> None:
+        self,
+        peer_id: int,
+        peer_pid: int,
+        *,
+        hosting: bool,
+        hostname1: str,
+        port1: int,
+        hostname2: str,
+        port2: int,
+        announce: bool = False,
+    ) -> bool:
+        del peer_id, peer_pid, hosting
         self._hostname1, self._port1 = hostname1, port1
         self._hostname2, self._port2 = hostname2, port2
         self._status = STATUS_CONNECTED
         self._context._connection_established(self)
         if announce:
             self.announce()
+        return True
 
     def announce(self) -> None:
         """Tell the network a context joined (NEW_CONNECTION), e.g. after a reconnect."""

@@ -52,6 +52,10 @@ SUBSCRIBE_WAIT = 5.0
 #: Ports a bind to port 0 tries before it gives up finding an unused bus.
 PROBE_TRIES = 20
 
+#: ``(context id, bus)`` of the links alive in this process: a context joins a
+#: bus once (a second link would only double its traffic).
+_joined: set[tuple[int, str]] = set()
+
 
 class NatsConnection(Connection):
     """A context on a bus of a NATS server or cluster (scheme ``nats``).
@@ -71,6 +75,7 @@ class NatsConnection(Connection):
     """
 
     scheme = "nats"
+    joins_bus = True
 
     def __init__(self, context: Any, name: str = "") -> None:
         super().__init__(context, name)
@@ -184,13 +189,31 @@ class NatsConnection(Connection):
             with trio.CancelScope(shield=True):
                 await session.stream.aclose()
             raise
+        key = (self.context.id, bus)
+        if key in _joined:
+            with trio.CancelScope(shield=True):
+                await session.stream.aclose()
+            raise ConnectError(
+                f"Could not join {addr.text!r}: this context is on bus {bus!r} already "
+                "(a context joins a bus once; like connecting to itself)"
+            )
+        _joined.add(key)
         self._nats_link = link
         self._nats_bus = bus
         if host_port is not None:
             names = (host_port[0], host_port[1], host_port[0], host_port[1])
         else:
             names = (*session.local, session.host, session.port)
-        self.set_established(*names, announce=announce)
+        self.set_established(
+            0,  # no single peer: every context of the bus is behind this link
+            0,
+            hosting=False,  # "connected" either way: there is no server among contexts
+            hostname1=names[0],
+            port1=names[1],
+            hostname2=names[2],
+            port2=names[3],
+            announce=announce,
+        )
         self._engine.spawn(link.run)
         if not self.closing:
             link.sync_subscriptions()  # a channel made meanwhile
@@ -267,7 +290,7 @@ class NatsConnection(Connection):
                 pass
         q.append((header, data))
         if len(q) >= 4096:
-            self.note_congestion()
+            self.set_congested(True)
         if not link.wake_pending:
             link.wake_pending = True
             self._engine.run_sync_soon(link.kick)
@@ -356,6 +379,10 @@ class NatsConnection(Connection):
         with link.cond:
             link.cond.notify_all()
         await link.done.wait()
+
+    def forget_bus(self) -> None:
+        """The link ended (called once by the link)."""
+        _joined.discard((self.context.id, self._nats_bus))
 
     def _describe(self) -> dict[str, Any]:
         return {"scheme": self.scheme, "status": self.status, "bus": self._nats_bus}

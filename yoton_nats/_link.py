@@ -315,7 +315,7 @@ class BusLink:
 
     def _after_drain(self) -> None:
         if len(self.outq) < HIGH_WATER // 2:
-            self.conn.congestion_cleared()
+            self.conn.set_congested(False)
         if self.waiters:
             with self.cond:
                 self.cond.notify_all()
@@ -431,6 +431,7 @@ class BusLink:
             self.session = None
             self._wake_pongs()
             self.done.set()
+            self.conn.forget_bus()
             self.conn.set_closed(self.close_reason or self.lost_reason or "Closed on command.")
 
     async def _run_sessions(self) -> None:
