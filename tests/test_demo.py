@@ -1,8 +1,9 @@
 """The README's first command runs examples/demo.py: it must work, by itself, every time.
 
 The demo starts two child processes (a worker and a trio listener) and talks
-to them over TCP; only the hub prints, in a fixed order, so the whole output
-is compared line by line.
+to them over TCP, then (nats-server is installed by the test extra) joins a
+NATS bus with a third; only the hub prints, in a fixed order, so the whole
+output is compared line by line.
 """
 
 from __future__ import annotations
@@ -44,6 +45,14 @@ hub: do_request(..., 'ping') -> 'Requested: ping'
 -- shutdown --
 hub: worker exited with code 0
 hub: listener exited with code 0
+
+-- across machines: NATS --
+hub: started a local nats-server; joining the bus 'demo' on it
+hub published 'hello over NATS'
+  worker on the bus got 'hello over NATS'
+hub: calc.add(40, 2) -> 42
+hub: the worker's status is 'served 1 request(s)'
+hub: the worker on the bus exited with code 0
 == demo finished ==
 """
 

@@ -414,3 +414,20 @@ def test_a_context_joins_a_bus_once(bus, make):
         a.connect(bus)
     first.close()
     a.connect(bus)  # after leaving, it may join again
+
+
+def test_the_readme_example_runs_as_written(tmp_path, nats_server):
+    import pathlib
+    import re
+
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Across machines: NATS") :]
+    code = re.search(r"```python\n(import os\n.*?)```", section, re.S).group(1)
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    env = dict(os.environ, YOTON_NATS_URL=nats_server.url)
+    out = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["5", "ready", "hello"]
