@@ -262,7 +262,10 @@ def run_pubsub(opts: argparse.Namespace) -> list[dict[str, Any]]:
             got, sent = fig["recv"][0], fig["sent"]["sent"]
             detail = f"{got['received']:,}/{sent:,}"
             if got["received"] != sent:
-                detail += f" ({sent - got['received']:,} lost)"
+                detail += f" ({sent - got['received']:,} lost"
+                if got.get("inbox_dropped"):
+                    detail += f", {got['inbox_dropped']:,} by the subscriber's full inbox"
+                detail += ")"
             detail += (
                 f"; CPU s in {fig['wall']:.1f} s: publisher {fig['cpu'][0]:.2f}, "
                 f"subscriber {fig['cpu'][1]:.2f}"

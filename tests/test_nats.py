@@ -431,3 +431,22 @@ def test_the_readme_example_runs_as_written(tmp_path, nats_server):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["5", "ready", "hello"]
+
+
+def test_a_join_reaches_only_the_contexts_that_act_on_it(bus, make):
+    watcher, cw = make(bus)
+    yoton.SubChannel(watcher, "news")
+    holder, ch = make(bus)
+    st = yoton.StateChannel(holder, "shared")
+    st.send("v")
+    watcher.flush()
+    before_watcher, before_holder = cw.stats.packages_received, ch.stats.packages_received
+    for _ in range(10):  # joins of contexts without channels concern nobody
+        make(bus)
+    late, _ = make(bus)
+    late_state = yoton.StateChannel(late, "shared")  # made after the join: announced now
+    wait_for(lambda: late_state.recv() == "v", 10, "the state re-sent to a late channel")
+    watcher.flush()
+    holder.flush()
+    assert cw.stats.packages_received == before_watcher
+    assert ch.stats.packages_received - before_holder <= 2  # the late channel's announce

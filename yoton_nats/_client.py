@@ -23,6 +23,7 @@ how a bind to port 0 finds a free bus), and ``verbose: false``.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import ssl
 from dataclasses import dataclass, field
@@ -118,6 +119,7 @@ async def open_session(
     ssl_context: ssl.SSLContext | None,
     handshake_first: bool,
     max_payload_in: int,
+    subscribe: bytes = b"",
 ) -> ServerSession:
     """Open and log in to one server; the caller bounds it with a deadline.
 
@@ -127,6 +129,8 @@ async def open_session(
             then the system's default context).
         handshake_first: Start TLS before the server's INFO.
         max_payload_in: Largest message accepted from the server.
+        subscribe: ``SUB`` commands sent with ``CONNECT``, before the ``PING``:
+            the one ``PONG`` then confirms the login and the subscriptions.
 
     Raises:
         LoginRefused: the server said authorization failed.
@@ -167,7 +171,7 @@ async def open_session(
             "version": CLIENT_VERSION,
             **options,
         }
-        await stream.send_all(connect_command(fields) + PING)
+        await stream.send_all(connect_command(fields) + subscribe + PING)
         while True:
             event = await _next_event(stream, reader, backlog)
             if isinstance(event, Pong):
@@ -205,7 +209,12 @@ async def open_session(
 async def _tcp_connect(host: str, port: int) -> socket.socket:
     """A connected, non-blocking stdlib socket (kept so that user threads can write
     to it directly; trio's stream wraps the very same object)."""
-    infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    try:  # an IP address needs no resolver (trio runs that in a thread)
+        ip = ipaddress.ip_address(host)
+        family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+        infos: list[Any] = [(family, socket.SOCK_STREAM, 0, "", (host, port))]
+    except ValueError:
+        infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     error: OSError | None = None
     for family, type_, proto, _name, addr in infos:
         sock = socket.socket(family, type_, proto)

@@ -142,6 +142,11 @@ def listened_slots(context: Any) -> frozenset[int]:
     return frozenset(context._recv_channels)
 
 
+def sent_slots(context: Any) -> frozenset[int]:
+    """Slots that local channels send on (``context.sent_slots()``; to be proposed)."""
+    return frozenset(context._send_channels)
+
+
 def max_message_size(context: Any) -> int:
     return int(context._max_message_size)
 

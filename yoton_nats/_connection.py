@@ -29,7 +29,7 @@ import trio
 
 from ._address import bus_token, parse_nats_address
 from ._busframe import MIN_MAX_PAYLOAD
-from ._client import LoginRefused, SessionError
+from ._client import SessionError
 from ._compat import (
     ConnectError,
     Connection,
@@ -39,6 +39,7 @@ from ._compat import (
     engine,
     listened_slots,
     max_message_size,
+    sent_slots,
 )
 from ._link import BusLink, LinkSettings
 from ._protocol import PING, pub_command, sub_command, unsub_command
@@ -123,6 +124,9 @@ class NatsConnection(Connection):
     def listened(self) -> frozenset[int]:
         return listened_slots(self.context)
 
+    def sending(self) -> frozenset[int]:
+        return sent_slots(self.context)
+
     def engine_spawn(self, fn: Any, *args: Any) -> None:
         self._engine.spawn(fn, *args)
 
@@ -156,11 +160,18 @@ class NatsConnection(Connection):
     async def _join_async(self, addr: Any, timeout: float, announce: bool) -> None:
         deadline = time.monotonic() + timeout
         link = BusLink(self, "", list(addr.servers))
+        host_port = addr.host_port
+        probe = host_port is not None and host_port[1] == 0  # the bus is found after login
+        link.bridging = any(c is not self for c in self.context.connections)
+        wire = b""
+        if not probe:
+            bus = f"{host_port[0]}:{host_port[1]}" if host_port else addr.bus
+            wire = self._subscribe_all(link, bus)
         try:
-            session = await link.open(None, deadline)
-        except LoginRefused as exc:
-            raise ConnectError(f"Could not join {addr.text!r}: {exc}") from exc
-        except SessionError as exc:
+            # Login and subscriptions in one exchange: its PONG says the server
+            # filters for us from now on.
+            session = await link.open(None, deadline, wire)
+        except SessionError as exc:  # LoginRefused included: its reason says so
             raise ConnectError(f"Could not join {addr.text!r}: {exc}") from exc
         try:
             link.start_session(session)
@@ -169,22 +180,12 @@ class NatsConnection(Connection):
                     f"Could not join {addr.text!r}: the server's max_payload "
                     f"({session.info.max_payload}) is below {MIN_MAX_PAYLOAD} bytes"
                 )
-            host_port = addr.host_port
-            if host_port is not None and host_port[1] == 0:
+            if probe:
+                assert host_port is not None
                 host_port = await self._free_bus(session, host_port[0], deadline)
-            bus = f"{host_port[0]}:{host_port[1]}" if host_port else addr.bus
-            link.prefix = f"yoton.{bus_token(bus)}."
-            link.x_subject = link.prefix + "x"
-            link.x_subject_b = link.x_subject.encode()
-            # Subscribe, and wait for the PONG: the server filters for us from now on.
-            link.bridging = any(c is not self for c in self.context.connections)
-            want = link.wanted()
-            for subject in sorted(want):
-                link.subs[subject] = link.next_sid
-                link.next_sid += 1
-            wire = b"".join(sub_command(s, sid) for s, sid in link.subs.items()) + PING
-            await session.stream.send_all(wire)
-            await self._await_pong(link, session, deadline)
+                bus = f"{host_port[0]}:{host_port[1]}"
+                await session.stream.send_all(self._subscribe_all(link, bus) + PING)
+                await self._await_pong(link, session, deadline)
         except BaseException:
             with trio.CancelScope(shield=True):
                 await session.stream.aclose()
@@ -217,6 +218,16 @@ class NatsConnection(Connection):
         self._engine.spawn(link.run)
         if not self.closing:
             link.sync_subscriptions()  # a channel made meanwhile
+
+    def _subscribe_all(self, link: BusLink, bus: str) -> bytes:
+        """Name the bus's subjects; return the SUB commands of everything wanted."""
+        link.prefix = f"yoton.{bus_token(bus)}."
+        link.x_subject = link.prefix + "x"
+        link.x_subject_b = link.x_subject.encode()
+        for subject in sorted(link.wanted()):
+            link.subs[subject] = link.next_sid
+            link.next_sid += 1
+        return b"".join(sub_command(s, sid) for s, sid in link.subs.items())
 
     async def _await_pong(self, link: BusLink, session: Any, deadline: float) -> None:
         """Read until the PONG (the backlog keeps anything else for the reader task)."""
@@ -318,6 +329,10 @@ class NatsConnection(Connection):
     async def _resync(self, link: BusLink) -> None:
         link.sync_subscriptions()
         await link.ping(SUBSCRIBE_WAIT)
+        if link.session is not None and self.sending() - link.joined_on:
+            # A channel made after the join: announce us where it sends, so
+            # holders of its state re-send it (join_subjects says why there).
+            self.announce()
 
     def links_changed(self) -> None:
         """Another link of our context came or went: a relay listens to every slot."""

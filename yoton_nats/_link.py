@@ -66,6 +66,8 @@ MAX_RELAYED = 10000
 TICK = 0.1
 #: Pause between rounds of reconnect attempts: starts here, doubles up to the maximum.
 RECONNECT_PAUSE = (0.02, 0.5)
+#: The context message that announces a join (PROTOCOL.md section 5.4).
+NEW_CONNECTION = b"NEW_CONNECTION"
 #: Largest message accepted from a server (sanity bound of the parser).
 MAX_PAYLOAD_IN = 64 << 20
 
@@ -121,6 +123,7 @@ class BusLink:
         self.subs: dict[str, int] = {}
         self.next_sid = 1
         self.relayed: set[int] = set()
+        self.joined_on: set[int] = set()  # sent slots our join was announced on
         self.bridging = False
         self.pong_waiters: collections.deque[trio.Event | None] = collections.deque()
         # -- receiving
@@ -153,6 +156,22 @@ class BusLink:
                 self._direct.clear()
             subj = self._direct[context_id] = f"{self.prefix}c.{context_id:x}".encode()
         return subj
+
+    def join_subjects(self) -> list[bytes]:
+        """Where our "a context joined" goes: the subjects of the slots we send on.
+
+        Who acts on it listens there: a holder of a state on that slot (it
+        re-sends the state to us), a sync-mode subscriber of what we publish
+        (it repeats "full" to us), a relay (it listens to every slot). Sent on
+        the common subject instead, every join would reach every context of
+        the bus, and joining N contexts would cost N x N deliveries. Each slot
+        is announced once per server session: a channel made after the join
+        announces its slot then (``NatsConnection.slots_changed``), so holders
+        of its state re-send it.
+        """
+        fresh = self.conn.sending() - self.joined_on
+        self.joined_on |= fresh
+        return [self.slot_subject(slot) for slot in sorted(fresh)]
 
     def wanted(self) -> set[str]:
         """The subjects this context should be subscribed to now."""
@@ -226,6 +245,15 @@ class BusLink:
             if dest:
                 subject = self.direct_subject(dest)
             elif header[1] == 2:  # SLOT_CONTEXT: context messages
+                if item[1] == NEW_CONNECTION and header[2] == my_id:
+                    if run:
+                        self.counter = pack_run(
+                            out, run_subject, run, max_payload, my_id, self.counter
+                        )
+                        run, run_subject = [], b""
+                    for subj in self.join_subjects():
+                        pack_run(out, subj, [item], max_payload, my_id, 0)
+                    continue
                 subject = self.x_subject_b
             else:
                 subject = self.slot_subject(header[1])
@@ -286,7 +314,7 @@ class BusLink:
             if self.outq or self.partial is not None or self.session is not session:
                 return False
             size = len(data) + 56
-            if size > self.max_payload:
+            if size > self.max_payload or header[1] == 2:
                 return False
             out: list[Any] = []
             dest = header[4]
@@ -469,6 +497,7 @@ class BusLink:
 
     def _resubscribe(self) -> None:
         """A new session: the server knows none of our subscriptions (engine thread)."""
+        self.joined_on.clear()
         self.ctrl[:0] = [sub_command(s, sid) for s, sid in self.subs.items()]
         self.sync_subscriptions()
 
@@ -525,8 +554,11 @@ class BusLink:
             seen.append(avoid)
         return seen
 
-    async def open(self, avoid: tuple[str, int] | None, deadline: float) -> ServerSession:
-        """Open a session with the first server that accepts before ``deadline``.
+    async def open(
+        self, avoid: tuple[str, int] | None, deadline: float, subscribe: bytes = b""
+    ) -> ServerSession:
+        """Open a session with the first server that accepts before ``deadline``
+        (``subscribe``: SUB commands to send with the login).
 
         Raises:
             LoginRefused / SessionError: the last reason, when none accepted.
@@ -551,6 +583,7 @@ class BusLink:
                         ssl_context=s.ssl_context,
                         handshake_first=s.handshake_first,
                         max_payload_in=MAX_PAYLOAD_IN,
+                        subscribe=subscribe,
                     )
             except LoginRefused:
                 raise
