@@ -450,3 +450,25 @@ def test_a_join_reaches_only_the_contexts_that_act_on_it(bus, make):
     holder.flush()
     assert cw.stats.packages_received == before_watcher
     assert ch.stats.packages_received - before_holder <= 2  # the late channel's announce
+
+
+def test_a_forked_child_joins_the_bus_with_its_own_links(bus, make):
+    import multiprocessing
+
+    a, _ = make(bus)  # the parent's engine and links exist before the fork
+    sub = yoton.SubChannel(a, "from-child")
+
+    def child_main(address):
+        ctx = yoton.Context()
+        ctx.connect(address, timeout=10)
+        pub = yoton.PubChannel(ctx, "from-child")
+        for _ in range(50):
+            pub.send("hello from a forked child")
+        ctx.flush()
+        ctx.close()
+
+    proc = multiprocessing.get_context("fork").Process(target=child_main, args=(bus,))
+    proc.start()
+    assert sub.recv(10.0) == "hello from a forked child"
+    proc.join(20)
+    assert proc.exitcode == 0

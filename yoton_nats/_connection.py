@@ -56,6 +56,8 @@ PROBE_TRIES = 20
 #: ``(context id, bus)`` of the links alive in this process: a context joins a
 #: bus once (a second link would only double its traffic).
 _joined: set[tuple[int, str]] = set()
+if hasattr(os, "register_at_fork"):  # a child's contexts are new: it has joined nothing
+    os.register_at_fork(after_in_child=_joined.clear)
 
 
 class NatsConnection(Connection):

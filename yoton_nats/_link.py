@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import random
 import threading
 import time
@@ -666,3 +667,14 @@ class _Keepalive:
 
 
 _keepalive = _Keepalive()
+
+
+def _after_fork_in_child() -> None:
+    # The parent's links and engine do not exist in a child (its contexts get a
+    # fresh engine): start with no keep-alive task and no links.
+    global _keepalive
+    _keepalive = _Keepalive()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
