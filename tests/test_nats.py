@@ -165,31 +165,33 @@ def test_sync_mode_holds_a_fast_publisher_and_loses_nothing(bus, make):
     import threading
 
     a, _ = make(bus)
-    b, _ = make(bus)
-    sub = yoton.SubChannel(b, "flood", yoton.OBJECT)
-    sub.set_sync_mode(True)
-    pub = yoton.PubChannel(a, "flood", yoton.OBJECT)
-    b.flush()
-    n = 20000
-    got: list[int] = []
+    b = yoton.Context(queue_params=(100, "old"))  # sync mode: the inbox holds 100 x 100
+    try:
+        sub = yoton.SubChannel(b, "flood", yoton.OBJECT)
+        sub.set_sync_mode(True)
+        b.connect(bus)
+        pub = yoton.PubChannel(a, "flood", yoton.OBJECT)
+        b.flush()
+        n = 20000  # twice what the inbox may hold: only a held publisher loses nothing
 
-    def read() -> None:  # a slow reader: the publisher must wait for it
+        def publish() -> None:
+            for i in range(n):
+                pub.send(i)
+
+        sender = threading.Thread(target=publish)
+        sender.start()
+        wait_for(lambda: getattr(pub, "_sync_waits", 0) > 0, 10, "the publisher to be held")
+        got: list[int] = []
         while len(got) < n:
             m = sub.recv(10.0)
             if m is None:
-                return
+                break
             got.append(m)
-            if len(got) % 100 == 0:
-                time.sleep(0.002)
-
-    reader = threading.Thread(target=read)
-    reader.start()
-    for i in range(n):
-        pub.send(i)
-    reader.join(60)
-    assert got == list(range(n))
-    assert getattr(pub, "_sync_waits", 0) > 0  # the subscriber did hold it back
-    assert sub.dropped == 0
+        sender.join(10)
+        assert got == list(range(n))
+        assert sub.dropped == 0
+    finally:
+        b.close()
 
 
 def test_async_face(bus, make):

@@ -79,6 +79,9 @@ class NatsConnection(Connection):
 
     scheme = "nats"
     joins_bus = True
+    #: Read plain-TCP server connections in one poller thread instead of a trio
+    #: task per link (``_poller.py`` says why); False keeps them on trio.
+    poll_reads = True
 
     def __init__(self, context: Any, name: str = "") -> None:
         super().__init__(context, name)
@@ -131,6 +134,9 @@ class NatsConnection(Connection):
 
     def engine_spawn(self, fn: Any, *args: Any) -> None:
         self._engine.spawn(fn, *args)
+
+    def engine_call(self, fn: Any, *args: Any) -> None:
+        self._engine.run_sync_soon(fn, *args)
 
     def engine_kick(self, link: BusLink) -> None:
         self._engine.run_sync_soon(link.kick)

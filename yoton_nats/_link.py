@@ -46,6 +46,8 @@ import trio
 
 from ._busframe import MIN_MAX_PAYLOAD, BusDecoder, pack_run
 from ._client import RECEIVE_SIZE, LoginRefused, ServerSession, SessionError, open_session
+from ._poller import AVAILABLE as POLLER_AVAILABLE
+from ._poller import get_poller
 from ._protocol import PING, PONG, Err, Info, Msg, Ping, Pong, sub_command, unsub_command
 
 if TYPE_CHECKING:
@@ -127,8 +129,13 @@ class BusLink:
         self.joined_on: set[int] = set()  # sent slots our join was announced on
         self.bridging = False
         self.pong_waiters: collections.deque[trio.Event | None] = collections.deque()
-        # -- receiving
+        # -- receiving (the poller thread's part: read_lock held while it reads)
         self.decoder = BusDecoder(conn.max_message_size)
+        self.read_lock = threading.Lock()
+        self.polled_fd = -1
+        self.polled_sock: Any = None
+        self.polled_session: ServerSession | None = None
+        self.receive_size = RECEIVE_SIZE
         self.probe_sid = 0
         self.probe_replies: list[Msg] = []
         # -- keep-alive and life cycle
@@ -381,9 +388,14 @@ class BusLink:
             self.last_rx = time.monotonic()
             self.handle(feed(data))
 
-    def handle(self, events: list[Any]) -> None:
-        """Act on the server's events; deliver their packages as one batch."""
+    def handle(self, events: list[Any], in_engine: bool = True) -> None:
+        """Act on the server's events; deliver their packages as one batch.
+
+        From the poller thread (``in_engine`` false) what needs the engine
+        (PING, PONG, INFO, -ERR) goes there with ``run_sync_soon``, in order.
+        """
         flat: list[Any] = []
+        control: list[Any] = []
         nbytes = 0
         feed = self.decoder.feed
         for ev in events:
@@ -392,7 +404,24 @@ class BusLink:
                     self.probe_replies.append(ev)
                 elif ev.payload:
                     nbytes += feed(ev.payload, flat)
-            elif ev.__class__ is Ping:
+            else:
+                control.append(ev)
+        if control:
+            if in_engine:
+                self._control(control)
+            else:
+                self.conn.engine_call(self._control_soon, control)
+        if self.timed_out and self.session is not None:
+            self.timed_out = False
+            self.conn.set_timed_out(False)
+        if flat:
+            self.conn.count_received(len(flat) >> 1, nbytes)
+            self.conn.deliver(flat)
+
+    def _control(self, events: list[Any]) -> None:
+        """PING, PONG, INFO and -ERR (engine thread); raises _Lost to end the session."""
+        for ev in events:
+            if ev.__class__ is Ping:
                 self.ctrl.append(PONG)
                 self.kick()
             elif ev.__class__ is Pong:
@@ -407,12 +436,42 @@ class BusLink:
                 if ev.closes_connection:
                     raise _Lost(f"the server said: {ev.message}")
                 logger.warning("yoton: the NATS server said: %s", ev.message)
-        if self.timed_out and self.session is not None:
-            self.timed_out = False
-            self.conn.set_timed_out(False)
-        if flat:
-            self.conn.count_received(len(flat) >> 1, nbytes)
-            self.conn.deliver(flat)
+
+    def _control_soon(self, events: list[Any]) -> None:
+        try:
+            self._control(events)
+        except _Lost as exc:
+            self.lose(str(exc))
+
+    # -- reading in the poller thread (plain TCP) --------------------------------------
+
+    def on_data(self, data: bytes) -> None:
+        """A chunk the poller read (poller thread, ``read_lock`` held)."""
+        self.last_rx = time.monotonic()
+        session = self.polled_session
+        if session is not None:
+            self.handle(session.reader.feed(data), in_engine=False)
+
+    def poll_lost(self, reason: str) -> None:
+        """The poller saw the session end (poller thread)."""
+        self.conn.engine_call(self.lose, reason)
+
+    async def polled_reader(self, session: ServerSession) -> None:
+        """Stands for the reader task while the poller reads (engine task)."""
+        if session.backlog:
+            backlog, session.backlog = session.backlog, []
+            self.handle(backlog)
+        poller = get_poller()
+        self.polled_session = session
+        self.polled_sock = session.sock
+        poller.register(self, session.sock)
+        try:
+            await trio.sleep_forever()  # until the session's scope is cancelled
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(poller.unregister, self)
+            self.polled_session = None
+            self.polled_sock = None
 
     def on_info(self, info: Info) -> None:
         if self.session is not None:
@@ -507,7 +566,9 @@ class BusLink:
         try:
             async with trio.open_nursery() as nursery:
                 self.serve_scope = nursery.cancel_scope
-                nursery.start_soon(self._guard, self.reader, session, nursery.cancel_scope)
+                polled = session.sock is not None and POLLER_AVAILABLE and self.conn.poll_reads
+                reader = self.polled_reader if polled else self.reader
+                nursery.start_soon(self._guard, reader, session, nursery.cancel_scope)
                 nursery.start_soon(self._guard, self._writer_locked, session, nursery.cancel_scope)
         finally:
             self.serve_scope = None
