@@ -261,3 +261,41 @@ def test_a_context_bridges_a_bus_and_tcp_both_ways_without_duplicates(nats_serve
     st_a, st_c = yoton.StateChannel(a, "st"), yoton.StateChannel(c, "st")
     st_c.send("from behind the bridge")
     wait_for(lambda: st_a.recv() == "from behind the bridge", 10, "the state across the bridge")
+
+
+def test_lame_duck_mode_moves_a_context_to_another_server(nats_cluster, made):
+    first, second, _ = nats_cluster.servers
+    a, ca = made(f"{first.url}/ldm")
+    b, _ = made(f"{second.url}/ldm")
+    fa = flags_of(ca)
+    sub = yoton.SubChannel(b, "m")
+    pub = yoton.PubChannel(a, "m")
+    warm(pub, sub)
+    first.lame_duck()  # the server tells its clients (INFO ldm) before it goes
+    wait_for(lambda: seen(fa, True) and seen(fa, False), 15, "a move to another server")
+    assert ca.is_connected
+    warm(pub, sub, "moved")
+
+
+def test_many_pieces_through_a_small_max_payload_and_drops_counted(nats_server_factory, made):
+    server = nats_server_factory(max_payload=4096)
+    bus = f"{server.url}/small"
+    a, _ = made(bus)
+    b, _ = made(bus)
+    sub = yoton.SubChannel(b, "big", yoton.BINARY)
+    pub = yoton.PubChannel(a, "big", yoton.BINARY)
+    blobs = [bytes([i]) * (300_000 + i) for i in range(5)]
+    for blob in blobs:
+        pub.send(blob)
+    assert [sub.recv(10.0) for _ in blobs] == blobs
+    # A receiver with a smaller max_message_size drops what is over it, and counts it.
+    small = yoton.Context(max_message_size=100_000)
+    try:
+        conn = small.connect(bus)
+        sub_small = yoton.SubChannel(small, "big", yoton.BINARY)
+        pub.send(blobs[0])
+        pub.send(b"fits")
+        assert sub_small.recv(10.0) == b"fits"
+        assert conn.stats.packages_dropped == 1
+    finally:
+        small.close()

@@ -131,6 +131,7 @@ class BusLink:
         self.pong_waiters: collections.deque[trio.Event | None] = collections.deque()
         # -- receiving (the poller thread's part: read_lock held while it reads)
         self.decoder = BusDecoder(conn.max_message_size)
+        self.lost_reported = 0  # decoder drops already counted in the stats
         self.read_lock = threading.Lock()
         self.polled_fd = -1
         self.polled_sock: Any = None
@@ -414,6 +415,17 @@ class BusLink:
         if self.timed_out and self.session is not None:
             self.timed_out = False
             self.conn.set_timed_out(False)
+        lost = self.decoder.dropped + self.decoder.garbage
+        if lost != self.lost_reported:
+            self.conn.count_dropped(lost - self.lost_reported)
+            if not self.lost_reported:
+                logger.warning(
+                    "yoton: dropped a message on bus %s that was not a whole yoton package "
+                    "(a lost piece of a large one, over max_message_size, or not yoton's); "
+                    "counted in the connection's packages_dropped",
+                    self.prefix,
+                )
+            self.lost_reported = lost
         if flat:
             self.conn.count_received(len(flat) >> 1, nbytes)
             self.conn.deliver(flat)

@@ -177,6 +177,7 @@ class NatsServer:
         self._dir = Path(tempfile.mkdtemp(prefix="yoton-nats-"))
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: Any = None
+        self._lame = False
         self._finalizer = weakref.finalize(self, _cleanup, self._dir, [None])
 
     # -- addresses -----------------------------------------------------------------
@@ -249,6 +250,10 @@ class NatsServer:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the server (SIGTERM, then SIGKILL after ``timeout``)."""
         proc = self._proc
+        if self._lame:
+            self._lame = False
+            self.kill()
+            return
         if proc is not None and proc.poll() is None:
             proc.terminate()
             try:
@@ -267,9 +272,14 @@ class NatsServer:
         self._reap()
 
     def lame_duck(self) -> None:
-        """Put the server in lame duck mode (it tells clients, then shuts down)."""
+        """Put the server in lame duck mode (it tells clients, then shuts down).
+
+        A later :meth:`stop` kills it: it would otherwise wait out the lame
+        duck period.
+        """
         if self._proc is not None and self._proc.poll() is None:
             self._proc.send_signal(signal.SIGUSR2)
+            self._lame = True
 
     def _reap(self) -> None:
         if self._log is not None:
