@@ -419,20 +419,33 @@ def test_a_context_joins_a_bus_once(bus, make):
 
 
 def test_the_readme_example_runs_as_written(tmp_path, nats_server):
+    """README's NATS example: two processes on one bus (tests/test_readme.py skips it:
+    it needs a server)."""
     import pathlib
     import re
 
     readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
     section = readme[readme.index("## Across machines: NATS") :]
-    code = re.search(r"```python\n(import os\n.*?)```", section, re.S).group(1)
-    script = tmp_path / "example.py"
-    script.write_text(code)
+    code = re.search(r"```python\n(# readme-test: skip.*?)```", section, re.S).group(1)
+    head, rest = code.split("# process 1\n")
+    one, two = rest.split("# process 2\n")
     env = dict(os.environ, YOTON_NATS_URL=nats_server.url)
-    out = subprocess.run(
-        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == ["5", "ready", "hello"]
+    procs = []
+    for i, body in enumerate((one, two)):
+        script = tmp_path / f"p{i + 1}.py"
+        script.write_text(head + body)
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(script)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
+    assert outs[1][0].splitlines() == ["5", "ready"]
 
 
 def test_a_join_reaches_only_the_contexts_that_act_on_it(bus, make):
