@@ -194,7 +194,10 @@ def test_sync_mode_holds_a_fast_publisher_and_loses_nothing(bus, make):
         b.close()
 
 
-def test_async_face(bus, make):
+@pytest.mark.parametrize("loop", ["trio", "asyncio"])
+def test_async_face(bus, make, loop):
+    import asyncio
+
     import trio
 
     a, _ = make(bus)
@@ -210,7 +213,10 @@ def test_async_face(bus, make):
         assert await sub.recv_async(5.0) == "hello"
         assert (await req.echo("hi"))[0] == "hi"
 
-    trio.run(main)
+    if loop == "trio":
+        trio.run(main)
+    else:
+        asyncio.run(main())
 
 
 # -- the server filters ---------------------------------------------------------------------

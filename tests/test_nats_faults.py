@@ -299,3 +299,19 @@ def test_many_pieces_through_a_small_max_payload_and_drops_counted(nats_server_f
         assert conn.stats.packages_dropped == 1
     finally:
         small.close()
+
+
+def test_a_silent_server_is_timed_out_and_forgiven_when_it_speaks_again(nats_server, made):
+    import os
+    import signal
+
+    a, ca = made(f"{nats_server.url}/silent")
+    ca.timeout = 1.0
+    fa = flags_of(ca)
+    os.kill(nats_server.pid, signal.SIGSTOP)  # frozen: the socket stays open
+    try:
+        wait_for(lambda: seen(fa, True), 5, "timedout(True) from silence")
+    finally:
+        os.kill(nats_server.pid, signal.SIGCONT)
+    wait_for(lambda: seen(fa, False), 10, "timedout(False) once the server answers")
+    assert ca.is_connected

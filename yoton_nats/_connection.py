@@ -46,6 +46,8 @@ from ._protocol import PING, pub_command, sub_command, unsub_command
 
 __all__ = ["NatsConnection"]
 
+#: The default of ``conn.timeout`` for a bus link (seconds).
+DEFAULT_TIMEOUT = 2.0
 #: How long ``close()`` may spend sending what is still queued.
 CLOSE_GRACE = 1.0
 #: How long making or closing a channel waits for the server to confirm its subscription.
@@ -85,6 +87,9 @@ class NatsConnection(Connection):
 
     def __init__(self, context: Any, name: str = "") -> None:
         super().__init__(context, name)
+        # A server is usually across a network, and an idle link PINGs it every
+        # timeout / 2: 2 s rather than the 0.5 s of a link between two contexts.
+        self.timeout = DEFAULT_TIMEOUT
         self.settings = LinkSettings()
         self.max_message_size = max_message_size(context)
         self._engine = engine()
