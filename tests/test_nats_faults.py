@@ -315,3 +315,15 @@ def test_a_silent_server_is_timed_out_and_forgiven_when_it_speaks_again(nats_ser
         os.kill(nats_server.pid, signal.SIGCONT)
     wait_for(lambda: seen(fa, False), 10, "timedout(False) once the server answers")
     assert ca.is_connected
+
+
+def test_closing_while_reconnecting_ends_at_once(nats_server, made):
+    a, ca = made(f"{nats_server.url}/closing")
+    fa = flags_of(ca)
+    nats_server.kill()
+    wait_for(lambda: seen(fa, True), 5, "timedout(True)")
+    t0 = time.monotonic()
+    ca.close()
+    assert ca.wait_closed(5)
+    assert ca.close_reason == "Closed on command."
+    assert time.monotonic() - t0 < 3

@@ -62,6 +62,17 @@ if hasattr(os, "register_at_fork"):  # a child's contexts are new: it has joined
     os.register_at_fork(after_in_child=_joined.clear)
 
 
+def _retry(read: Any, context: Any) -> frozenset[int]:
+    """``read(context)``, read again if a channel was made in another thread meanwhile
+    (the IO engine reads the context's slot tables without its lock)."""
+    for _ in range(100):
+        try:
+            return frozenset(read(context))
+        except RuntimeError:  # "dictionary changed size during iteration"
+            continue
+    return frozenset(read(context))
+
+
 class NatsConnection(Connection):
     """A context on a bus of a NATS server or cluster (scheme ``nats``).
 
@@ -132,10 +143,10 @@ class NatsConnection(Connection):
         )
 
     def listened(self) -> frozenset[int]:
-        return listened_slots(self.context)
+        return _retry(listened_slots, self.context)
 
     def sending(self) -> frozenset[int]:
-        return sent_slots(self.context)
+        return _retry(sent_slots, self.context)
 
     def engine_spawn(self, fn: Any, *args: Any) -> None:
         self._engine.spawn(fn, *args)
