@@ -327,3 +327,8 @@ def test_closing_while_reconnecting_ends_at_once(nats_server, made):
     assert ca.wait_closed(5)
     assert ca.close_reason == "Closed on command."
     assert time.monotonic() - t0 < 3
+
+
+def test_an_address_may_list_several_servers(nats_server, made):
+    a, ca = made(f"nats://127.0.0.1:1,127.0.0.1:{nats_server.port}/several")
+    assert ca.is_connected and ca.port2 == nats_server.port
