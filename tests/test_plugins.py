@@ -58,11 +58,11 @@ def test_builtins_are_registered_like_third_party_plugins():
 def test_the_core_imports_no_transport():
     result = run_python(
         "import sys, yoton, yoton_core\n"
-        "assert not {'yoton_tcp', 'yoton_unix', 'yoton_inproc'} & set(sys.modules), sys.modules\n"
+        "assert not {'yoton_tcp', 'yoton_unix', 'yoton_inproc', 'yoton_nats'} & set(sys.modules)\n"
         "print(sorted(yoton.transports()))\n"
     )
     assert result.returncode == 0, result.stderr
-    assert "'inproc', 'tcp', 'tls', 'unix'" in result.stdout
+    assert "'inproc', 'nats', 'tcp', 'tls', 'unix'" in result.stdout
 
 
 @pytest.mark.parametrize("typo, meant", [("tpc", "tcp"), ("unx", "unix"), ("inprocc", "inproc")])
