@@ -154,7 +154,7 @@ class NatsConnection(Connection):
     def engine_call(self, fn: Any, *args: Any) -> None:
         self._engine.run_sync_soon(fn, *args)
 
-    def engine_kick(self, link: BusLink) -> None:
+    def engine_kick(self, link: Any) -> None:
         self._engine.run_sync_soon(link.kick)
 
     # -- joining ------------------------------------------------------------------------

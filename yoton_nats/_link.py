@@ -1,16 +1,13 @@
 """The IO of one context on one bus: a server session, its reader and writer,
 subscriptions, keep-alive and reconnects (trio tasks in yoton's IO engine).
 
-Threading model (as the core's stream connections): user threads append
-``(header, payload)`` to :attr:`BusLink.outq` under their context lock and wake
-the writer task at most once per batch; the writer turns what is queued into
-``PUB`` commands, consecutive packages for one subject packed into one NATS
-message (``_busframe.py``), and writes them in one ``send_all``. One reader
-task parses what the server sends and hands each chunk's packages to the
-context in one batch. One connection and one reader keep one publisher's
-packages in the order it sent them, across subjects: a NATS server delivers
-one client's messages to a subscriber in the order it read them, across
-cluster routes too (one route connection per account between two servers).
+Sending is :class:`~yoton_nats._sending.LinkSender` (a writer task, and direct
+writes by user threads), receiving :class:`~yoton_nats._receiving.LinkReceiver`
+(the poller thread, or a trio task for TLS); this module ties them to server
+sessions. One connection and one reader keep one publisher's packages in the
+order it sent them, across subjects: a NATS server delivers one client's
+messages to a subscriber in the order it read them, across cluster routes too
+(one route connection per account between two servers).
 
 Subjects of bus ``B`` (token ``T``, see ``_address.bus_token``):
 
@@ -20,8 +17,9 @@ Subjects of bus ``B`` (token ``T``, see ``_address.bus_token``):
 * ``yoton.T.c.<context id hex>`` -- packages for one context only; a relay
   also subscribes to the ids of the contexts it relays for (before it
   publishes their first package, so the way back exists when they are heard);
-* ``yoton.T.x`` -- context messages (a context joined) and the probe of a bind
-  to port 0.
+* ``yoton.T.x`` -- context messages and the probe of a bind to port 0; a
+  context's own "I joined" goes to the subjects of the slots it sends on
+  (``LinkSender.join_subjects`` says why).
 
 Faults: a lost server (EOF, error, or silence past the stale limit) reports
 ``timedout(conn, True)``, then the link tries the servers it knows (those of
@@ -44,11 +42,13 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._busframe import MIN_MAX_PAYLOAD, BusDecoder, pack_run
+from ._busframe import BusDecoder
 from ._client import RECEIVE_SIZE, LoginRefused, ServerSession, SessionError, open_session
+from ._lost import Lost
 from ._poller import AVAILABLE as POLLER_AVAILABLE
-from ._poller import get_poller
-from ._protocol import PING, PONG, Err, Info, Msg, Ping, Pong, sub_command, unsub_command
+from ._protocol import PING, Msg, sub_command, unsub_command
+from ._receiving import LinkReceiver
+from ._sending import LinkSender
 
 if TYPE_CHECKING:
     from ._connection import NatsConnection
@@ -57,20 +57,10 @@ __all__ = ["BusLink", "LinkSettings"]
 
 logger = logging.getLogger("yoton")
 
-#: Packages taken from the queue per write.
-BATCH_ITEMS = 4096
-#: Queue length above which sending threads wait for the writer (back-pressure).
-HIGH_WATER = 4096
-#: How long a sending thread waits for a congested link before it stops waiting.
-BACKPRESSURE_TIMEOUT = 1.0
-#: Contexts a relay subscribes to the direct subject of, at most.
-MAX_RELAYED = 10000
 #: The keep-alive check runs this often (one task for every link of the process).
 TICK = 0.1
 #: Pause between rounds of reconnect attempts: starts here, doubles up to the maximum.
 RECONNECT_PAUSE = (0.02, 0.5)
-#: The context message that announces a join (PROTOCOL.md section 5.4).
-NEW_CONNECTION = b"NEW_CONNECTION"
 #: Largest message accepted from a server (sanity bound of the parser).
 MAX_PAYLOAD_IN = 64 << 20
 
@@ -87,11 +77,7 @@ class LinkSettings:
         self.token = ""
 
 
-class _Lost(Exception):
-    """The server session ended (the message says why)."""
-
-
-class BusLink:
+class BusLink(LinkSender, LinkReceiver):
     """The IO side of a :class:`~yoton_nats._connection.NatsConnection`."""
 
     def __init__(self, conn: NatsConnection, prefix: str, servers: list[tuple[str, int]]) -> None:
@@ -152,36 +138,6 @@ class BusLink:
 
     # -- subjects ------------------------------------------------------------------------
 
-    def slot_subject(self, slot: int) -> bytes:
-        subj = self._subjects.get(slot)
-        if subj is None:
-            subj = self._subjects[slot] = f"{self.prefix}s.{slot:x}".encode()
-        return subj
-
-    def direct_subject(self, context_id: int) -> bytes:
-        subj = self._direct.get(context_id)
-        if subj is None:
-            if len(self._direct) > 4 * MAX_RELAYED:
-                self._direct.clear()
-            subj = self._direct[context_id] = f"{self.prefix}c.{context_id:x}".encode()
-        return subj
-
-    def join_subjects(self) -> list[bytes]:
-        """Where our "a context joined" goes: the subjects of the slots we send on.
-
-        Who acts on it listens there: a holder of a state on that slot (it
-        re-sends the state to us), a sync-mode subscriber of what we publish
-        (it repeats "full" to us), a relay (it listens to every slot). Sent on
-        the common subject instead, every join would reach every context of
-        the bus, and joining N contexts would cost N x N deliveries. Each slot
-        is announced once per server session: a channel made after the join
-        announces its slot then (``NatsConnection.slots_changed``), so holders
-        of its state re-send it.
-        """
-        fresh = self.conn.sending() - self.joined_on
-        self.joined_on |= fresh
-        return [self.slot_subject(slot) for slot in sorted(fresh)]
-
     def wanted(self) -> set[str]:
         """The subjects this context should be subscribed to now."""
         p = self.prefix
@@ -208,314 +164,13 @@ class BusLink:
             out.append(unsub_command(self.subs.pop(subject)))
         self.kick()
 
-    # -- the sending side ------------------------------------------------------------------
-
-    def kick(self) -> None:
-        """Wake the writer (engine thread)."""
-        self.wake_pending = False
-        self._wake.set()
-
-    def compose(self) -> tuple[list[Any], int, int]:
-        """Take what is queued and turn it into bytes to write (engine thread).
-
-        Returns:
-            ``(parts, packages, payload bytes)``.
-        """
-        self.wake_pending = False
-        out: list[Any] = []
-        q = self.outq
-        n = min(len(q), BATCH_ITEMS)
-        if not n:
-            if self.ctrl:
-                out, self.ctrl = self.ctrl, []
-            return out, 0, 0
-        pop = q.popleft
-        items = [pop() for _ in range(n)]
-        my_id = self.my_id
-        relayed = self.relayed
-        nbytes = 0
-        new_sources = False
-        for header, _data in items:
-            nbytes += header[6]
-            sid = header[2]
-            if sid != my_id and sid not in relayed and len(relayed) < MAX_RELAYED:
-                relayed.add(sid)  # we relay for sid: hear what is sent to it
-                new_sources = True
-        if new_sources:
-            self.sync_subscriptions()
-        if self.ctrl:
-            out, self.ctrl = self.ctrl, []
-        run: list[tuple[Any, bytes]] = []
-        run_subject = b""
-        max_payload = self.max_payload
-        for item in items:
-            header = item[0]
-            dest = header[4]
-            if dest:
-                subject = self.direct_subject(dest)
-            elif header[1] == 2:  # SLOT_CONTEXT: context messages
-                if item[1] == NEW_CONNECTION and header[2] == my_id:
-                    if run:
-                        self.counter = pack_run(
-                            out, run_subject, run, max_payload, my_id, self.counter
-                        )
-                        run, run_subject = [], b""
-                    for subj in self.join_subjects():
-                        pack_run(out, subj, [item], max_payload, my_id, 0)
-                    continue
-                subject = self.x_subject_b
-            else:
-                subject = self.slot_subject(header[1])
-            if subject != run_subject and run:
-                self.counter = pack_run(out, run_subject, run, max_payload, my_id, self.counter)
-                run = []
-            run_subject = subject
-            run.append(item)
-        if run:
-            self.counter = pack_run(out, run_subject, run, max_payload, my_id, self.counter)
-        return out, n, nbytes
-
-    async def writer(self, session: ServerSession) -> None:
-        stream = session.stream
-        wlock = self.wlock
-        held = True  # the caller took the lock
-        try:
-            while True:
-                if not self.outq and not self.ctrl and self.partial is None:
-                    self.writing = False
-                    wlock.release()
-                    held = False
-                    self._after_drain()
-                    await self._wake.wait()
-                    self._wake = trio.Event()
-                    while not wlock.acquire(False):  # a thread is writing one package
-                        await trio.sleep(0)
-                    held = True
-                self.writing = True
-                parts, n, nbytes = self.compose()
-                if self.partial is not None:
-                    parts.insert(0, self.partial)
-                    self.partial = None
-                if parts:
-                    try:
-                        await stream.send_all(b"".join(parts))
-                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                        self.conn.count_dropped(n)
-                        raise _Lost(f"writing to the server failed: {exc}") from exc
-                    if n:
-                        self.conn.count_sent(n, nbytes)
-                if len(self.outq) < HIGH_WATER // 2 and self.waiters:
-                    self._after_drain()
-                await trio.lowlevel.checkpoint()
-        finally:
-            self.writing = False
-            if held:
-                wlock.release()
-
-    def send_direct(self, header: Any, data: bytes) -> bool:
-        """Write one package of ours straight to an idle plain socket (a user
-        thread, under the context lock): no wake-up of the IO engine, which
-        costs more than the write. False when the writer task must do it."""
-        session = self.session
-        if session is None or session.sock is None or self.outq or not self.wlock.acquire(False):
-            return False
-        try:
-            if self.outq or self.partial is not None or self.session is not session:
-                return False
-            size = len(data) + 56
-            if size > self.max_payload or header[1] == 2:
-                return False
-            out: list[Any] = []
-            dest = header[4]
-            if dest:
-                subject = self.direct_subject(dest)
-            elif header[1] == 2:
-                subject = self.x_subject_b
-            else:
-                subject = self.slot_subject(header[1])
-            pack_run(out, subject, [(header, data)], self.max_payload, self.my_id, 0)
-            wire = b"".join(out)
-            try:
-                sent = session.sock.send(wire)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                return False  # the reader sees the broken socket; the queue keeps it
-            if sent < len(wire):
-                self.partial = memoryview(wire)[sent:]
-                self.wake_pending = True
-                self.conn.engine_kick(self)
-            self.conn.count_sent(1, len(data))
-            return True
-        finally:
-            self.wlock.release()
-
-    def _after_drain(self) -> None:
-        if len(self.outq) < HIGH_WATER // 2:
-            self.conn.set_congested(False)
-        if self.waiters:
-            with self.cond:
-                self.cond.notify_all()
-
-    def wait_writable(self) -> None:
-        """Block a user thread while the queue is long (back-pressure)."""
-        if len(self.outq) < HIGH_WATER or self.session is None:
-            return
-        with self.cond:
-            self.waiters += 1
-            try:
-                self.cond.wait_for(
-                    lambda: len(self.outq) < HIGH_WATER // 2 or self.closing or not self.session,
-                    BACKPRESSURE_TIMEOUT,
-                )
-            finally:
-                self.waiters -= 1
-
-    # -- the receiving side ------------------------------------------------------------------
-
-    async def reader(self, session: ServerSession) -> None:
-        stream = session.stream
-        feed = session.reader.feed
-        if session.backlog:
-            backlog, session.backlog = session.backlog, []
-            self.handle(backlog)
-        while True:
-            try:
-                data = await stream.receive_some(RECEIVE_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                raise _Lost(f"reading from the server failed: {exc}") from exc
-            if not data:
-                raise _Lost("the server closed the connection")
-            self.last_rx = time.monotonic()
-            self.handle(feed(data))
-
-    def handle(self, events: list[Any], in_engine: bool = True) -> None:
-        """Act on the server's events; deliver their packages as one batch.
-
-        From the poller thread (``in_engine`` false) what needs the engine
-        (PING, PONG, INFO, -ERR) goes there with ``run_sync_soon``, in order.
-        """
-        flat: list[Any] = []
-        control: list[Any] = []
-        nbytes = 0
-        feed = self.decoder.feed
-        for ev in events:
-            if ev.__class__ is Msg:
-                if ev.sid == self.probe_sid:
-                    self.probe_replies.append(ev)
-                elif ev.payload:
-                    nbytes += feed(ev.payload, flat)
-            else:
-                control.append(ev)
-        if control:
-            if in_engine:
-                self._control(control)
-            else:
-                self.conn.engine_call(self._control_soon, control)
-        if self.timed_out and self.session is not None:
-            self.timed_out = False
-            self.conn.set_timed_out(False)
-        lost = self.decoder.dropped + self.decoder.garbage
-        if lost != self.lost_reported:
-            self.conn.count_dropped(lost - self.lost_reported)
-            if not self.lost_reported:
-                logger.warning(
-                    "yoton: dropped a message on bus %s that was not a whole yoton package "
-                    "(a lost piece of a large one, over max_message_size, or not yoton's); "
-                    "counted in the connection's packages_dropped",
-                    self.prefix,
-                )
-            self.lost_reported = lost
-        if flat:
-            self.conn.count_received(len(flat) >> 1, nbytes)
-            self.conn.deliver(flat)
-
-    def _control(self, events: list[Any]) -> None:
-        """PING, PONG, INFO and -ERR (engine thread); raises _Lost to end the session."""
-        for ev in events:
-            if ev.__class__ is Ping:
-                self.ctrl.append(PONG)
-                self.kick()
-            elif ev.__class__ is Pong:
-                self.ping_out = False
-                if self.pong_waiters:
-                    waiter = self.pong_waiters.popleft()
-                    if waiter is not None:
-                        waiter.set()
-            elif ev.__class__ is Info:
-                self.on_info(ev)
-            elif ev.__class__ is Err:
-                if ev.closes_connection:
-                    raise _Lost(f"the server said: {ev.message}")
-                logger.warning("yoton: the NATS server said: %s", ev.message)
-
-    def _control_soon(self, events: list[Any]) -> None:
-        try:
-            self._control(events)
-        except _Lost as exc:
-            self.lose(str(exc))
-
-    # -- reading in the poller thread (plain TCP) --------------------------------------
-
-    def on_data(self, data: bytes) -> None:
-        """A chunk the poller read (poller thread, ``read_lock`` held)."""
-        self.last_rx = time.monotonic()
-        session = self.polled_session
-        if session is not None:
-            self.handle(session.reader.feed(data), in_engine=False)
-
-    def poll_lost(self, reason: str) -> None:
-        """The poller saw the session end (poller thread)."""
-        self.conn.engine_call(self.lose, reason)
-
-    async def polled_reader(self, session: ServerSession) -> None:
-        """Stands for the reader task while the poller reads (engine task)."""
-        if session.backlog:
-            backlog, session.backlog = session.backlog, []
-            self.handle(backlog)
-        poller = get_poller()
-        self.polled_session = session
-        self.polled_sock = session.sock
-        poller.register(self, session.sock)
-        try:
-            await trio.sleep_forever()  # until the session's scope is cancelled
-        finally:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(poller.unregister, self)
-            self.polled_session = None
-            self.polled_sock = None
-
-    def on_info(self, info: Info) -> None:
-        if self.session is not None:
-            self.session.info = info
-        self.max_payload = max(info.max_payload, MIN_MAX_PAYLOAD)
-        for url in info.connect_urls:
-            host, _, port = url.rpartition(":")
-            if port.isdigit() and (host, int(port)) not in self.announced:
-                self.announced.append((host.strip("[]"), int(port)))
-        if info.lame_duck:
-            raise _Lost("the server entered lame duck mode (it is shutting down)")
-
-    async def ping(self, timeout: float) -> bool:
-        """PING the server and wait for its PONG: everything sent before was processed."""
-        session = self.session
-        if session is None:
-            return False
-        waiter = trio.Event()
-        self.pong_waiters.append(waiter)
-        self.ctrl.append(PING)
-        self.kick()
-        with trio.move_on_after(timeout):
-            await waiter.wait()
-        return waiter.is_set() and self.session is session
-
-    # -- life cycle -----------------------------------------------------------------------------
+    # -- life cycle ----------------------------------------------------------------------
 
     def start_session(self, session: ServerSession) -> None:
         self.session = session
         try:
             self.on_info(session.info)
-        except _Lost:  # lame duck already: use it until it goes, then reconnect
+        except Lost:  # lame duck already: use it until it goes, then reconnect
             pass
         self.last_rx = time.monotonic()
         self.ping_out = False
@@ -593,17 +248,12 @@ class BusLink:
     async def _guard(self, fn: Any, session: ServerSession, scope: trio.CancelScope) -> None:
         try:
             await fn(session)
-        except _Lost as exc:
+        except Lost as exc:
             self.lost_reason = self.lost_reason or str(exc)
         except Exception as exc:  # a bug must not leave the link half-alive
             logger.exception("yoton: error in the NATS link %r", self.conn)
             self.lost_reason = self.lost_reason or f"internal error: {exc!r}"
         scope.cancel()
-
-    async def _writer_locked(self, session: ServerSession) -> None:
-        while not self.wlock.acquire(False):
-            await trio.sleep(0)
-        await self.writer(session)  # releases the lock when idle, and on the way out
 
     def lose(self, reason: str) -> None:
         """Drop the current session (engine thread); the run loop reconnects."""
