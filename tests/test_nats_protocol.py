@@ -271,3 +271,16 @@ def test_the_sans_io_modules_import_no_io():
             elif isinstance(node, ast.ImportFrom) and node.module:
                 imported.add(node.module.split(".")[0])
         assert not imported & {"trio", "socket", "threading", "ssl", "asyncio", "time"}, name
+
+
+@FAST
+@given(st.binary(max_size=400), st.binary(max_size=400))
+def test_random_payloads_never_raise_and_never_hold_more_than_they_were_given(a, b):
+    dec = BusDecoder(max_message_size=1000, max_assemblies=4)
+    flat: list = []
+    for blob in (a, b, b"YOTONFRG" + a, b"YOTON   " + b):
+        dec.feed(blob, flat)
+    assert len(flat) % 2 == 0
+    assert dec.assembling <= 4 * (1000 + HEADER_SIZE)
+    for header, data in zip(flat[::2], flat[1::2], strict=True):
+        assert header[0] == CONTROL and header[6] == len(data) > 0
