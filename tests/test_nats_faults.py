@@ -332,3 +332,16 @@ def test_closing_while_reconnecting_ends_at_once(nats_server, made):
 def test_an_address_may_list_several_servers(nats_server, made):
     a, ca = made(f"nats://127.0.0.1:1,127.0.0.1:{nats_server.port}/several")
     assert ca.is_connected and ca.port2 == nats_server.port
+
+
+def test_a_leaf_node_server_extends_the_bus(nats_server_factory, made):
+    hub = nats_server_factory(leafnode_port=0)
+    leaf = nats_server_factory(leaf_remotes=[hub.leaf_url])
+    a, _ = made(f"{hub.url}/leafy")
+    b, _ = made(f"{leaf.url}/leafy")
+    sub = yoton.SubChannel(b, "l")
+    pub = yoton.PubChannel(a, "l")
+    warm(pub, sub)  # the leaf connection forms, and interest crosses it, a moment later
+    rep = yoton.RepChannel(a, "svc")
+    rep.set_mode("thread")
+    assert yoton.ReqChannel(b, "svc").echo("via leaf").result(10)[0] == "via leaf"

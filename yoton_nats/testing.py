@@ -111,6 +111,12 @@ def _config_text(opts: dict[str, Any]) -> str:
             f"listen: {q(opts['host'] + ':' + str(opts['cluster_port']))}, "
             f"routes: [{routes}] }}"
         )
+    if opts.get("leafnode_port") is not None:
+        listen = q(opts["host"] + ":" + str(opts["leafnode_port"]))
+        lines.append(f"leafnodes {{ listen: {listen} }}")
+    if opts.get("leaf_remotes"):
+        remotes = ", ".join(f"{{ url: {q(u)} }}" for u in opts["leaf_remotes"])
+        lines.append(f"leafnodes {{ remotes: [{remotes}] }}")
     if opts.get("lame_duck_duration"):
         lines.append(f"lame_duck_duration: {q(opts['lame_duck_duration'])}")
         lines.append(f"lame_duck_grace_period: {q('0s')}")
@@ -132,6 +138,10 @@ class NatsServer:
         cluster_port: Take part in a cluster, listening for routes here (0: free).
         routes: ``nats://host:port`` route URLs of other cluster members.
         cluster_name: The cluster's name.
+        leafnode_port: Accept leaf node servers here (0: a free one; read it
+            back from :attr:`leaf_url`).
+        leaf_remotes: ``nats-leaf://host:port`` URLs of hubs this server joins
+            as a leaf node.
         name: The server's name.
         lame_duck_duration: e.g. ``"2s"``: how long lame duck mode lasts.
         extra: More configuration lines, verbatim.
@@ -151,6 +161,8 @@ class NatsServer:
         cluster_port: int | None = None,
         routes: tuple[str, ...] | list[str] = (),
         cluster_name: str = "yoton",
+        leafnode_port: int | None = None,
+        leaf_remotes: tuple[str, ...] | list[str] = (),
         name: str = "",
         lame_duck_duration: str | None = None,
         extra: tuple[str, ...] | list[str] = (),
@@ -160,6 +172,11 @@ class NatsServer:
         self.host = "127.0.0.1"
         self.port = port
         self.cluster_port = cluster_port
+        if leafnode_port == 0:  # the ports file does not report it: pick one
+            with socket.socket() as probe:
+                probe.bind((self.host, 0))
+                leafnode_port = probe.getsockname()[1]
+        self.leafnode_port = leafnode_port
         self._opts: dict[str, Any] = {
             "host": self.host,
             "name": name,
@@ -171,6 +188,8 @@ class NatsServer:
             "max_payload": max_payload,
             "routes": list(routes),
             "cluster_name": cluster_name,
+            "leafnode_port": leafnode_port,
+            "leaf_remotes": list(leaf_remotes),
             "lame_duck_duration": lame_duck_duration,
             "extra": list(extra),
         }
@@ -191,6 +210,11 @@ class NatsServer:
     def route_url(self) -> str:
         """The URL other cluster members route to."""
         return f"nats://{self.host}:{self.cluster_port}"
+
+    @property
+    def leaf_url(self) -> str:
+        """The URL leaf node servers connect to (``leafnode_port`` given)."""
+        return f"nats-leaf://{self.host}:{self.leafnode_port}"
 
     @property
     def pid(self) -> int | None:
