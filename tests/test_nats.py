@@ -493,3 +493,13 @@ def test_a_forked_child_joins_the_bus_with_its_own_links(bus, make):
     assert sub.recv(10.0) == "hello from a forked child"
     proc.join(20)
     assert proc.exitcode == 0
+
+
+def test_a_bus_named_host_port_says_where_it_looked(monkeypatch):
+    monkeypatch.setenv("YOTON_NATS_URL", "nats://127.0.0.1:1")
+    ctx = yoton.Context()
+    with pytest.raises(yoton.ConnectError) as info:
+        ctx.connect("nats://127.0.0.1:4222", timeout=2)
+    text = str(info.value)
+    assert "names a bus" in text and "$YOTON_NATS_URL" in text
+    assert "'nats://127.0.0.1:4222/BUS'" in text

@@ -196,13 +196,27 @@ class NatsConnection(Connection):
             # filters for us from now on.
             session = await link.open(None, deadline, wire)
         except SessionError as exc:  # LoginRefused included: its reason says so
-            raise ConnectError(f"Could not join {addr.text!r}: {exc}") from exc
+            hint = ""
+            if host_port is not None:
+                servers = ",".join(f"{h}:{p}" for h, p in addr.servers)
+                hint = (
+                    f" ({addr.text!r} names a bus, {addr.bus!r}, on the server of "
+                    f"$YOTON_NATS_URL, here {servers}; to join a bus through the server "
+                    f"at {host_port[0]}:{host_port[1]}, write "
+                    f"'nats://{host_port[0]}:{host_port[1]}/BUS')"
+                )
+            raise ConnectError(f"Could not join {addr.text!r}: {exc}{hint}") from exc
         try:
             link.start_session(session)
             if session.info.max_payload < MIN_MAX_PAYLOAD:
                 raise ConnectError(
                     f"Could not join {addr.text!r}: the server's max_payload "
                     f"({session.info.max_payload}) is below {MIN_MAX_PAYLOAD} bytes"
+                )
+            if probe and not session.info.headers:
+                raise ConnectError(
+                    f"Could not bind {addr.text!r}: finding an unused bus (port 0) needs a "
+                    "server that supports headers (nats-server 2.2 or later)"
                 )
             if probe:
                 assert host_port is not None
