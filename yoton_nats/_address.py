@@ -24,6 +24,8 @@ import os
 import urllib.parse
 from dataclasses import dataclass
 
+from yoton import InvalidArgumentError
+
 from ._compat import parse_host_port
 
 __all__ = ["DEFAULT_URL", "NatsAddress", "bus_token", "parse_nats_address", "parse_servers"]
@@ -75,7 +77,9 @@ def parse_servers(url: str, *, what: str) -> tuple[list[tuple[str, int]], str, s
     if "://" in rest:
         scheme, _, rest = rest.partition("://")
         if scheme.lower() not in ("nats", "tls"):
-            raise ValueError(f"{what} {url!r}: expected a nats:// URL, got scheme {scheme!r}")
+            raise InvalidArgumentError(
+                f"{what} {url!r}: expected a nats:// URL, got scheme {scheme!r}"
+            )
     rest = rest.rstrip("/")
     user = password = token = ""
     if "@" in rest:
@@ -86,12 +90,12 @@ def parse_servers(url: str, *, what: str) -> tuple[list[tuple[str, int]], str, s
         else:
             token = urllib.parse.unquote(cred)
         if not (user or token):
-            raise ValueError(f"{what} {url!r}: empty credentials before '@'")
+            raise InvalidArgumentError(f"{what} {url!r}: empty credentials before '@'")
     servers = []
     for part in rest.split(","):
         host, sep, port = part.strip().rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"{what} {url!r}: expected servers as host:port (a port number 1..65535), "
                 f"got {part.strip()!r}"
             )
@@ -103,15 +107,16 @@ def parse_nats_address(address: str, *, typed: str | None = None) -> NatsAddress
     """Parse the part after ``nats://`` (or a plain ``host:port``) into a :class:`NatsAddress`.
 
     Raises:
-        ValueError: the address (quoted as typed) and what was expected.
+        yoton.InvalidArgumentError: the address (quoted as typed) and what was
+            expected (a ``ValueError``).
     """
     text = typed or address
     if not isinstance(address, str):
-        raise TypeError(f"a NATS address must be a str, got {type(address).__name__}")
+        raise InvalidArgumentError(f"a NATS address must be a str, got {type(address).__name__}")
     server_part, slash, bus = address.partition("/")
     if slash:
         if not bus:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"Invalid NATS address {text!r}: the bus name after '/' is empty; expected "
                 "'nats://host:port/BUS'."
             )
@@ -120,7 +125,7 @@ def parse_nats_address(address: str, *, typed: str | None = None) -> NatsAddress
     try:
         host, port = parse_host_port(address)
     except ValueError as exc:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"Invalid NATS address {text!r}: expected 'nats://host:port/BUS' or a bus named "
             f"'host:port' on the server of ${ENV_URL} ({exc})"
         ) from None
