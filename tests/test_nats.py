@@ -465,12 +465,12 @@ def test_a_join_reaches_only_the_contexts_that_act_on_it(bus, make):
     for _ in range(10):  # joins of contexts without channels concern nobody
         make(bus)
     late, _ = make(bus)
-    late_state = yoton.StateChannel(late, "shared")  # made after the join: announced now
+    late_state = yoton.StateChannel(late, "shared")  # made after the join: it asks
     wait_for(lambda: late_state.recv() == "v", 10, "the state re-sent to a late channel")
     watcher.flush()
     holder.flush()
     assert cw.stats.packages_received == before_watcher
-    assert ch.stats.packages_received - before_holder <= 2  # the late channel's announce
+    assert ch.stats.packages_received - before_holder <= 2  # the late channel's request
 
 
 def test_a_forked_child_joins_the_bus_with_its_own_links(bus, make):

@@ -367,10 +367,6 @@ class NatsConnection(Connection):
     async def _resync(self, link: BusLink) -> None:
         link.sync_subscriptions()
         await link.ping(SUBSCRIBE_WAIT)
-        if link.session is not None and self.sending() - link.joined_on:
-            # A channel made after the join: announce us where it sends, so
-            # holders of its state re-send it (join_subjects says why there).
-            self.announce()
 
     def links_changed(self) -> None:
         """Another link of our context came or went: a relay listens to every slot."""

@@ -95,9 +95,9 @@ class LinkSender:
         (it repeats "full" to us), a relay (it listens to every slot). Sent on
         the common subject instead, every join would reach every context of
         the bus, and joining N contexts would cost N x N deliveries. Each slot
-        is announced once per server session: a channel made after the join
-        announces its slot then (``NatsConnection.slots_changed``), so holders
-        of its state re-send it.
+        is announced once per server session (a reconnect announces again). A
+        StateChannel made after the join asks for the state on its own
+        request slot, which holders listen on.
         """
         fresh = self.conn.sending() - self.joined_on
         self.joined_on |= fresh
