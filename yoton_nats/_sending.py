@@ -40,7 +40,7 @@ HIGH_WATER = 4096
 BACKPRESSURE_TIMEOUT = 1.0
 #: Contexts a relay subscribes to the direct subject of, at most.
 MAX_RELAYED = 10000
-#: The context message that announces a join (PROTOCOL.md section 5.4).
+#: The context message that announces a join (docs/protocol.md#context-messages).
 NEW_CONNECTION = b"NEW_CONNECTION"
 
 
