@@ -212,3 +212,19 @@ def test_bind_port_offsets_value_error(bad: int) -> None:
 def test_bind_port_offsets_type_error(bad: object) -> None:
     with pytest.raises(TypeError, match="max_tries"):
         bind_port_offsets(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "address, shown",
+    [
+        ("nats://alice:s3cret@host:4222/bus", "nats://alice:***@host:4222/bus"),
+        ("nats://t0ken@host:4222/bus", "nats://***@host:4222/bus"),
+        ("nats://a:b@h1:1,h2:2/x@y", "nats://a:***@h1:1,h2:2/x@y"),
+        ("tcp://localhost:chat", "tcp://localhost:chat"),
+        ("localhost:chat", "localhost:chat"),
+    ],
+)
+def test_credentials_in_an_address_are_never_shown(address, shown):
+    from yoton_core._address import redact_credentials
+
+    assert redact_credentials(address) == shown

@@ -345,3 +345,13 @@ def test_a_leaf_node_server_extends_the_bus(nats_server_factory, made):
     rep = yoton.RepChannel(a, "svc")
     rep.set_mode("thread")
     assert yoton.ReqChannel(b, "svc").echo("via leaf").result(10)[0] == "via leaf"
+
+
+def test_a_password_never_shows_in_an_error(nats_server_factory, made):
+    server = nats_server_factory(user="alice", password="s3cret")
+    with pytest.raises(yoton.ConnectError) as info:
+        made().connect(f"nats://alice:wr0ng-pass@127.0.0.1:{server.port}/sec", timeout=10)
+    assert "wr0ng-pass" not in str(info.value) and "alice:***@" in str(info.value)
+    with pytest.raises(ValueError) as info:
+        made().connect("nats://alice:s3cret@127.0.0.1:notaport/sec")
+    assert "s3cret" not in str(info.value)

@@ -19,7 +19,13 @@ import socket
 from ._errors import InvalidArgumentError
 from ._hashing import port_hash
 
-__all__ = ["split_scheme", "parse_host_port", "split_address", "bind_port_offsets"]
+__all__ = [
+    "split_scheme",
+    "parse_host_port",
+    "split_address",
+    "bind_port_offsets",
+    "redact_credentials",
+]
 
 MIN_PORT = 1024
 MAX_PORT = 65535
@@ -29,6 +35,23 @@ _SCHEME_RE = re.compile(r"[a-z][a-z0-9+.\-]*")
 # (underscores, non-ASCII digits): those are treated as port *names*.
 _INT_RE = re.compile(r"\s*[+-]?[0-9]+\s*")
 _PUBLICHOST_RE = re.compile(r"publichost([0-9]*)", re.IGNORECASE)
+
+
+def redact_credentials(address: str) -> str:
+    """``address`` with a password or token before ``@`` shown as ``***``.
+
+    For messages and logs: ``nats://alice:s3cret@host:4222/bus`` reads
+    ``nats://alice:***@host:4222/bus`` and ``nats://t0ken@host:4222/bus``
+    ``nats://***@host:4222/bus``. Addresses without ``@`` are unchanged.
+    """
+    head, sep, rest = address.partition("://")
+    if not sep or "@" not in rest.partition("/")[0]:
+        return address
+    where, slash, tail = rest.partition("/")
+    cred, _, hosts = where.rpartition("@")
+    user, colon, _ = cred.partition(":")
+    shown = f"{user}:***" if colon else "***"
+    return f"{head}{sep}{shown}@{hosts}{slash}{tail}"
 
 
 def split_scheme(address: str) -> tuple[str | None, str]:

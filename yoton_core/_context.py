@@ -19,7 +19,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from ._address import split_scheme
+from ._address import redact_credentials, split_scheme
 from ._auth import normalize_auth_key
 from ._block import check_timeout
 from ._channels import BaseChannel
@@ -85,9 +85,10 @@ def _user_error(doing: str, address: str, exc: OSError) -> OSError:
     The error is raised in the user's thread with a short chain: the
     transport's message follows the address as the user wrote it, and the
     underlying error (a socket's, a :class:`HandshakeError`) is its cause,
-    without the IO engine's frames, which would bury the message.
+    without the IO engine's frames, which would bury the message. A password
+    or token in the address (``nats://user:password@...``) is shown as ``***``.
     """
-    text = f"{doing} {address!r}: {exc.args[-1] if exc.args else exc}"
+    text = f"{doing} {redact_credentials(address)!r}: {exc.args[-1] if exc.args else exc}"
     if exc.errno == errno.EADDRINUSE:
         text += (" " if text.endswith(".") else ". ") + IN_USE_HINT
     error: OSError

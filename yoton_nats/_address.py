@@ -28,7 +28,14 @@ from yoton import InvalidArgumentError
 
 from ._compat import parse_host_port
 
-__all__ = ["DEFAULT_URL", "NatsAddress", "bus_token", "parse_nats_address", "parse_servers"]
+__all__ = [
+    "DEFAULT_URL",
+    "NatsAddress",
+    "bus_token",
+    "parse_nats_address",
+    "parse_servers",
+    "redact",
+]
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
 ENV_URL = "YOTON_NATS_URL"
@@ -45,7 +52,8 @@ class NatsAddress:
         bus: The bus name.
         host_port: ``(host, port)`` when the address named the bus as
             ``host:port`` (then ``port1``/``port2`` report that port).
-        text: The address as the user typed it (for error messages).
+        text: The address as the user typed it, password or token redacted
+            (for error messages and logs).
     """
 
     servers: tuple[tuple[str, int], ...]
@@ -74,6 +82,7 @@ def parse_servers(url: str, *, what: str) -> tuple[list[tuple[str, int]], str, s
     ``what`` names where the URL came from, for error messages.
     """
     rest = url.strip()
+    url = redact(url)
     if "://" in rest:
         scheme, _, rest = rest.partition("://")
         if scheme.lower() not in ("nats", "tls"):
@@ -103,6 +112,20 @@ def parse_servers(url: str, *, what: str) -> tuple[list[tuple[str, int]], str, s
     return servers, user, password, token
 
 
+def redact(address: str) -> str:
+    """``address`` with its password or token replaced by ``***`` (for messages and logs)."""
+    head, sep, rest = address.partition("://")
+    if not sep:
+        head, rest = "", address
+    servers, slash, bus = rest.partition("/")
+    if "@" not in servers:
+        return address
+    cred, _, hosts = servers.rpartition("@")
+    user, colon, _ = cred.partition(":")
+    shown = f"{user}:***" if colon else "***"
+    return f"{head}{sep}{shown}@{hosts}{slash}{bus}"
+
+
 def parse_nats_address(address: str, *, typed: str | None = None) -> NatsAddress:
     """Parse the part after ``nats://`` (or a plain ``host:port``) into a :class:`NatsAddress`.
 
@@ -110,9 +133,9 @@ def parse_nats_address(address: str, *, typed: str | None = None) -> NatsAddress
         yoton.InvalidArgumentError: the address (quoted as typed) and what was
             expected (a ``ValueError``).
     """
-    text = typed or address
     if not isinstance(address, str):
         raise InvalidArgumentError(f"a NATS address must be a str, got {type(address).__name__}")
+    text = redact(typed or address)
     server_part, slash, bus = address.partition("/")
     if slash:
         if not bus:

@@ -205,17 +205,17 @@ class NatsConnection(Connection):
                     f"at {host_port[0]}:{host_port[1]}, write "
                     f"'nats://{host_port[0]}:{host_port[1]}/BUS')"
                 )
-            raise ConnectError(f"Could not join {addr.text!r}: {exc}{hint}") from exc
+            raise ConnectError(f"{exc}{hint}") from exc
         try:
             link.start_session(session)
             if session.info.max_payload < MIN_MAX_PAYLOAD:
                 raise ConnectError(
-                    f"Could not join {addr.text!r}: the server's max_payload "
+                    f"the NATS server's max_payload "
                     f"({session.info.max_payload}) is below {MIN_MAX_PAYLOAD} bytes"
                 )
             if probe and not session.info.headers:
                 raise ConnectError(
-                    f"Could not bind {addr.text!r}: finding an unused bus (port 0) needs a "
+                    "finding an unused bus (port 0) needs a "
                     "server that supports headers (nats-server 2.2 or later)"
                 )
             if probe:
@@ -233,7 +233,7 @@ class NatsConnection(Connection):
             with trio.CancelScope(shield=True):
                 await session.stream.aclose()
             raise ConnectError(
-                f"Could not join {addr.text!r}: this context is on bus {bus!r} already "
+                f"this context is on bus {bus!r} already "
                 "(a context joins a bus once; like connecting to itself)"
             )
         _joined.add(key)
