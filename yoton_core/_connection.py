@@ -97,7 +97,7 @@ IN_USE_HINT = (
 PROVIDED_NAMES = frozenset(
     # reported by the transport
     "set_waiting set_established deliver deliver_packages set_closed set_timed_out "
-    "set_congested count_sent count_received count_dropped "
+    "set_congested count_sent count_received count_dropped announce "
     # the user's API
     "close close_on_problem wait_closed closed timedout stats statistics context "
     "hostname1 hostname2 port1 port2 id1 id2 pid1 pid2 is_alive is_connected is_waiting "
@@ -452,6 +452,16 @@ class Connection:
         current set at any time, and the one to read when established.
         """
 
+    def links_changed(self) -> None:
+        """Optional: another connection of this context was established or closed.
+
+        Called on every other alive connection, in the thread that reported
+        the change (an IO thread, or a user thread closing a link), so it must
+        not block. A bus transport that filters by slot listens to every slot
+        while its context also has other links: it relays for them, and
+        cannot know what their peers listen to.
+        """
+
     # -- what a transport calls (provided by the base) ----------------------
 
     def set_waiting(self, hostname1: str, port1: int) -> None:
@@ -507,6 +517,16 @@ class Connection:
         if announce:
             self.__context._send_context_message("NEW_CONNECTION")
         return True
+
+    def announce(self) -> None:
+        """Tell the network that this context joined (the context message NEW_CONNECTION).
+
+        :meth:`set_established` does it with ``announce=True``; a bus transport
+        calls it again when it joined anew (after reconnecting to its broker),
+        or where a channel made after the join should be announced, so that
+        holders of a state re-send it and sync-mode subscribers hear of it.
+        """
+        self.__context._send_context_message("NEW_CONNECTION")
 
     def deliver(self, batch: list[Any]) -> None:
         """Hand received packages to the context, as one batch.

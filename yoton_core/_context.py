@@ -262,6 +262,27 @@ class Context(Router, JoinAnnouncer):
         """
         return frozenset(self._recv_channels)
 
+    def sent_slots(self) -> frozenset[int]:
+        """The slots (hashes) on which channels of this context send.
+
+        The mirror of :meth:`listened_slots`, for a transport that routes by
+        slot: who acts on this context's news (a holder of a state on a slot
+        it sends on, a sync-mode subscriber of what it publishes) listens on
+        these. They change with :meth:`Connection.slots_changed` too (every
+        channel also receives on some slot).
+        """
+        return frozenset(self._send_channels)
+
+    @property
+    def has_auth_key(self) -> bool:
+        """True when this context was given ``auth_key``: its links must prove the key.
+
+        A transport that cannot run yoton's handshake between contexts (a bus,
+        where a broker routes between them) refuses such a context rather than
+        ignore the key.
+        """
+        return self._auth_key is not None
+
     @property
     def transport(self) -> str:
         """The scheme used for addresses that do not name one."""
@@ -408,6 +429,7 @@ class Context(Router, JoinAnnouncer):
             conn.log.info("connected: %s", describe_link(conn))
         for ch in list(self._send_channels.values()):
             ch._on_new_connection(conn)
+        self._links_changed(conn)
 
     def _connection_closed(self, conn: Connection) -> None:
         with self._lock:
@@ -430,6 +452,7 @@ class Context(Router, JoinAnnouncer):
                 ch._on_connection_closed(conn)
             except Exception:
                 logger.exception("error in %r._on_connection_closed", ch)
+        self._links_changed(conn)
         # -- end of req/rep hook
 
     def _add_reader(self, reader: SocketReader) -> None:
@@ -496,6 +519,15 @@ class Context(Router, JoinAnnouncer):
                 self._joins_refresh()
         if removed:
             self._slots_changed(frozenset(), removed)
+
+    def _links_changed(self, changed: Connection) -> None:
+        """``changed`` came or went: tell the other alive connections (no lock held)."""
+        for conn in list(self._connections):
+            if conn is not changed and conn.is_alive:
+                try:
+                    conn.links_changed()
+                except Exception:
+                    logger.exception("error in %r.links_changed", conn)
 
     def _slots_changed(self, added: frozenset[int], removed: frozenset[int]) -> None:
         """Tell the alive connections (in this thread, without the lock held)."""

@@ -41,6 +41,8 @@ Optional hooks: ``wrap_server_stream`` (e.g. TLS), ``handshake`` (extend with
 ``wait_writable()``               optional back-pressure while congested
 ``configure(**options)``          optional: options of bind/connect
 ``slots_changed(added, removed)`` optional: local channels' slots changed
+``links_changed()``               optional: another link of the context came
+                                  or went (a bus relays for its other links)
 ================================  ===========================================
 
 What it calls (provided by the base class, which refuses subclasses that
@@ -49,12 +51,22 @@ redefine them): ``set_waiting(hostname1, port1)``,
 hostname2=, port2=, announce=False)``, ``deliver(batch)`` (flat ``[header,
 payload, ...]``) or ``deliver_packages(packages)``, ``set_closed(reason)``,
 ``set_timed_out(flag)``, ``set_congested(flag)``, ``count_sent(n, nbytes)``,
-``count_received(n, nbytes)``, ``count_dropped(n)``; it logs to ``log``
+``count_received(n, nbytes)``, ``count_dropped(n)``, ``announce()`` (the
+context joined, again: a bus link after reconnecting); it logs to ``log``
 (``yoton.<scheme>``; the base logs the link's life itself) and reads
 ``context``: its ``id``, ``queue_params``, ``max_message_size``,
-``handshake_timeout`` and ``listened_slots()``. The base class keeps its own
-state under mangled names, so a plugin's private attributes never collide
-with the core's.
+``handshake_timeout``, ``has_auth_key``, ``listened_slots()`` and
+``sent_slots()``. The base class keeps its own state under mangled names, so
+a plugin's private attributes never collide with the core's.
+
+**A bus** (a broker routes between every context on it, like NATS): set the
+class attribute ``joins_bus = True``. ``bind`` and ``connect`` both join
+(``set_established(0, 0, hosting=False, ..., announce=True)`` from
+``open_bind``; ``connect`` announces by itself), the link has no single peer,
+and the conformance kit skips its peer-to-peer checks. Subscribe to what
+``listened_slots()`` names (and follow ``slots_changed``), to everything while
+``links_changed`` says the context has other links, and refuse a context
+whose ``has_auth_key`` is true: there is no yoton handshake on a bus.
 
 **Errors.** ``open_connect`` raises :class:`ConnectError` (a
 ``ConnectionRefusedError``; chain the cause, and end a "nobody is there"
