@@ -165,13 +165,13 @@ def test_sync_mode_holds_a_fast_publisher_and_loses_nothing(bus, make):
     import threading
 
     a, _ = make(bus)
+    pub = yoton.PubChannel(a, "flood", yoton.OBJECT)  # there when the subscriber joins
     b = yoton.Context(queue_params=(1000, "old"))
     try:
         sub = yoton.SubChannel(b, "flood", yoton.OBJECT)
         sub.set_sync_mode(True)
-        b.connect(bus)
-        pub = yoton.PubChannel(a, "flood", yoton.OBJECT)
-        b.flush()
+        b.connect(bus)  # announces its window, which holds the publisher from then on
+        wait_for(lambda: pub._sync_windows, 10, "the publisher to hear of the window")
         n = 20000  # more than N: without sync mode the inbox would drop the oldest
 
         def publish() -> None:

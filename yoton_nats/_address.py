@@ -25,8 +25,7 @@ import urllib.parse
 from dataclasses import dataclass
 
 from yoton import InvalidArgumentError
-
-from ._compat import parse_host_port
+from yoton.transport import parse_host_port
 
 __all__ = [
     "DEFAULT_URL",

@@ -27,20 +27,12 @@ from typing import Any
 
 import trio
 
+from yoton import InvalidArgumentError
+from yoton.transport import ConnectError, Connection, TimeoutError, engine
+
 from ._address import bus_token, parse_nats_address
 from ._busframe import MIN_MAX_PAYLOAD
 from ._client import SessionError
-from ._compat import (
-    ConnectError,
-    Connection,
-    InvalidArgumentError,
-    TimeoutError,
-    auth_key,
-    engine,
-    listened_slots,
-    max_message_size,
-    sent_slots,
-)
 from ._link import BusLink, LinkSettings
 from ._protocol import PING, pub_command, sub_command, unsub_command
 
@@ -102,7 +94,7 @@ class NatsConnection(Connection):
         # timeout / 2: 2 s rather than the 0.5 s of a link between two contexts.
         self.timeout = DEFAULT_TIMEOUT
         self.settings = LinkSettings()
-        self.max_message_size = max_message_size(context)
+        self.max_message_size = context.max_message_size
         self._engine = engine()
         self._nats_link: BusLink | None = None
         self._nats_bus = ""
@@ -137,16 +129,21 @@ class NatsConnection(Connection):
                     "tls_handshake_first, user, password, token and reconnect_timeout."
                 )
 
+    @property
+    def leaving(self) -> bool:
+        """True once the connection is closing or closed."""
+        return self.status in ("closing", "closed")
+
     def client_name(self) -> str:
         return f"yoton {self.context.id:016x} pid {os.getpid()}" + (
             f" {self.name}" if self.name else ""
         )
 
     def listened(self) -> frozenset[int]:
-        return _retry(listened_slots, self.context)
+        return _retry(type(self.context).listened_slots, self.context)
 
     def sending(self) -> frozenset[int]:
-        return _retry(sent_slots, self.context)
+        return _retry(type(self.context).sent_slots, self.context)
 
     def engine_spawn(self, fn: Any, *args: Any) -> None:
         self._engine.spawn(fn, *args)
@@ -167,7 +164,7 @@ class NatsConnection(Connection):
         self._join(address, 5.0, announce=True)
 
     def _join(self, address: str, timeout: float, announce: bool) -> None:
-        if auth_key(self.context) is not None:
+        if self.context.has_auth_key:
             raise InvalidArgumentError(
                 "Context(auth_key=...) has no meaning on a NATS bus (there is no yoton "
                 "handshake between contexts there); use the server's authorization instead: "
@@ -254,7 +251,7 @@ class NatsConnection(Connection):
             announce=announce,
         )
         self._engine.spawn(link.run)
-        if not self.closing:
+        if not self.leaving:
             link.sync_subscriptions()  # a channel made meanwhile
 
     def _subscribe_all(self, link: BusLink, bus: str) -> bytes:
@@ -357,7 +354,7 @@ class NatsConnection(Connection):
         """A channel was made or closed: follow it with SUB/UNSUB; when called from a
         user thread, return once the server confirmed (no slow-joiner window)."""
         link = self._nats_link
-        if link is None or self.closing:
+        if link is None or self.leaving:
             return
         if self._engine.in_engine_thread():
             link.sync_subscriptions()
@@ -388,7 +385,7 @@ class NatsConnection(Connection):
             yoton.TimeoutError: not within ``timeout`` seconds (e.g. reconnecting).
         """
         link = self._nats_link
-        if link is None or self.closing:
+        if link is None or self.leaving:
             return
         if not self._engine.run(self._flush_async, link, float(timeout)):
             raise TimeoutError(
