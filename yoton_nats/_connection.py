@@ -34,6 +34,7 @@ from ._address import bus_token, parse_nats_address
 from ._busframe import MIN_MAX_PAYLOAD
 from ._client import SessionError
 from ._link import BusLink, LinkSettings
+from ._poller import get_poller
 from ._protocol import PING, pub_command, sub_command, unsub_command
 
 __all__ = ["NatsConnection"]
@@ -347,8 +348,9 @@ class NatsConnection(Connection):
 
     def wait_writable(self) -> None:
         link = self._nats_link
-        if link is not None and not self._engine.in_engine_thread():
-            link.wait_writable()
+        if link is None or self._engine.in_io_thread() or get_poller().in_thread():
+            return  # a thread that reads for yoton never waits for the network
+        link.wait_writable()
 
     def slots_changed(self, added: frozenset[int], removed: frozenset[int]) -> None:
         """A channel was made or closed: follow it with SUB/UNSUB; when called from a

@@ -58,6 +58,11 @@ class Poller:
                     )
                     self._thread.start()
 
+    def in_thread(self) -> bool:
+        """True when called from the poller's own thread (which must never wait)."""
+        thread = self._thread
+        return thread is not None and threading.get_ident() == thread.ident
+
     def unregister(self, link: Any) -> None:
         """Stop reading ``link``'s socket; returns once no read of it is under way."""
         with link.read_lock:
