@@ -27,8 +27,8 @@ that write, the keyless side reports a protocol error instead; nothing is
 routed either way.)
 
 Like :class:`._handshake.Handshake` this machine only consumes and produces
-bytes; the caller owns the stream and the deadline (the handshake timeout
-covers this phase too).
+bytes; :mod:`._handshake_io` owns the stream and drives both, and the caller
+owns the deadline (the handshake timeout covers this phase too).
 """
 
 from __future__ import annotations
@@ -42,8 +42,6 @@ from typing import TYPE_CHECKING, Literal
 from ._errors import InvalidArgumentError
 
 if TYPE_CHECKING:
-    import trio
-
     from ._context import Context
 
 __all__ = [
@@ -53,7 +51,6 @@ __all__ = [
     "HELLO",
     "Authenticator",
     "auth_eof_reason",
-    "authenticate_stream",
     "is_auth_message",
     "normalize_auth_key",
     "pairing_problem",
@@ -250,8 +247,14 @@ class Authenticator:
         return reply
 
     def timed_out(self) -> None:
+        """Mark an AWAITING exchange as failed because the caller's deadline passed."""
         if self.state == self.AWAITING:
             self._fail("Authentication timed out: the peer did not finish the exchange in time.")
+
+    def receive_eof(self) -> None:
+        """Mark an AWAITING exchange as failed because the peer closed the connection."""
+        if self.state == self.AWAITING:
+            self._fail(auth_eof_reason(self.role, self.heard))
 
     def receive_data(self, data: bytes) -> bytes:
         """Consume bytes from the peer; return bytes to send now."""
@@ -349,46 +352,3 @@ class Authenticator:
     def __repr__(self) -> str:
         detail = f", error={self.error!r}" if self.error else ""
         return f"<Authenticator {self.role} {self.state}{detail}>"
-
-
-async def authenticate_stream(
-    stream: trio.abc.Stream,
-    auth: Authenticator,
-    first: bytes,
-    leftover: bytes,
-    hold_last: bool = False,
-) -> tuple[bytes, bytes]:
-    """Run ``auth`` over a trio stream; return ``(bytes that followed it, last)``.
-
-    The only IO in this module: a thin driver, so that the stream connection
-    base stays small. ``first`` is sent before our own first message (a keyed
-    bind side's ``YOTON!`` line, sent in the same write as its challenge so a
-    keyless peer sees both at once); ``leftover`` is what followed the peer's
-    line. With ``hold_last`` our final OK is not sent but returned as ``last``
-    (the bind side registers the connection first); else ``last`` is empty.
-    Raises :class:`HandshakeError` with the reason when refused.
-    """
-    from ._engine import LINK_ERRORS
-    from ._errors import HandshakeError
-
-    out = first + auth.initiate()
-    if leftover:
-        out += auth.receive_data(leftover)
-    while auth.state == Authenticator.AWAITING:
-        if out:
-            await stream.send_all(out)
-        data = await stream.receive_some(4096)
-        if not data:
-            raise HandshakeError(auth_eof_reason(auth.role, auth.heard))
-        out = auth.receive_data(data)
-    if out and hold_last and auth.state == Authenticator.DONE:
-        return auth.leftover, out
-    if out:  # our OK, or a FAIL that tells the peer why
-        try:
-            await stream.send_all(out)
-        except LINK_ERRORS:
-            if auth.state == Authenticator.DONE:
-                raise
-    if auth.state != Authenticator.DONE:
-        raise HandshakeError(auth.error or "Authentication failed.")
-    return auth.leftover, b""

@@ -27,7 +27,9 @@ written for 2.x, or for Python's conventions, keeps catching them.
 
 from __future__ import annotations
 
+import builtins
 import concurrent.futures
+import sys
 from typing import Any
 
 __all__ = [
@@ -184,7 +186,7 @@ class RemoteError(YotonError):
 
     For a builtin exception type (or one of these) the raised object is also an
     instance of that class (``except ZeroDivisionError`` works); see
-    ``yoton_core._future.make_remote_error``.
+    ``yoton_core._errors.make_remote_error``.
 
     Attributes:
         type_name: The class name of the remote exception (e.g.
@@ -218,8 +220,6 @@ class RemoteError(YotonError):
         return f"{type(self).__name__}({self.type_name!r}, {self.message!r})"
 
     def __reduce__(self) -> Any:
-        from ._future import make_remote_error  # it builds the right subclass
-
         return (
             make_remote_error,
             (
@@ -249,3 +249,64 @@ class PluginLoadError(YotonError, ImportError):
     message names the plugin and its import error; every other transport
     keeps working. An ``ImportError``.
     """
+
+
+# -- the exception a failed remote call raises -------------------------------------------
+
+#: The RemoteError subclasses made so far, by "module.TypeName" (made at most
+#: once each in effect: setdefault keeps the first of two racing threads').
+_remote_classes: dict[str, type[RemoteError]] = {}
+
+
+def _remote_class(type_name: str, module: str) -> type[RemoteError]:
+    """RemoteError, or a subclass that is also the named builtin (or yoton) exception type.
+
+    Only two fixed namespaces are consulted, by plain attribute lookup: the
+    builtins and yoton's own errors. Nothing received is evaluated or imported.
+    """
+    if module in ("", "builtins"):
+        namespace: Any = builtins
+    elif module == __name__ and type_name in __all__:
+        namespace = sys.modules[__name__]
+    else:
+        return RemoteError
+    builtin = getattr(namespace, type_name, None)
+    if not (isinstance(builtin, type) and issubclass(builtin, Exception)):
+        return RemoteError
+    if issubclass(builtin, RemoteError):
+        return builtin
+    key = f"{module}.{type_name}"
+    cls = _remote_classes.get(key)
+    if cls is None:
+        try:
+            cls = type(f"Remote{type_name}", (RemoteError, builtin), {"__module__": __name__})
+        except TypeError:  # an incompatible instance layout
+            cls = RemoteError
+        cls = _remote_classes.setdefault(key, cls)
+    return cls
+
+
+def make_remote_error(
+    type_name: str,
+    message: str,
+    remote_traceback: str = "",
+    replier_id: int = 0,
+    remote_module: str = "",
+) -> RemoteError:
+    """Build the exception a requester raises for a remote failure.
+
+    The builtin base class (if any) is only used for ``isinstance`` checks: its
+    own ``__init__`` is not run, so exception types with special constructors
+    (``UnicodeDecodeError`` needs five arguments) work too.
+    """
+    cls = _remote_class(type_name, remote_module)
+    if cls is not RemoteError:
+        try:
+            exc = cls.__new__(cls, message)
+            RemoteError.__init__(
+                exc, type_name, message, remote_traceback, replier_id, remote_module
+            )
+            return exc
+        except Exception:  # pragma: no cover - exotic builtin constructors
+            pass
+    return RemoteError(type_name, message, remote_traceback, replier_id, remote_module)

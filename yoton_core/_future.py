@@ -16,16 +16,12 @@ Future's ``_state`` (a string), ``_condition`` and ``_waiters``; those three
 are derived here (properties) from ``_status`` and the Future's lock, so a
 Future costs no stdlib Condition until someone really waits on one.
 
-:func:`make_remote_error` builds the :class:`RemoteError` a failed remote call
-raises: it keeps the remote exception's type name and message. For a builtin
-exception type (or one of yoton's own errors) the raised object is also an
-instance of that class (``except ZeroDivisionError`` works); nothing received
-is ever evaluated, imported or unpickled to get there.
+:func:`~._errors.make_remote_error` (re-exported here) builds the
+:class:`RemoteError` a failed remote call raises.
 """
 
 from __future__ import annotations
 
-import builtins
 import concurrent.futures
 import math
 import threading
@@ -33,9 +29,8 @@ from collections.abc import Callable
 from concurrent.futures import _base as _cf
 from typing import TYPE_CHECKING, Any
 
-from . import _errors
 from ._block import check_timeout
-from ._errors import CancelledError, RemoteError
+from ._errors import CancelledError, RemoteError, make_remote_error
 from ._errors import TimeoutError as YotonTimeoutError
 from ._eventloop import InvalidArgumentError, post_event, run_event
 from ._log import get_logger
@@ -81,65 +76,6 @@ _WAIT_CHUNK = 5.0
 # Guards the lazy creation of a Future's Condition (rare: only when a thread
 # sleeps in result() or the stdlib's wait() asks for ``_condition``).
 _cond_creation = threading.Lock()
-
-
-_remote_classes: dict[str, type[RemoteError]] = {}
-_remote_classes_lock = threading.Lock()
-
-
-def _remote_class(type_name: str, module: str) -> type[RemoteError]:
-    """RemoteError, or a subclass that is also the named builtin (or yoton) exception type.
-
-    Only two fixed namespaces are consulted, by plain attribute lookup: the
-    builtins and yoton's own errors. Nothing received is evaluated or imported.
-    """
-    if module in ("", "builtins"):
-        namespace: Any = builtins
-    elif module == _errors.__name__ and type_name in _errors.__all__:
-        namespace = _errors
-    else:
-        return RemoteError
-    builtin = getattr(namespace, type_name, None)
-    if not (isinstance(builtin, type) and issubclass(builtin, Exception)):
-        return RemoteError
-    if issubclass(builtin, RemoteError):
-        return builtin
-    key = f"{module}.{type_name}"
-    with _remote_classes_lock:
-        cls = _remote_classes.get(key)
-        if cls is None:
-            try:
-                cls = type(f"Remote{type_name}", (RemoteError, builtin), {"__module__": __name__})
-            except TypeError:  # an incompatible instance layout
-                cls = RemoteError
-            _remote_classes[key] = cls
-    return cls
-
-
-def make_remote_error(
-    type_name: str,
-    message: str,
-    remote_traceback: str = "",
-    replier_id: int = 0,
-    remote_module: str = "",
-) -> RemoteError:
-    """Build the exception a requester raises for a remote failure.
-
-    The builtin base class (if any) is only used for ``isinstance`` checks: its
-    own ``__init__`` is not run, so exception types with special constructors
-    (``UnicodeDecodeError`` needs five arguments) work too.
-    """
-    cls = _remote_class(type_name, remote_module)
-    if cls is not RemoteError:
-        try:
-            exc = cls.__new__(cls, message)
-            RemoteError.__init__(
-                exc, type_name, message, remote_traceback, replier_id, remote_module
-            )
-            return exc
-        except Exception:  # pragma: no cover - exotic builtin constructors
-            pass
-    return RemoteError(type_name, message, remote_traceback, replier_id, remote_module)
 
 
 def _check_timeout(timeout: Any, what: str = "timeout") -> float | None:

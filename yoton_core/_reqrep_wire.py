@@ -48,7 +48,7 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
-from ._future import RemoteError, make_remote_error
+from ._errors import RemoteError, make_remote_error
 from ._message_types import _decode, decode_object, encode_object
 
 __all__ = [

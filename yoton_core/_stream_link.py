@@ -35,6 +35,7 @@ from ._connection import ONE_PEER_HINT, endpoint
 from ._engine import LINK_ERRORS, get_engine
 from ._errors import ConnectError, HandshakeError
 from ._errors import TimeoutError as YotonTimeoutError
+from ._handshake_io import HandshakeResult, handshake_timed_out
 from ._poller import SocketReader, get_poller, in_io_role
 from ._stream_queue import StreamQueue
 from ._stream_receive import StreamReceiver, exc_text
@@ -42,7 +43,6 @@ from ._wire import CLOSE_BYTES, HEADER, HEADER_SIZE, HEARTBEAT_BYTES, FrameDecod
 
 if TYPE_CHECKING:
     from ._context import Context
-    from ._handshake_io import HandshakeResult
     from ._stream import StreamConnection
 
 __all__ = ["StreamLink"]
@@ -175,7 +175,7 @@ class StreamLink(StreamQueue, StreamReceiver):
                         self._establish(hello, hosting=True, hostname2=hostname2, port2=port2)
                         await stream.send_all(hello.last)  # (if broken: _serve finds out)
                 if timer.cancelled_caught:
-                    reason = "Handshake timed out."
+                    reason = handshake_timed_out()  # in the waiting machine's words
         except HandshakeError as exc:
             reason = exc.reason
         except LINK_ERRORS as exc:
@@ -219,7 +219,7 @@ class StreamLink(StreamQueue, StreamReceiver):
                 hello = await conn.handshake(stream, "connect")
         except trio.TooSlowError:
             await trio.aclose_forcefully(stream)
-            raise YotonTimeoutError("Handshake timed out.") from None
+            raise YotonTimeoutError(handshake_timed_out()) from None
         except (HandshakeError, *LINK_ERRORS) as exc:
             await trio.aclose_forcefully(stream)
             text = exc.reason if isinstance(exc, HandshakeError) else f"Handshake failed: {exc!r}"
