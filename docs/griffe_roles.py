@@ -57,9 +57,29 @@ def rewrite(obj: griffe.Object, text: str) -> str:
     return LITERAL.sub(":", ROLE.sub(one, text))
 
 
+def comment_docstring(obj: griffe.Object) -> str | None:
+    """The ``#:`` comment lines right above an attribute's assignment, or None."""
+    if obj.lineno is None or obj.parent is None:
+        return None
+    try:
+        lines = obj.parent.lines if obj.parent.is_module else obj.lines_collection[obj.filepath]
+    except Exception:  # no source (a compiled module)
+        return None
+    found: list[str] = []
+    i = obj.lineno - 2
+    while i >= 0 and lines[i].lstrip().startswith("#:"):
+        found.append(lines[i].lstrip()[2:].strip())
+        i -= 1
+    return "\n".join(reversed(found)) or None
+
+
 class SphinxRoles(griffe.Extension):
-    """Rewrite the roles of every docstring griffe loads."""
+    """Rewrite the Sphinx markup of every docstring griffe loads."""
 
     def on_object(self, *, obj: griffe.Object, **kwargs: Any) -> None:
+        if obj.docstring is None and obj.is_attribute:
+            text = comment_docstring(obj)
+            if text is not None:
+                obj.docstring = griffe.Docstring(text, lineno=obj.lineno, parent=obj)
         if obj.docstring is not None and ":" in obj.docstring.value:
             obj.docstring.value = rewrite(obj, obj.docstring.value)

@@ -76,6 +76,30 @@ def test_every_public_name_is_in_the_reference(site: Path) -> None:
     assert not unrendered, f"in the reference but not rendered: {unrendered}"
 
 
+def documented(html: str, anchor: str) -> bool:
+    """Whether the entry ``anchor`` of a rendered page has text of its own."""
+    start = html.find(f'id="{anchor}"')
+    if start < 0:
+        return False
+    start = html.find("</h", start)  # the end of the entry's heading
+    end = html.find('class="doc doc-heading"', start)  # the next entry's
+    return "<p>" in html[start : end if end > 0 else len(html)]
+
+
+def test_every_name_of_yoton_transport_is_in_the_reference(site: Path) -> None:
+    """The plugin authors' module: each name has an entry with text, under
+    ``yoton.transport.X`` or, for names users share, ``yoton.X``."""
+    import yoton.transport
+
+    pages = {p: p.read_text(encoding="utf-8") for p in (site / "reference").rglob("index.html")}
+    missing = []
+    for name in yoton.transport.__all__:
+        ids = (f"yoton.transport.{name}", f"yoton.{name}")
+        if not any(documented(html, i) for html in pages.values() for i in ids):
+            missing.append(name)
+    assert not missing, f"yoton.transport names without a documented entry: {missing}"
+
+
 def test_every_public_name_has_a_docstring() -> None:
     thin = []
     for name in yoton.__all__:

@@ -122,7 +122,17 @@ def declare_final(cls: type, names: Iterable[str]) -> None:
 
 @dataclass(frozen=True)
 class ConnectionStatistics:
-    """A snapshot of a connection's counters (see :attr:`Connection.stats`)."""
+    """A snapshot of a connection's counters (see :attr:`Connection.stats`).
+
+    Attributes:
+        packages_sent: Packages handed to the medium (the OS, the peer context).
+        bytes_sent: Their bytes, headers included where the medium has them.
+        packages_received: Packages received and routed.
+        bytes_received: Their bytes.
+        packages_dropped: Packages discarded by a full outgoing queue
+            (``queue_params``), or lost by the medium where it can tell.
+        queued: Packages waiting in the outgoing queue when the snapshot was taken.
+    """
 
     packages_sent: int
     bytes_sent: int
@@ -323,7 +333,7 @@ class Connection:
 
     @property
     def log(self) -> logging.Logger:
-        """This transport's logger, ``yoton.<scheme>`` (README "Logging")."""
+        """This transport's logger, ``yoton.<scheme>`` (docs/logging.md)."""
         return self.__log
 
     @property
@@ -352,7 +362,11 @@ class Connection:
         self.__begin_close(reason)
 
     def close_on_problem(self, reason: str | None = None) -> None:
-        """Close the connection because something went wrong."""
+        """Close the connection because something went wrong.
+
+        Like :meth:`close`, with ``reason`` (default "Unspecified problem") as
+        the reason ``closed`` reports; for code that detects a fault itself.
+        """
         if reason is None:
             reason = "Unspecified problem"
         self.__begin_close(reason)

@@ -46,7 +46,14 @@ TICK_INTERVAL = 0.05
 
 
 class Engine:
-    """A trio loop running in a daemon thread, plus a thread-safe bridge to it."""
+    """A trio loop running in a daemon thread, plus a thread-safe bridge to it.
+
+    One per process (:func:`engine`), whatever the number of contexts and
+    connections: it accepts, connects, handshakes, writes batches and runs the
+    keep-alive ticks, so a context with a thousand connections needs no
+    thousand threads. It starts on first use and is replaced in a forked
+    child. Transports reach it through :func:`yoton.transport.engine`.
+    """
 
     def __init__(self) -> None:
         self._token: trio.lowlevel.TrioToken | None = None
@@ -102,6 +109,7 @@ class Engine:
 
     @property
     def token(self) -> trio.lowlevel.TrioToken:
+        """The engine loop's ``TrioToken`` (starts the engine if needed)."""
         self._ensure_started()
         assert self._token is not None
         return self._token
@@ -162,6 +170,7 @@ class Engine:
         self._tickers.discard(fn)
 
     def statistics(self) -> dict[str, int]:
+        """``{"tickers": n, "running": 0 or 1}``, for :func:`yoton.io_statistics`."""
         return {"tickers": len(self._tickers), "running": int(self._token is not None)}
 
 

@@ -58,11 +58,14 @@ __all__ = [
 ]
 
 HEADER = struct.Struct("<7Q")
+#: Bytes in a package header: seven little-endian u64 (docs/protocol.md#framing).
 HEADER_SIZE = 56
 CONTROL = 0x2020204E4F544F59
 CONTROL_BYTES = b"YOTON   "
 SLOT_NONE = 0
 SLOT_DUMMY = 1
+#: The slot of context messages (``NEW_CONNECTION``); a transport that carries
+#: packages its own way keeps them (docs/protocol.md#context-messages).
 SLOT_CONTEXT = 2
 DEFAULT_MAX_MESSAGE_SIZE = 2**30
 #: Payloads of at least this many bytes that span reads are received into
