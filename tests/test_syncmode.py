@@ -346,3 +346,48 @@ def test_a_dead_subscriber_does_not_block_the_publisher(made_contexts):
     finally:
         child.kill()
     assert not pub._sync_blocked
+
+
+def test_sync_mode_is_an_explicit_flag_and_subclasses_keep_their_deposit(contexts) -> None:
+    """The router inlines a SubChannel's inbox unless told otherwise, by a flag
+    (BaseChannel._inbox_inline), not by finding a method replaced on the instance;
+    a subclass with its own ``_deposit`` sees every message."""
+    a, b = contexts(), contexts()
+    join(a, b)
+    sub = yoton.SubChannel(b, "flag", yoton.BINARY)
+    assert sub._inbox_inline
+    sub.set_sync_mode(True)
+    assert not sub._inbox_inline and "_deposit" not in vars(sub)
+    pub = yoton.PubChannel(a, "flag", yoton.BINARY)
+    for i in range(300):  # beyond "full" at 256: the sync inbox took them all
+        pub.send(i.to_bytes(2, "little"))
+    got = [as_int(m) for m in recv_n_sync(sub, 300)]
+    assert got == list(range(300))
+    sub.set_sync_mode(False)
+    assert sub._inbox_inline
+
+    seen: list[bytes] = []
+
+    class Counting(yoton.SubChannel):
+        def _deposit(self, pkg):  # type: ignore[no-untyped-def]
+            seen.append(pkg.data)
+            super()._deposit(pkg)
+
+    counting = Counting(b, "counted", yoton.BINARY)
+    assert not counting._inbox_inline
+    counted = yoton.PubChannel(a, "counted", yoton.BINARY)
+    for i in range(50):
+        counted.send(i.to_bytes(2, "little"))
+    wait_until(lambda: counting.pending == 50, 10, "the counted messages")
+    assert [as_int(m) for m in seen] == list(range(50))
+
+
+def recv_n_sync(sub: yoton.SubChannel, n: int) -> list[bytes]:
+    out: list[bytes] = []
+    deadline = time.monotonic() + 20
+    while len(out) < n:
+        assert time.monotonic() < deadline, f"{len(out)} of {n} arrived"
+        m = sub.recv(0.5)
+        if m:
+            out.append(m)
+    return out

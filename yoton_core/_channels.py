@@ -19,6 +19,7 @@ from ._block import normalize_block
 from ._errors import ConnectionClosedError, InvalidArgumentError
 from ._events import Signal, post_event
 from ._hashing import normalize_slot, slot_hash
+from ._log import get_logger
 from ._message_types import TEXT, MessageType
 from ._poller import Waker, borrow_wait
 from ._wire import Package
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from ._context import Context
 
 __all__ = ["BaseChannel"]
+
+logger = get_logger("channels")
 
 
 class BaseChannel:
@@ -66,6 +69,18 @@ class BaseChannel:
     #: Whether this channel acts on NEW_CONNECTION (``_on_new_peer``): the
     #: context then asks its peers for join announcements (_joins.py).
     _wants_joins: bool = False
+    #: Whether the router may append ``(recv_seq, payload)`` to ``_queue``
+    #: itself, as :meth:`_deposit` does here, while the inbox has room (the
+    #: hottest loop of a subscriber, _routing.py). False for a class that
+    #: defines its own ``_deposit`` unless it says otherwise, and for a
+    #: SubChannel in sync mode (per channel, _sync.py).
+    _inbox_inline: bool = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = vars(cls)
+        if "_deposit" in own and "_inbox_inline" not in own and cls._inbox_inline:
+            cls._inbox_inline = False
 
     def __init__(self, context: Context, slot_base: str, message_type: Any = TEXT) -> None:
         from ._context import Context
@@ -86,6 +101,7 @@ class BaseChannel:
                 f"got {message_type!r}"
             )
         self._context = context
+        self._max_message_size = context.max_message_size  # (fixed for a context's life)
         self._message_type = message_type
         self._slot_base = slot_base
         type_name = message_type.message_type_name()
@@ -209,13 +225,30 @@ class BaseChannel:
         if not data:
             return None  # an empty payload is a control package on the wire
         ctx = self._context
-        max_size = ctx._max_message_size
+        max_size = self._max_message_size
         if len(data) > max_size:
             raise InvalidArgumentError(
                 f"message of {len(data)} bytes exceeds the maximum message size of "
                 f"{max_size} bytes (Context(max_message_size=...))"
             )
         ctx._send(data, self._slot_out, self, dest_id, dest_seq)  # type: ignore[arg-type]
+
+    def _linked_to(self, peer_id: int, excluding: Connection | None = None) -> bool:
+        """Whether a connection of our context (other than ``excluding``) goes
+        straight to context ``peer_id``: it is still there, for what we keep of it."""
+        return any(c.id2 == peer_id for c in self._context._connected if c is not excluding)
+
+    def _send_raw(self, data: bytes, dest_id: int, dest_seq: int) -> None:
+        """Send one protocol package of a request/reply channel.
+
+        Its own packages (offers, acknowledgements, replies, pings): no checks,
+        also while the channel closes (when :meth:`_send` refuses), and a
+        failure is logged, not raised, because the caller is often the IO side.
+        """
+        try:
+            self._context._send(data, self._slot_out, self, dest_id, dest_seq)  # type: ignore[arg-type]
+        except Exception:  # pragma: no cover - e.g. a transport failing hard
+            logger.exception("could not send a protocol package on %r", self)
 
     # -- receiving (engine side) ------------------------------------------------
 
@@ -236,7 +269,7 @@ class BaseChannel:
                 self._cond.notify_all()
         if self._wakers:
             self._wake_borrowers()
-        if not self._received_posted and self.received._handlers:
+        if not self._received_posted and self.received.has_handlers:
             self._notify_received()
         if self._async_waiters:
             self._fire_async_waiters()

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ._block import check_timeout
 from ._errors import InvalidArgumentError
 from ._events import Signal
-from ._log import transport_logger
+from ._log import CLOSED_FROM_OTHER_END, describe_link, endpoint, transport_logger
 from ._wire import package_header
 
 if TYPE_CHECKING:
@@ -57,40 +57,11 @@ STATUS_NAMES = {
 
 MIN_TIMEOUT = 0.5
 
-#: The reason a peer's own close is reported with; like a close by us, it is
-#: the life of a connection (logged at INFO), not a fault (WARNING).
-CLOSED_FROM_OTHER_END = "Closed from other end."
-
-
-def endpoint(host: str, port: int) -> str:
-    """``host:port`` for messages; just ``host`` when there is no port (a socket path)."""
-    return f"{host}:{port}" if port else host
-
-
-def describe_link(conn: Connection) -> str:
-    """``here -> there (peer context id, pid)`` for log messages."""
-    return (
-        f"{endpoint(conn.hostname1, conn.port1)} -> {endpoint(conn.hostname2, conn.port2)} "
-        f"(peer context {conn.id2:016x}, pid {conn.pid2})"
-    )
-
 
 def closed_on_purpose(conn: Connection) -> bool:
     """Whether :meth:`Connection.close` on this side ended ``conn`` (for the core, e.g. the CLI)."""
     return bool(getattr(conn, "_Connection__closed_on_purpose", False))
 
-
-#: What a connect that finds nobody listening tells the user: also the case of a
-#: second peer at a bind that already serves one (its listener is gone).
-ONE_PEER_HINT = (
-    "Is a context bound there and running? One bind() serves one peer: if another "
-    "peer is already connected there, bind again (another port or name) for this one."
-)
-#: What a bind at an address in use tells the user.
-IN_USE_HINT = (
-    "Another context or program holds it: choose another port or name, or pass "
-    "max_tries=N to bind() to try N ports from there."
-)
 
 #: What the base class provides and the core relies on: a subclass that
 #: defines one of these names is refused (see :meth:`Connection.__init_subclass__`).

@@ -23,12 +23,13 @@ from ._address import redact_credentials, split_scheme
 from ._auth import normalize_auth_key
 from ._block import check_timeout
 from ._channels import BaseChannel
-from ._connection import IN_USE_HINT, Connection, describe_link, endpoint
+from ._connection import Connection
 from ._ctxlock import ContextLock
-from ._errors import ConnectError, InvalidArgumentError
+from ._errors import IN_USE_HINT, ConnectError, InvalidArgumentError
 from ._errors import TimeoutError as YotonTimeoutError
 from ._joins import JoinAnnouncer
-from ._log import apply_verbose, get_logger
+from ._links import LinkKeeper
+from ._log import apply_verbose, endpoint, get_logger
 from ._plugins import resolve_transport
 from ._routing import Router
 from ._wire import CONTROL, SLOT_CONTEXT, Header, Package
@@ -108,7 +109,7 @@ def _user_error(doing: str, address: str, exc: OSError) -> OSError:
     return error
 
 
-class Context(Router, JoinAnnouncer):
+class Context(Router, JoinAnnouncer, LinkKeeper):
     """A node in the yoton network.
 
     Channels are created on a context; connections join contexts into a
@@ -413,57 +414,6 @@ class Context(Router, JoinAnnouncer):
 
         return await run_blocking(lambda: self.flush(timeout))  # type: ignore[no-any-return]
 
-    def _connection_established(self, conn: Connection) -> None:
-        """A connection got its peer: start routing to it (called by transports)."""
-        with self._lock:
-            if conn not in self._connections:
-                self._connections.append(conn)
-            self._connected = (*self._connected, conn)
-            self._joins_link_up(conn)
-            startup, self._startup_queue = self._startup_queue, collections.deque()
-            for header, data in startup:
-                conn.send_package(header, data)
-        if conn.status == "hosting":
-            conn.log.info("peer connected: %s", describe_link(conn))
-        else:
-            conn.log.info("connected: %s", describe_link(conn))
-        for ch in list(self._send_channels.values()):
-            ch._on_new_connection(conn)
-        self._links_changed(conn)
-
-    def _connection_closed(self, conn: Connection) -> None:
-        with self._lock:
-            routes = self._routes
-            for peer in [peer for peer, via in routes.items() if via is conn]:
-                del routes[peer]
-            if conn in self._connections:
-                self._connections.remove(conn)
-            if conn in self._connected:
-                self._connected = tuple(c for c in self._connected if c is not conn)
-                self._joins_link_down(conn)
-            else:  # (a handshake's answer for a link never established)
-                self._joins_told.pop(conn, None)
-                self._joins_declined.discard(conn)
-            channels = set(self._send_channels.values()) | set(self._recv_channels.values())
-        # -- req/rep + sync-mode hook: channels forget (or fail) what a peer
-        # that went away was doing for them (_reqrep.py, _repchannel.py, _sync.py).
-        for ch in channels:
-            try:
-                ch._on_connection_closed(conn)
-            except Exception:
-                logger.exception("error in %r._on_connection_closed", ch)
-        self._links_changed(conn)
-        # -- end of req/rep hook
-
-    def _add_reader(self, reader: SocketReader) -> None:
-        """A connection's socket is read outside trio from now on (_poller.py)."""
-        with self._lock:
-            self._readers = (*self._readers, reader)
-
-    def _remove_reader(self, reader: SocketReader) -> None:
-        with self._lock:
-            self._readers = tuple(r for r in self._readers if r is not reader)
-
     def close(self) -> None:
         """Close every connection and every channel; the context stays usable."""
         for conn in list(self._connections):
@@ -519,24 +469,6 @@ class Context(Router, JoinAnnouncer):
                 self._joins_refresh()
         if removed:
             self._slots_changed(frozenset(), removed)
-
-    def _links_changed(self, changed: Connection) -> None:
-        """``changed`` came or went: tell the other alive connections (no lock held)."""
-        for conn in list(self._connections):
-            if conn is not changed and conn.is_alive:
-                try:
-                    conn.links_changed()
-                except Exception:
-                    logger.exception("error in %r.links_changed", conn)
-
-    def _slots_changed(self, added: frozenset[int], removed: frozenset[int]) -> None:
-        """Tell the alive connections (in this thread, without the lock held)."""
-        for conn in list(self._connections):
-            if conn.is_alive:
-                try:
-                    conn.slots_changed(added, removed)
-                except Exception:
-                    logger.exception("error in %r.slots_changed", conn)
 
     # -- sending -------------------------------------------------------------
 

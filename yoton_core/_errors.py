@@ -51,6 +51,19 @@ __all__ = [
 ]
 
 
+#: What a connect that finds nobody listening tells the user: also the case of a
+#: second peer at a bind that already serves one (its listener is gone).
+ONE_PEER_HINT = (
+    "Is a context bound there and running? One bind() serves one peer: if another "
+    "peer is already connected there, bind again (another port or name) for this one."
+)
+#: What a bind at an address in use tells the user.
+IN_USE_HINT = (
+    "Another context or program holds it: choose another port or name, or pass "
+    "max_tries=N to bind() to try N ports from there."
+)
+
+
 class YotonError(Exception):
     """Base class of all errors raised by yoton itself.
 

@@ -45,8 +45,19 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TYPE_CHECKING
 
-__all__ = ["apply_verbose", "get_logger", "transport_logger"]
+if TYPE_CHECKING:
+    from ._connection import Connection
+
+__all__ = [
+    "CLOSED_FROM_OTHER_END",
+    "apply_verbose",
+    "describe_link",
+    "endpoint",
+    "get_logger",
+    "transport_logger",
+]
 
 ROOT = "yoton"
 
@@ -106,3 +117,23 @@ def apply_verbose(verbose: object) -> None:
         handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
         _verbose_handler = handler
         _root.addHandler(handler)
+
+
+# -- the words of connection messages ----------------------------------------------------
+
+#: The reason a peer's own close is reported with; like a close by us, it is
+#: the life of a connection (logged at INFO), not a fault (WARNING).
+CLOSED_FROM_OTHER_END = "Closed from other end."
+
+
+def endpoint(host: str, port: int) -> str:
+    """``host:port`` for messages; just ``host`` when there is no port (a socket path)."""
+    return f"{host}:{port}" if port else host
+
+
+def describe_link(conn: Connection) -> str:
+    """``here -> there (peer context id, pid)`` for log messages."""
+    return (
+        f"{endpoint(conn.hostname1, conn.port1)} -> {endpoint(conn.hostname2, conn.port2)} "
+        f"(peer context {conn.id2:016x}, pid {conn.pid2})"
+    )

@@ -80,7 +80,7 @@ class PubChannel(BaseChannel):
         else:
             data = self._encode(message)
         ctx = self._context
-        if self._closed or not data or len(data) > ctx._max_message_size:
+        if self._closed or not data or len(data) > self._max_message_size:
             self._send(data)  # raises, or drops an empty message, as documented there
             return
         if self._sync_watch:  # a sync-mode subscriber is full or holds a window
@@ -270,6 +270,16 @@ class SubChannel(BaseChannel):
         return out
 
     # -- sync mode (_sync.py) ----------------------------------------------------------
+
+    #: Inlined by the router while not in sync mode (_sync.set_sync_mode).
+    _inbox_inline = True
+
+    def _deposit(self, pkg: Package) -> None:
+        sync = self._sync
+        if sync is not None:  # (the router hands them here in sync mode only)
+            sync.deposit(pkg)
+        else:
+            BaseChannel._deposit(self, pkg)
 
     def set_sync_mode(self, value: bool) -> None:
         """Switch sync mode on (True) or off (False).

@@ -375,7 +375,7 @@ class RepChannel(RepChannel2x, BaseChannel):
                 f"the result of {name}() cannot be sent: {exc} (results must be None, bool, "
                 "int, float, str, list, tuple or dict, nested)"
             ) from None
-        limit = self._context._max_message_size
+        limit = self._max_message_size
         if len(reply) > limit:
             raise ValueError(
                 f"the result of {name}() is {len(reply)} bytes, more than the maximum message "
@@ -415,13 +415,6 @@ class RepChannel(RepChannel2x, BaseChannel):
             post_event(self._run_one_event)
 
     # -- protocol (engine thread, or a local sender's thread) --------------------------
-
-    def _send_raw(self, data: bytes, dest_id: int, dest_seq: int) -> None:
-        ctx = self._context
-        try:
-            ctx._send(data, self._slot_out, self, dest_id, dest_seq)
-        except Exception:  # pragma: no cover - e.g. a transport failing hard
-            logger.exception("could not send a reply package on %r", self)
 
     def _send_all(self, out: _Out) -> None:
         for data, dest_id, dest_seq in out:
@@ -564,7 +557,7 @@ class RepChannel(RepChannel2x, BaseChannel):
     def _on_connection_closed(self, conn: Any) -> None:
         """Forget what a requester that went away asked for (direct peers only)."""
         peer = conn.id2
-        if not peer or any(c.id2 == peer for c in self._context._connected if c is not conn):
+        if not peer or self._linked_to(peer, excluding=conn):
             return
         out: _Out = []
         with self._cond:

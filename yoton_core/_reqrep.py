@@ -194,11 +194,10 @@ class ReqChannel(BaseChannel):
             payload = encode_object(request)
         except ValueError as exc:
             raise InvalidArgumentError(f"the arguments of {name}() cannot be sent: {exc}") from None
-        ctx = self._context
-        if len(payload) + len(REQ_DIRECT) > ctx._max_message_size:
+        if len(payload) + len(REQ_DIRECT) > self._max_message_size:
             raise InvalidArgumentError(
                 f"the request {name}() is {len(payload)} bytes, more than the maximum message "
-                f"size of {ctx._max_message_size} bytes (Context(max_message_size=...))"
+                f"size of {self._max_message_size} bytes (Context(max_message_size=...))"
             )
         now = time.monotonic()
         with self._lock:
@@ -232,14 +231,6 @@ class ReqChannel(BaseChannel):
                 self._fast[replier] = not_before
                 return replier
         return 0
-
-    def _send_raw(self, data: bytes, dest_id: int, dest_seq: int) -> None:
-        """Send protocol traffic (also while closing, when ``_send`` refuses)."""
-        ctx = self._context
-        try:
-            ctx._send(data, self._slot_out, self, dest_id, dest_seq)
-        except Exception:  # pragma: no cover - e.g. a transport failing hard
-            logger.exception("could not send a request package on %r", self)
 
     def _dispatch(self, out: _Out, finish: _Finish) -> None:
         for data, dest_id, dest_seq in out:
@@ -387,7 +378,7 @@ class ReqChannel(BaseChannel):
             return
         now = time.monotonic()
         ctx = self._context
-        can_resend = bool(ctx._connected) or self._slot_out in ctx._recv_channels
+        can_resend = bool(ctx.connection_count) or self._slot_out in ctx._recv_channels
         out: _Out = []
         finish: _Finish = []
         with self._lock:
@@ -431,7 +422,7 @@ class ReqChannel(BaseChannel):
     def _on_connection_closed(self, conn: Any) -> None:
         """A connection of our context closed: fail requests its peer was running."""
         peer = conn.id2
-        if not peer or any(c.id2 == peer for c in self._context._connected if c is not conn):
+        if not peer or self._linked_to(peer, excluding=conn):
             return
         finish: _Finish = []
         with self._lock:

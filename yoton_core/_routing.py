@@ -154,11 +154,8 @@ class Router:
                     if ch not in touched:
                         touched.append(ch)
                     # BaseChannel._deposit is inlined below, unless the
-                    # channel intercepts deposits (class or instance).
-                    if type(ch)._deposit is _base_deposit and "_deposit" not in ch.__dict__:
-                        last_q = ch._queue
-                    else:
-                        last_q = None
+                    # channel takes deposits its own way (BaseChannel._inbox_inline).
+                    last_q = ch._queue if ch._inbox_inline else None
                 if last_q is not None and len(last_q) < queue_n:
                     last_q.append((rseq, data))
                 else:  # a channel of its own kind, or a full inbox (discard policy)
@@ -210,6 +207,3 @@ def _debug_batch(conn: Connection, flat: list[Any]) -> None:
             header[4],
             len(data),
         )
-
-
-_base_deposit = BaseChannel._deposit

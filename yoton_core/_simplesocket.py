@@ -42,7 +42,7 @@ class _PeerSubChannel(SubChannel):
     """
 
     def _deposit(self, pkg: Package) -> None:
-        if pkg.source_id == self._context._id:
+        if pkg.source_id == self._context.id:
             return
         super()._deposit(pkg)
 

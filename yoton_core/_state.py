@@ -132,7 +132,7 @@ class StateChannel(BaseChannel):
                 raise self._closed_error("Cannot send")
             if data == self._data:
                 return
-            limit = ctx._max_message_size
+            limit = self._max_message_size
             if len(data) > limit:
                 raise InvalidArgumentError(
                     f"message of {len(data)} bytes exceeds the maximum message size of "
@@ -174,7 +174,7 @@ class StateChannel(BaseChannel):
 
     def _sending_locked(self) -> None:
         """A new version goes out (context lock held)."""
-        self._startup_pending = not self._context._connected
+        self._startup_pending = not self._context.connection_count
         self._resend_token += 1  # a scheduled re-send of the old one is moot
 
     def _resend(self) -> None:
@@ -249,7 +249,7 @@ class StateChannel(BaseChannel):
         routing thread, not under the context lock)."""
         if not self._version or self._closed:
             return
-        if any(c.id2 == source_id for c in self._context._connected):
+        if self._linked_to(source_id):
             self._resend()  # we are the binding end of that connection (or its neighbour)
             return
         self._resend_token += 1

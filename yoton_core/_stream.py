@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._connection import Connection, declare_final, endpoint
+from ._connection import Connection, declare_final
 from ._handshake_io import HandshakeResult, run_handshake
+from ._log import endpoint
 from ._poller import AVAILABLE as POLLER_AVAILABLE
 from ._stream_link import StreamLink
 from ._stream_queue import send_package

@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._connection import ONE_PEER_HINT, endpoint
 from ._engine import LINK_ERRORS, get_engine
-from ._errors import ConnectError, HandshakeError
+from ._errors import ONE_PEER_HINT, ConnectError, HandshakeError
 from ._errors import TimeoutError as YotonTimeoutError
 from ._handshake_io import HandshakeResult, handshake_timed_out
+from ._log import endpoint
 from ._poller import SocketReader, get_poller, in_io_role
 from ._stream_queue import StreamQueue
 from ._stream_receive import StreamReceiver, exc_text

@@ -165,7 +165,7 @@ class SubSync:
     # -- hot paths ------------------------------------------------------------------
 
     def deposit(self, pkg: Package) -> None:
-        """Replaces ``sub._deposit`` in sync mode (under the context lock)."""
+        """``sub._deposit`` in sync mode (under the context lock)."""
         q = self._queue
         if len(q) >= self._cap:
             sub = self._sub
@@ -266,12 +266,12 @@ class SubSync:
                 forgive = True
         if word != FULL:
             self._windowed = self._active
-        if dest_id == ctx._id:  # a publisher in our own context
+        if dest_id == ctx.id:  # a publisher in our own context
             pub = ctx._recv_channels.get(sub._slot_out)  # type: ignore[arg-type]
             if pub is not None:
                 pub._deposit(Package(word, sub._slot_out, dest_id, 0, dest_id, dest_seq))  # type: ignore[arg-type]
             return True
-        if not ctx._connected and sub._slot_out not in ctx._recv_channels:
+        if not ctx.connection_count and sub._slot_out not in ctx._recv_channels:
             return False  # nobody to tell (2.x: only when connected); the ticker retries
         if not dest_id:
             self._last_sent = now = time.monotonic()
@@ -371,12 +371,12 @@ def set_sync_mode(sub: SubChannel, value: Any) -> None:
             return
         sync = SubSync(sub)
         sub._sync = sync
-        sub._deposit = sync.deposit  # type: ignore[method-assign]  # instance override
+        sub._inbox_inline = False  # every deposit goes through SubChannel._deposit
         sync.start()
     else:
         assert current is not None
         sub._sync = None
-        sub.__dict__.pop("_deposit", None)  # back to the class's bounded inbox
+        sub._inbox_inline = type(sub)._inbox_inline  # back to the class's bounded inbox
         current.stop()
     # A sync-mode subscriber acts on joins: ask for announcements (_joins.py).
     sub._context._joins_changed()

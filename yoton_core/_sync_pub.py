@@ -96,7 +96,7 @@ def pub_forget(pub: PubChannel, peer: int) -> None:
     window again; its sync-mode inbox holds _sync.SAFETY_FACTOR x N meanwhile.
     """
     del peer  # see above: every remote lock goes
-    own = pub._context._id
+    own = pub._context.id
     with pub._sync_cond:
         for table in (pub._sync_blocked, pub._sync_windows):
             for sid in [sid for sid in table if sid != own]:

@@ -64,6 +64,7 @@ CONTROL = 0x2020204E4F544F59
 CONTROL_BYTES = b"YOTON   "
 SLOT_NONE = 0
 SLOT_DUMMY = 1
+SEQ_HEARTBEAT, SEQ_CLOSE = 0, 1  # the source_seq of a zero-length package
 #: The slot of context messages (``NEW_CONNECTION``); a transport that carries
 #: packages its own way keeps them (docs/protocol.md#context-messages).
 SLOT_CONTEXT = 2
@@ -154,8 +155,8 @@ HEARTBEAT = Heartbeat()
 CLOSE_REQUEST = CloseRequest()
 
 _pack = HEADER.pack
-HEARTBEAT_BYTES = _pack(CONTROL, SLOT_DUMMY, 0, 0, 0, 0, 0)
-CLOSE_BYTES = _pack(CONTROL, SLOT_DUMMY, 0, 1, 0, 0, 0)
+HEARTBEAT_BYTES = _pack(CONTROL, SLOT_DUMMY, 0, SEQ_HEARTBEAT, 0, 0, 0)
+CLOSE_BYTES = _pack(CONTROL, SLOT_DUMMY, 0, SEQ_CLOSE, 0, 0, 0)
 
 
 def encode_package(pkg: Package) -> bytes:
@@ -195,12 +196,8 @@ def encode_connection_message(payload: bytes) -> bytes:
     return _pack(CONTROL, SLOT_DUMMY, 0, 0, 0, 0, len(payload)) + payload
 
 
-def decode_header(b: bytes, offset: int = 0) -> tuple[int, int, int, int, int, int, int]:
-    """Unpack one header: ``(control, slot, source_id, source_seq, dest_id, dest_seq, length)``.
-
-    No checks are applied; see :class:`FrameDecoder` for validation.
-    """
-    return HEADER.unpack_from(b, offset)
+#: Unpack one header, unchecked (:class:`FrameDecoder` and ``unpack_header`` check).
+decode_header = HEADER.unpack_from
 
 
 def _bad_control(head: bytes) -> str:
@@ -287,8 +284,8 @@ def _decode_run(data: bytes, flat: list[Any], limit: int) -> int:
         return 0
     structs = _run_structs.get(size)
     if structs is None:  # (at most RUN_MAX_PAYLOAD of them)
-        heads_of, payloads_of = struct.Struct(f"<7Q{size}x"), struct.Struct(f"<56x{size}s")
-        structs = _run_structs[size] = (heads_of, payloads_of)
+        structs = (struct.Struct(f"<7Q{size}x"), struct.Struct(f"<{HEADER_SIZE}x{size}s"))
+        _run_structs[size] = structs
     with memoryview(data) as whole, whole[: k * stride] as view:
         heads = list(structs[0].iter_unpack(view))
         if (
@@ -527,13 +524,13 @@ class FrameDecoder:
         limit = self._max
         n = len(data)
         off = 0
-        if n >= RUN_MIN * 57:
+        control_word, hsize, dummy = CONTROL, HEADER_SIZE, SLOT_DUMMY  # (locals: per package)
+        if n >= RUN_MIN * (hsize + 1):
             off = _decode_run(data, flat, limit)
         append = flat.append
-        control_word = CONTROL
-        while n - off >= 56:  # HEADER_SIZE
+        while n - off >= hsize:
             h = unpack(data, off)
-            start = off + 56
+            start = off + hsize
             end = start + h[6]
             if h[0] != control_word or h[6] > limit:
                 if h[0] != control_word:
@@ -545,14 +542,14 @@ class FrameDecoder:
             if end > n:
                 self._start_payload(h, data, start)  # header complete, payload not
                 return flat
-            if start != end and h[1] != 1:  # a package (slot 1 is SLOT_DUMMY)
+            if start != end and h[1] != dummy:  # a package
                 append(h)
                 append(data[start:end])
             elif start != end:
                 self.controls.append((len(flat), ConnectionMessage(data[start:end])))
-            elif h[3] == 0:
+            elif h[3] == SEQ_HEARTBEAT:
                 self.controls.append((len(flat), HEARTBEAT))
-            elif h[3] == 1:
+            elif h[3] == SEQ_CLOSE:
                 self.controls.append((len(flat), CLOSE_REQUEST))
             off = end
         if off < n:

@@ -88,10 +88,11 @@ from __future__ import annotations
 
 from ._address import bind_port_offsets, parse_host_port, split_address, split_scheme
 from ._auth import pairing_refusal
-from ._connection import ONE_PEER_HINT, Connection, ConnectionStatistics
+from ._connection import Connection, ConnectionStatistics
 from ._context import Context
 from ._engine import TICK_INTERVAL, Engine, get_engine
 from ._errors import (
+    ONE_PEER_HINT,
     BrokenConnectionError,
     ConnectError,
     ConnectionClosedError,
