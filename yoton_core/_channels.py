@@ -130,7 +130,7 @@ class BaseChannel:
         # Threads waiting in recv() while reading the network themselves
         # (_poller.borrow_wait); woken by deposits and close().
         self._wakers: list[Waker] = []
-        self.received = Signal()
+        self.received: Signal = Signal()
         context._register_channel(self, self._slot_out, self._slot_in)
 
     # -- properties -----------------------------------------------------------

@@ -84,8 +84,8 @@ def run_bench(args: argparse.Namespace) -> int:
         pubsub_s = time.perf_counter() - start
 
         class Echo(RepChannel):
-            def echo(self, value: Any) -> Any:
-                return value
+            def echo(self, arg1: Any, sleep: float = 0.0) -> Any:
+                return arg1
 
         rep = Echo(server, "yoton-bench-rep")
         rep.set_mode("thread")

@@ -191,8 +191,8 @@ class Connection:
         self.__n_recv = 0
         self.__b_recv = 0
         self.__n_dropped = 0
-        self.closed = Signal()
-        self.timedout = Signal()
+        self.closed: Signal = Signal()
+        self.timedout: Signal = Signal()
 
     # -- documented properties ---------------------------------------------
 

@@ -65,7 +65,7 @@ def new_uid() -> int:
     return (ms << 32) | random.getrandbits(32)
 
 
-class ConnectionCollection(list):  # type: ignore[type-arg]
+class ConnectionCollection(list[Any]):
     """A list of connections that can also be indexed by connection name."""
 
     def __getitem__(self, key: Any) -> Any:
@@ -399,7 +399,7 @@ class Context(Router, JoinAnnouncer, LinkKeeper):
         """
         from ._async import run_blocking
 
-        return await run_blocking(  # type: ignore[no-any-return]
+        return await run_blocking(
             lambda: self.connect(address, timeout, name, **options),
             cleanup=lambda conn: conn.close("Closed: connect_async() was cancelled."),
         )
@@ -412,7 +412,7 @@ class Context(Router, JoinAnnouncer, LinkKeeper):
         """
         from ._async import run_blocking
 
-        return await run_blocking(lambda: self.flush(timeout))  # type: ignore[no-any-return]
+        return await run_blocking(lambda: self.flush(timeout))
 
     def close(self) -> None:
         """Close every connection and every channel; the context stays usable."""

@@ -177,7 +177,7 @@ class MessageDecodeError(ProtocolError):
     """
 
 
-class TimeoutError(YotonError, TimeoutError):  # noqa: A001 - deliberately yoton.TimeoutError
+class TimeoutError(YotonError, builtins.TimeoutError):  # noqa: A001 - deliberately yoton.TimeoutError
     """An operation did not complete within its timeout.
 
     Also the builtin ``TimeoutError``, so ``except TimeoutError`` keeps working

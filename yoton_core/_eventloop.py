@@ -24,7 +24,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from ._block import check_timeout, normalize_block
 from ._errors import InvalidArgumentError
@@ -323,29 +323,29 @@ class EventLoop:
         self._fork_ident = None
 
 
-app = EventLoop()
+app: Final = EventLoop()
 """The process-wide event loop (2.x's ``yoton.app``).
 
 Signals, Future callbacks and RepChannel's event mode post their events here;
 the functions below are its bound methods.
 """
-call_later = app.call_later
+call_later: Final = app.call_later
 """Run ``func(*args, **kwargs)`` from the event loop after ``timeout`` seconds.
 
 ``call_later(func, timeout=0.0, *args, **kwargs)``: ``app.call_later``; a
 timeout of 0 appends the call to the queue, a negative one puts it first.
 """
-process_events = app.process_events
+process_events: Final = app.process_events
 """Run the queued events and return (``app.process_events(block=False)``).
 
 ``block`` waits for the first event: True forever, a number that many
 seconds. Call it from your own loop, or use :func:`start_event_loop`.
 """
-start_event_loop = app.start_event_loop
+start_event_loop: Final = app.start_event_loop
 """Run events in this thread until :func:`stop_event_loop` (``app.start_event_loop``)."""
-stop_event_loop = app.stop_event_loop
+stop_event_loop: Final = app.stop_event_loop
 """Make the running :func:`start_event_loop` return; thread-safe (``app.stop_event_loop``)."""
-embed_event_loop = app.embed_event_loop
+embed_event_loop: Final = app.embed_event_loop
 """Let another event loop (a GUI's) drive yoton's: ``app.embed_event_loop(callback)``.
 
 ``callback()`` is called when events arrive and should arrange for

@@ -132,7 +132,7 @@ class _WeakMethodHandler(_Handler):
         if obj is None:
             return None
         if self._name is not None:
-            return getattr(obj, self._name)  # type: ignore[no-any-return]
+            return getattr(obj, self._name)
         return types.MethodType(self._func, obj)
 
     def matches(self, func: Callable[..., object]) -> bool:

@@ -92,8 +92,9 @@ def fuzz_handshake(data: bytes) -> Handshake:
     Returns the handshake, in its final state.
     """
     control, chunks = chunks_of(data)
-    role = "bind" if control & 0x80 else "connect"
-    hs = Handshake(role, 0x1234_5678_9ABC_DEF0, 4242, max_line=64)
+    hs = Handshake(
+        "bind" if control & 0x80 else "connect", 0x1234_5678_9ABC_DEF0, 4242, max_line=64
+    )
     for chunk in chunks:
         reply = hs.receive_data(chunk)
         assert isinstance(reply, bytes)

@@ -76,7 +76,7 @@ def handshake_timed_out() -> str:
 
 async def _receive(stream: trio.abc.Stream, machine: Handshake | Authenticator) -> bytes:
     """Read the next bytes for ``machine``; on EOF let it say why it failed."""
-    data = await stream.receive_some(4096)
+    data = bytes(await stream.receive_some(4096))
     if not data:
         machine.receive_eof()
         raise HandshakeError(machine.error or "Handshake failed: the peer closed the connection.")

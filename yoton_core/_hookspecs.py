@@ -9,7 +9,7 @@ like third-party ones.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import pluggy
 
@@ -20,13 +20,13 @@ __all__ = ["hookspec", "hookimpl", "PROJECT_NAME"]
 
 PROJECT_NAME = "yoton"
 
-hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookspec: Final = pluggy.HookspecMarker(PROJECT_NAME)
 """pluggy's marker of hook *specifications* for the project ``"yoton"``.
 
 Yoton uses it for its own hooks (:func:`yoton_connection_types`); a plugin
 needs :data:`hookimpl`, not this.
 """
-hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+hookimpl: Final = pluggy.HookimplMarker(PROJECT_NAME)
 """Marks a plugin's hook functions, e.g. ``@yoton.hookimpl def yoton_connection_types()``.
 
 pluggy's marker for the project ``"yoton"``: a module registered through the

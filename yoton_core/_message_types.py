@@ -361,7 +361,7 @@ def _decode(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
             raise _Truncated
         if depth >= MAX_DEPTH:
             raise MessageDecodeError(f"Object message nests deeper than {MAX_DEPTH} levels.")
-        items = []
+        items: list[Any] = []
         append = items.append
         depth += 1
         for _ in range(n):

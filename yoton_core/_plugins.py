@@ -32,7 +32,7 @@ import re
 import sys
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -134,7 +134,7 @@ def _hook_results(pm: pluggy.PluginManager) -> list[Iterable[object]]:
     running: set[int] | None = getattr(_local, "running", None)
     if running is None:
         running = _local.running = set()
-    results = []
+    results: list[Any] = []
     for impl in reversed(pm.hook.yoton_connection_types.get_hookimpls()):
         if id(impl) in running or impl.hookwrapper or impl.wrapper:
             continue  # (a wrapper has nothing to add to a list of classes)
@@ -144,7 +144,7 @@ def _hook_results(pm: pluggy.PluginManager) -> list[Iterable[object]]:
         finally:
             running.discard(id(impl))
         if result is not None:
-            results.append(result)
+            results.append(result)  # (checked by transports(): an iterable of classes)
     return results
 
 

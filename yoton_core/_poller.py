@@ -46,7 +46,7 @@ import threading
 from ._log import get_logger
 
 try:  # the C function: signal.pthread_sigmask converts every mask to enums
-    from _signal import pthread_sigmask as _sigmask
+    from _signal import pthread_sigmask as _sigmask  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - not POSIX
     _sigmask = None
 import time
@@ -496,13 +496,13 @@ def borrow_wait(
                 if fd == wfd:
                     waker.drain()
                     continue
-                r = taken.get(fd)
-                if r is None:
+                got = taken.get(fd)
+                if got is None:
                     continue
-                with r.lock:
-                    if not r.done and r.borrower is st:
-                        r.read()
-                    if r.done or r.borrower is not st:
+                with got.lock:
+                    if not got.done and got.borrower is st:
+                        got.read()
+                    if got.done or got.borrower is not st:
                         poll.unregister(fd)
                         del taken[fd]
         if spin:  # it came while we spun

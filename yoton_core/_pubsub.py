@@ -180,11 +180,11 @@ class SubChannel(BaseChannel):
                 pass
             else:
                 return item[1] if self._binary else self._decode(item[1])
-        item = self._recv(block)
+        got = self._recv(block)
         self._check_sync()
-        if item is None:
+        if got is None:
             return self._message_type.empty_message()
-        return self._decode(item[1])
+        return self._decode(got[1])
 
     def next(self) -> Any:
         """Return the next pending message; raise StopIteration when there is none."""

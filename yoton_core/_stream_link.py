@@ -61,6 +61,9 @@ LARGE_PAYLOAD = 256 * 1024
 YIELD_BYTES = 4 << 20
 #: How long a graceful close may take to send what is queued plus CLOSE.
 CLOSE_GRACE = 1.0
+#: What a failed handshake raises, and what a lingering close may meet.
+_HANDSHAKE_FAILURES: tuple[type[Exception], ...] = (HandshakeError, *LINK_ERRORS)
+_LINGER_ERRORS: tuple[type[Exception], ...] = (*LINK_ERRORS, trio.BusyResourceError)
 
 
 class StreamLink(StreamQueue, StreamReceiver):
@@ -202,7 +205,7 @@ class StreamLink(StreamQueue, StreamReceiver):
         conn = self._conn
         deadline = trio.current_time() + timeout
         retry = max(timeout / 100, 0.01)
-        last_exc: BaseException | None = None
+        last_exc: OSError | None = None
         stream: trio.abc.Stream | None = None
         while stream is None:
             with trio.move_on_at(deadline):
@@ -220,7 +223,7 @@ class StreamLink(StreamQueue, StreamReceiver):
         except trio.TooSlowError:
             await trio.aclose_forcefully(stream)
             raise YotonTimeoutError(handshake_timed_out()) from None
-        except (HandshakeError, *LINK_ERRORS) as exc:
+        except _HANDSHAKE_FAILURES as exc:
             await trio.aclose_forcefully(stream)
             text = exc.reason if isinstance(exc, HandshakeError) else f"Handshake failed: {exc!r}"
             raise ConnectError(text) from exc
@@ -502,5 +505,5 @@ async def _linger(stream: trio.abc.Stream) -> None:
             await send_eof()
         while await stream.receive_some(65536):
             pass
-    except (*LINK_ERRORS, trio.BusyResourceError):  # Busy: the receive loop still reads
+    except _LINGER_ERRORS:  # (Busy: the receive loop still reads)
         pass

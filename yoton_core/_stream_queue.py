@@ -148,7 +148,10 @@ class StreamQueue:
             pass
         else:
             self._discarded += 1
-            self._bytes_discarded += len(old) - HEADER_SIZE if old.__class__ is bytes else old[0][6]
+            if isinstance(old, bytes):  # a small package's frame
+                self._bytes_discarded += len(old) - HEADER_SIZE
+            else:
+                self._bytes_discarded += old[0][6]
         return False
 
     def _congest(self) -> None:
@@ -336,24 +339,24 @@ class StreamQueue:
             raise ConnectionClosedError(f"Connection is closed: {self._end_reason}")
 
 
-def send_package(conn: StreamConnection, header: Header, data: bytes) -> None:
+def send_package(self: StreamConnection, header: Header, payload: bytes) -> None:
     """Queue (or write) one package: :class:`StreamConnection`'s ``send_package``.
 
     A function the connection class takes as its method, so that the
-    context's call lands here directly, and ``self`` is the connection's link
+    context's call lands here directly; ``link`` is the connection's link
     (its mangled attribute: one load more than a method of the link itself;
     an instance attribute bound to the link's method cost ~300 instructions
     per call, for the unspecialised attribute lookup).
     """
-    self: StreamQueue = conn._StreamConnection__link  # type: ignore[attr-defined]
-    q = self._outq
+    link: StreamQueue = self._StreamConnection__link  # type: ignore[attr-defined]
+    q = link._outq
     n = header[6]
-    self._pushed += 1
-    self._bytes_pushed += n
+    link._pushed += 1
+    link._bytes_pushed += n
     nq = len(q)
     if nq:  # the streaming case
-        ctx = self._context
-        if nq >= ctx._queue_n and self._discard(n):
+        ctx = link._context
+        if nq >= ctx._queue_n and link._discard(n):
             return
         # A small package is queued as its finished frame: packed here,
         # where its header is hot in this core's cache, the sender (often
@@ -364,39 +367,39 @@ def send_package(conn: StreamConnection, header: Header, data: bytes) -> None:
             if ctx._frame_of is header:
                 q.append(ctx._frame)
             else:
-                frame = _pack(*header) + data
+                frame = _pack(*header) + payload
                 ctx._frame_of = header
                 ctx._frame = frame
                 q.append(frame)
         else:
-            q.append((header, data))
-        if nq >= HIGH_WATER_PACKAGES or (n > 4096 or not nq & 63) and self._over_bytes():
-            if not (self._congestion_check or self._gave_up):  # (once per episode)
-                self._congest()
+            q.append((header, payload))
+        if nq >= HIGH_WATER_PACKAGES or (n > 4096 or not nq & 63) and link._over_bytes():
+            if not (link._congestion_check or link._gave_up):  # (once per episode)
+                link._congest()
     else:
-        if self._direct_sock is not None:
+        if link._direct_sock is not None:
             # The link looks idle. Write the package ourselves, unless
             # packages come in a stream (two pushes that found the queue
             # empty in quick succession): those are for the engine to batch.
             now = _monotonic()
-            quiet = now - self._last_idle_push >= DIRECT_QUIET
-            self._last_idle_push = now
-            if quiet and n <= DIRECT_MAX and self._wlock.acquire(False):
+            quiet = now - link._last_idle_push >= DIRECT_QUIET
+            link._last_idle_push = now
+            if quiet and n <= DIRECT_MAX and link._wlock.acquire(False):
                 try:
-                    sock = self._direct_sock
-                    if sock is not None and not self._writing and not q and self._partial is None:
-                        self._write_direct(sock, header, data)
+                    sock = link._direct_sock
+                    if sock is not None and not link._writing and not q and link._partial is None:
+                        link._write_direct(sock, header, payload)
                         return
                 finally:
-                    self._wlock.release()
-        q.append(_pack(*header) + data if n <= FRAME_MAX else (header, data))
-        if n > HIGH_WATER_BYTES and not (self._congestion_check or self._gave_up):
-            self._congest()
+                    link._wlock.release()
+        q.append(_pack(*header) + payload if n <= FRAME_MAX else (header, payload))
+        if n > HIGH_WATER_BYTES and not (link._congestion_check or link._gave_up):
+            link._congest()
     # Wake the sender unless a wake-up is on its way (it may also have
     # emptied the queue and gone to sleep since len(q) was read).
-    if not self._wake_pending and self._send_event is not None:
-        self._wake_pending = True
-        if self._engine.in_engine_thread():
-            self._send_event.set()
+    if not link._wake_pending and link._send_event is not None:
+        link._wake_pending = True
+        if link._engine.in_engine_thread():
+            link._send_event.set()
         else:
-            self._engine.run_sync_soon(self._wake)
+            link._engine.run_sync_soon(link._wake)

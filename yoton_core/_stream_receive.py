@@ -151,7 +151,7 @@ class StreamReceiver:
                 if data and not self._receive(data):
                     return
                 if sock is None:
-                    data = await stream.receive_some(self._read_size())
+                    data = bytes(await stream.receive_some(self._read_size()))
                 else:
                     await wait_readable(sock)  # the checkpoint (trio's receive_some has one too)
                     view = self._decoder.recv_buffer()

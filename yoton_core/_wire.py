@@ -99,13 +99,13 @@ class Package:
         dest_id: int = 0,
         dest_seq: int = 0,
     ) -> None:
-        self.data = data
-        self.slot = slot
-        self.source_id = source_id
-        self.source_seq = source_seq
-        self.dest_id = dest_id
-        self.dest_seq = dest_seq
-        self.recv_seq = 0
+        self.data: bytes = data
+        self.slot: int = slot
+        self.source_id: int = source_id
+        self.source_seq: int = source_seq
+        self.dest_id: int = dest_id
+        self.dest_seq: int = dest_seq
+        self.recv_seq: int = 0
 
     def __repr__(self) -> str:
         data = self.data
@@ -128,7 +128,7 @@ class Package:
             and self.data == other.data
         )
 
-    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
+    __hash__: None = None  # type: ignore[assignment]  # mutable, compared by value
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,7 +42,7 @@ __all__ = ["TlsConnection"]
 
 def _tls_cause(exc: BaseException) -> str | None:
     """The ssl error behind a trio stream error, as text; None if not TLS."""
-    seen = exc
+    seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, ssl.SSLError):
             text = str(seen)
@@ -50,7 +50,7 @@ def _tls_cause(exc: BaseException) -> str | None:
             if verify and verify not in text:
                 text = f"{text} ({verify})"
             return f"{type(seen).__name__}: {re.sub(r' [(]_ssl[.]c:[0-9]+[)]', '', text)}"
-        seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
+        seen = seen.__cause__ or seen.__context__
     return None
 
 
@@ -72,8 +72,12 @@ class TlsConnection(TcpConnection):
     _tls_host: str = ""
 
     def configure(
-        self, ssl_context: ssl.SSLContext | None = None, server_hostname: str | None = None
+        self,
+        ssl_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        **options: Any,
     ) -> None:
+        super().configure(**options)  # (refuses any other option, naming it)
         if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
             raise InvalidArgumentError(
                 f"ssl_context must be an ssl.SSLContext, got {type(ssl_context).__name__}"
@@ -138,11 +142,11 @@ class TlsConnection(TcpConnection):
         try:
             return await super().handshake(stream, role)
         except trio.BrokenResourceError as exc:
-            cause = _tls_cause(exc)
-            if cause is None:
+            refused = _tls_cause(exc)
+            if refused is None:
                 raise
             raise HandshakeError(
-                f"TLS handshake failed: the peer refused us: {cause}{hint}"
+                f"TLS handshake failed: the peer refused us: {refused}{hint}"
             ) from None
         except HandshakeError as exc:
             if "closed the connection" not in exc.reason:
