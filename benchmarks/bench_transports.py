@@ -17,7 +17,7 @@ targets):
 Targets (checked by :func:`check_targets` on results of the same run):
 inproc pub/sub costs at most half the CPU per message of tcp's two ends
 together (issue 18; it restates "inproc at least 3x tcp", which one process
-cannot reach: see the README); a 16 MiB inproc message is not copied
+cannot reach: see docs/performance.md); a 16 MiB inproc message is not copied
 (bandwidth does not fall with size); unix at least as fast as tcp.
 
 CPU per message: inproc's is this process's CPU time (publisher, reader and

@@ -79,10 +79,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _util import BENCH_DIR, US  # noqa: E402
 
 ROOT = os.path.dirname(BENCH_DIR)
-README = os.path.join(ROOT, "README.md")
-README_PLOT = os.path.join(ROOT, "docs", "throughput.png")
-README_BEGIN = "<!-- benchmark results: begin (written by benchmarks/run.py --readme) -->"
-README_END = "<!-- benchmark results: end -->"
+#: The documentation page that shows the tables (its "Benchmarks" section), and the plot.
+DOCS_PAGE = os.path.join(ROOT, "docs", "performance.md")
+DOCS_PLOT = os.path.join(ROOT, "docs", "throughput.png")
+DOCS_BEGIN = "<!-- benchmark results: begin (written by benchmarks/run.py --docs) -->"
+DOCS_END = "<!-- benchmark results: end -->"
 RESULTS_DIR = os.path.join(BENCH_DIR, "results")
 DEFAULT_MARKDOWN = os.path.join(RESULTS_DIR, "latest.md")
 DEFAULT_PLOT = os.path.join(RESULTS_DIR, "throughput.png")
@@ -297,16 +298,16 @@ def plot(groups: dict[str, list[dict[str, Any]]], path: str, subtitle: str) -> b
     return True
 
 
-def update_readme(body: str, path: str = README) -> None:
-    """Replace the text between the README's benchmark markers with ``body``."""
+def update_docs(body: str, path: str = DOCS_PAGE) -> None:
+    """Replace the text between the performance page's benchmark markers with ``body``."""
     with open(path, encoding="utf-8") as f:
         text = f.read()
     try:
-        a = text.index(README_BEGIN) + len(README_BEGIN)
-        b = text.index(README_END, a)
+        a = text.index(DOCS_BEGIN) + len(DOCS_BEGIN)
+        b = text.index(DOCS_END, a)
     except ValueError:
         raise ValueError(
-            f"{path} has no benchmark markers ({README_BEGIN!r} ... {README_END!r})"
+            f"{path} has no benchmark markers ({DOCS_BEGIN!r} ... {DOCS_END!r})"
         ) from None
     with open(path, "w", encoding="utf-8") as f:
         f.write(text[:a] + "\n" + body.strip() + "\n" + text[b:])
@@ -330,9 +331,11 @@ def main(argv: list[str] | None = None) -> int:
         help=f"write the throughput/size plot to FILE (default {DEFAULT_PLOT})",
     )
     ap.add_argument(
-        "--readme",
+        "--docs",
+        "--readme",  # its first name, when the tables were in the README
+        dest="docs",
         action="store_true",
-        help="also put the tables into README.md (between its benchmark markers) "
+        help="also put the tables into docs/performance.md (between its benchmark markers) "
         "and the plot at docs/throughput.png",
     )
     opts = ap.parse_args(argv)
@@ -391,12 +394,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"wrote {opts.plot}", file=sys.stderr)
         except Exception:  # the tables matter more than the picture
             print(f"plot failed:\n{traceback.format_exc()}", file=sys.stderr)
-    if opts.readme:
-        if plot(groups, README_PLOT, f"{stamp}, {machine}"):
-            print(f"wrote {README_PLOT}", file=sys.stderr)
+    if opts.docs:
+        if plot(groups, DOCS_PLOT, f"{stamp}, {machine}"):
+            print(f"wrote {DOCS_PLOT}", file=sys.stderr)
         body = "\n".join(sections).replace("# yoton benchmarks\n\n", "", 1)
-        update_readme(body.replace("\n## ", "\n#### "))
-        print(f"updated {README}", file=sys.stderr)
+        update_docs(body.replace("\n## ", "\n### "))  # below the page's "## Benchmarks"
+        print(f"updated {DOCS_PAGE}", file=sys.stderr)
     if opts.markdown:
         os.makedirs(os.path.dirname(os.path.abspath(opts.markdown)), exist_ok=True)
         with open(opts.markdown, "w", encoding="utf-8") as f:

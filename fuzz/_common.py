@@ -1,4 +1,4 @@
-"""Shared runner of the atheris fuzz targets in this directory (see README, "Fuzzing")."""
+"""Shared runner of the atheris fuzz targets in this directory (see docs/development.md#fuzzing)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The benchmark runner's report: ratios, targets, the size table, the README block.
+"""The benchmark runner's report: ratios, targets, the size table, the performance page's block.
 
 Pure functions of ``benchmarks/run.py`` on hand-made rows: no processes, no
 timing. A wrong ratio direction or a target reported met when it was missed
@@ -102,20 +102,29 @@ def test_series_table_shows_every_size_and_losses(run_mod):
     assert "lib, 2 B: 9/10 (1 lost or late)" in text
 
 
-def test_update_readme_replaces_only_the_marked_block(run_mod, tmp_path):
-    readme = tmp_path / "README.md"
-    readme.write_text(
-        f"top\n{run_mod.README_BEGIN}\nold table\n{run_mod.README_END}\nbottom\n",
+def test_update_docs_replaces_only_the_marked_block(run_mod, tmp_path):
+    page = tmp_path / "performance.md"
+    page.write_text(
+        f"top\n{run_mod.DOCS_BEGIN}\nold table\n{run_mod.DOCS_END}\nbottom\n",
         encoding="utf-8",
     )
-    run_mod.update_readme("new table", str(readme))
-    text = readme.read_text(encoding="utf-8")
+    run_mod.update_docs("new table", str(page))
+    text = page.read_text(encoding="utf-8")
     assert "old table" not in text
     assert text.startswith("top\n") and text.endswith("bottom\n")
-    assert f"{run_mod.README_BEGIN}\nnew table\n{run_mod.README_END}" in text
-    readme.write_text("no markers\n", encoding="utf-8")
+    assert f"{run_mod.DOCS_BEGIN}\nnew table\n{run_mod.DOCS_END}" in text
+    page.write_text("no markers\n", encoding="utf-8")
     with pytest.raises(ValueError, match="no benchmark markers"):
-        run_mod.update_readme("x", str(readme))
+        run_mod.update_docs("x", str(page))
+
+
+def test_the_performance_page_has_the_markers_once_and_the_readme_none(run_mod):
+    """``--docs`` writes into docs/performance.md; the README keeps no copy to go stale."""
+    page = Path(run_mod.DOCS_PAGE).read_text(encoding="utf-8")
+    assert page.count(run_mod.DOCS_BEGIN) == 1 and page.count(run_mod.DOCS_END) == 1
+    assert page.index(run_mod.DOCS_BEGIN) > page.index("## Benchmarks")
+    readme = (Path(run_mod.ROOT) / "README.md").read_text(encoding="utf-8")
+    assert "benchmark results: begin" not in readme
 
 
 def _transport_result(

@@ -339,7 +339,7 @@ def test_little_stack_left_gives_clean_errors() -> None:
         sys.setrecursionlimit(old)
 
 
-# -- found by mutation testing (README, "Development notes") ------------------------------
+# -- found by mutation testing (docs/development.md) --------------------------------------------
 
 
 def test_the_base_class_says_which_method_a_subclass_must_implement() -> None:

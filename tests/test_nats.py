@@ -425,14 +425,13 @@ def test_a_context_joins_a_bus_once(bus, make):
 
 
 def test_the_readme_example_runs_as_written(tmp_path, nats_server):
-    """README's NATS example: two processes on one bus (tests/test_readme.py skips it:
-    it needs a server)."""
+    """The NATS page's example: two processes on one bus (tests/test_readme.py skips
+    it: it needs a server)."""
     import pathlib
     import re
 
-    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
-    section = readme[readme.index("## Across machines: NATS") :]
-    code = re.search(r"```python\n(# readme-test: skip.*?)```", section, re.S).group(1)
+    section = (pathlib.Path(__file__).parent.parent / "docs" / "nats.md").read_text()
+    code = re.search(r"```python\n(# (?:readme|docs)-test: skip.*?)```", section, re.S).group(1)
     head, rest = code.split("# process 1\n")
     one, two = rest.split("# process 2\n")
     env = dict(os.environ, YOTON_NATS_URL=nats_server.url)

@@ -1,5 +1,5 @@
 """Plugin discovery: entry points, broken plugins, run-time registration, the
-README's plugin example, and the errors for unknown schemes."""
+the plugin page's examples (docs/plugins.md), and the errors for unknown schemes."""
 
 from __future__ import annotations
 
@@ -258,19 +258,16 @@ def test_a_plugin_returning_a_non_connection_is_named(registered):
         yoton.transports()
 
 
-def _readme_blocks(section: str) -> dict[str, str]:
-    """``{file name: code}`` for the fenced blocks of a README section whose
+def _page_blocks(page: str) -> dict[str, str]:
+    """``{file name: code}`` for the fenced blocks of a documentation page whose
     first line is ``# <file name>``."""
-    text = (ROOT / "README.md").read_text()
-    start = text.index(f"\n## {section}\n")
-    end = text.find("\n## ", start + 1)
-    body = text[start : end if end != -1 else None]
-    blocks = re.findall(r"```python\n(# (\S+)\n.*?)```", body, flags=re.S)
+    text = (ROOT / "docs" / page).read_text()
+    blocks = re.findall(r"```python\n(# (\S+)\n.*?)```", text, flags=re.S)
     return {name: code for code, name in blocks}
 
 
 def test_readme_plugin_example_runs_end_to_end(tmp_path):
-    files = _readme_blocks("Writing a connection plugin")
+    files = _page_blocks("plugins.md")
     assert set(files) == {
         "yoton_loopback.py",
         "use_loopback.py",
@@ -296,10 +293,10 @@ def test_readme_plugin_example_runs_end_to_end(tmp_path):
 
 
 def test_readme_non_stream_plugin_runs_end_to_end_and_passes_the_kit(tmp_path):
-    """The README's transport without a byte stream (a queue per direction),
+    """The plugin page's transport without a byte stream (a queue per direction),
     built only on yoton.transport, carries traffic and passes the conformance
     kit (the two byte-level checks are skipped, with their reasons)."""
-    files = _readme_blocks("Writing a connection plugin")
+    files = _page_blocks("plugins.md")
     for name, code in files.items():
         (tmp_path / name).write_text(code)
     used = run_python("", cwd=tmp_path, args=("use_mailbox.py",))

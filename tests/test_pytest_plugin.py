@@ -10,14 +10,13 @@ from pathlib import Path
 
 pytest_plugins = ["pytester"]
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "testing.md"
 
 
 def _readme_example() -> str:
-    text = README.read_text()
-    start = text.index("\n## Testing in one process (pytest fixtures)\n")
-    end = text.index("\n## ", start + 1)
-    (code,) = re.findall(r"```python\n(# test_example\.py\n.*?)```", text[start:end], flags=re.S)
+    """The fixtures' example of the testing page (docs/testing.md)."""
+    text = PAGE.read_text()
+    (code,) = re.findall(r"```python\n(# test_example\.py\n.*?)```", text, flags=re.S)
     return code
 
 

@@ -1,7 +1,7 @@
 """The public transport API (``yoton.transport``): plugins built on public names only.
 
 * An AST check: no plugin package (``yoton_*`` beside ``yoton_core``, today
-  yoton_tcp, yoton_unix, yoton_inproc, and any added later) nor the README's
+  yoton_tcp, yoton_unix, yoton_inproc, and any added later) nor the plugin page's
   example plugins imports a private ``yoton_core`` module or reads a private
   attribute it does not define itself (``peer._context._route``).
 * A plugin's private names never collide with the core's: connection classes
@@ -111,9 +111,8 @@ def _plugin_packages() -> list[Path]:
 
 
 def _readme_plugins() -> dict[str, str]:
-    text = (ROOT / "README.md").read_text()
-    start = text.index("\n## Writing a connection plugin\n")
-    body = text[start : text.find("\n## ", start + 1)]
+    """The example plugins of the plugin page (docs/plugins.md)."""
+    body = (ROOT / "docs" / "plugins.md").read_text()
     blocks = re.findall(r"```python\n(# (\S+)\n.*?)```", body, flags=re.S)
     return {name: code for code, name in blocks if name.startswith("yoton_")}
 

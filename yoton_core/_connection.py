@@ -5,8 +5,8 @@ it and implements a few methods the core calls (``open_bind``,
 ``open_connect``, ``send_package``, ``shutdown``, ``flush``, ...); it reports
 what happens on the link through methods the base provides (``set_waiting``,
 ``set_established``, ``deliver``, ``set_closed``, ...). Both halves are public,
-documented names: :mod:`yoton_core.transport` lists them, and the README's
-"Writing a connection plugin" shows them at work. Stream transports subclass
+documented names: :mod:`yoton_core.transport` lists them, and
+docs/plugins.md shows them at work. Stream transports subclass
 :class:`~yoton_core.transport.StreamConnection` instead, which implements the
 first half on top of a byte stream.
 

@@ -5,8 +5,8 @@ every context on that bus, through any server of a NATS cluster, is one yoton
 network, and the server filters by slot, so a context receives only what its
 channels listen to. With ``YOTON_TRANSPORT=nats`` and
 ``YOTON_NATS_URL=nats://host:4222`` a program that uses plain ``host:port``
-addresses runs on NATS unchanged (the address names the bus). The README's
-section "Across machines: NATS" explains the choices and their limits.
+addresses runs on NATS unchanged (the address names the bus). docs/nats.md
+explains the choices and their limits.
 
 Modules: ``_protocol`` (the NATS client protocol, sans-IO), ``_busframe``
 (yoton packages in NATS messages, sans-IO), ``_address``, ``_client`` (opening
