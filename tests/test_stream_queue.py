@@ -19,6 +19,7 @@ import pytest
 import yoton
 from yoton_core._stream import link_of
 from yoton_core._stream_link import StreamLink
+from yoton_core._stream_queue import DIRECT_BATCH, FRAME_MAX
 from yoton_core._wire import HEADER, FrameDecoder, Package, encode_package, package_header
 from yoton_core.testing import recv_n, wait_for
 from yoton_tcp import TcpConnection
@@ -53,6 +54,11 @@ def _push(conn: StreamLink, pkg: Package) -> None:
 def _idle(conn: StreamLink) -> None:
     """Make the next push look like the first in a while (the "quiet" rule)."""
     conn._last_idle_push = -1e9
+
+
+def _busy(conn: StreamLink) -> None:
+    """Make the next push look like part of a stream: queued, not written directly."""
+    conn._last_idle_push = float("inf")
 
 
 def _read_all(b: socket.socket, n_packages: int) -> list[Package]:
@@ -165,3 +171,132 @@ def test_a_broadcast_packs_each_frame_once_and_never_mixes_them(contexts) -> Non
         pub.send(b"%06d" % i)
     for sub in subs:
         assert recv_n(sub, n) == [b"%06d" % i for i in range(n)]
+
+
+# -- a pusher's own batches, and the sender's wake-ups ------------------------------
+
+
+def _fill_socket(a: socket.socket) -> tuple[int, bytes]:
+    """Fill ``a``'s send buffer with whole filler packages; (count, unsent rest of the last)."""
+    filler = encode_package(_pkg(0, 1000))
+    n_fill = 0
+    while True:
+        try:
+            n = a.send(filler)
+        except BlockingIOError:
+            return n_fill, b""
+        n_fill += 1
+        if n < len(filler):
+            return n_fill, filler[n:]
+
+
+def test_a_stream_goes_out_in_the_pushers_own_batches(link) -> None:  # type: ignore[no-untyped-def]
+    conn, _a, b = link
+    n = 2 * DIRECT_BATCH + 50
+    _idle(conn)
+    for i in range(n):
+        _push(conn, _pkg(i))
+    # The first went out directly; the second woke the sender (which has not
+    # run); the pusher sent every DIRECT_BATCH queued frames itself.
+    assert conn._direct_written >= 2 * DIRECT_BATCH
+    assert conn.queued_count() < DIRECT_BATCH
+    assert conn._send_event.wait(10) and conn._wake_pending
+    assert conn._retired() + conn.queued_count() == conn._pushed == n
+    # Play the sender for the rest: every package arrives once, in push order.
+    partial = conn._start_writing()
+    assert partial is None
+    rest = b"".join(conn._outq)
+    conn._outq.clear()
+    b_reader_out = _read_all_after(b, rest, conn, n)
+    assert [p.data for p in b_reader_out] == [_pkg(i).data for i in range(n)]
+
+
+def _read_all_after(b: socket.socket, rest: bytes, conn: StreamLink, n: int) -> list[Package]:
+    """Write ``rest`` as the sender would (blocking), then read ``n`` packages from ``b``."""
+    out: list[Package] = []
+    reader = threading.Thread(target=lambda: out.extend(_read_all(b, n)))
+    reader.start()
+    a = conn._direct_sock
+    assert a is not None
+    a.setblocking(True)
+    a.sendall(rest)
+    a.setblocking(False)
+    reader.join(20)
+    return out
+
+
+def test_no_batch_of_the_pusher_while_the_sender_writes(link) -> None:  # type: ignore[no-untyped-def]
+    conn, _a, _b = link
+    assert conn._start_writing() is None
+    for i in range(2 * DIRECT_BATCH):
+        _push(conn, _pkg(i))
+    assert conn.queued_count() == 2 * DIRECT_BATCH  # all for the sender
+    assert conn._retired() == 0
+
+
+def test_a_batch_the_socket_takes_in_part_is_finished_by_the_sender(link) -> None:  # type: ignore[no-untyped-def]
+    conn, a, b = link
+    n_fill, rest = _fill_socket(a)
+    _busy(conn)
+    _push(conn, _pkg(1))  # queued
+    conn._wake_pending = True  # (as if the sender's wake-up were on its way)
+    for i in range(2, DIRECT_BATCH + 2):
+        _push(conn, _pkg(i))
+    # The pusher's batch did not fit: it is the sender's partial write now,
+    # and what comes after waits behind it.
+    assert conn._partial is not None and conn._partial_count == DIRECT_BATCH + 1
+    assert conn._retired() == 0
+    _push(conn, _pkg(DIRECT_BATCH + 2))
+    assert conn.queued_count() == 2
+    out: list[Package] = []
+    reader = threading.Thread(target=lambda: out.extend(_read_all(b, n_fill + DIRECT_BATCH + 2)))
+    reader.start()
+    partial = conn._start_writing()
+    assert partial is not None
+    a.setblocking(True)
+    a.sendall(rest)
+    a.sendall(partial)
+    conn._partial_written()
+    assert conn._retired() == DIRECT_BATCH + 1  # the whole batch, once it is out
+    a.sendall(conn._outq.popleft())  # type: ignore[arg-type]
+    conn._written += 1
+    a.setblocking(False)
+    assert conn._stop_writing()
+    reader.join(20)
+    got = [p.data for p in out][n_fill:]
+    assert got == [_pkg(i).data for i in range(1, DIRECT_BATCH + 3)]
+    assert conn._retired() == conn._pushed == DIRECT_BATCH + 2
+
+
+def test_a_large_package_leaves_the_queue_to_the_sender(link) -> None:  # type: ignore[no-untyped-def]
+    conn, _a, _b = link
+    _busy(conn)
+    _push(conn, _pkg(0))  # queued
+    _push(conn, _pkg(1, FRAME_MAX + 1))  # a (header, payload), never joined by a pusher
+    for i in range(2, DIRECT_BATCH + 2):
+        _push(conn, _pkg(i))
+    assert conn._batch_blocked  # the pusher tried once, and left it to the sender
+    assert conn.queued_count() == DIRECT_BATCH + 2 and conn._retired() == 0
+    assert [p[0][3] if isinstance(p, tuple) else None for p in conn._outq][1] == 2  # order kept
+    assert conn._start_writing() is None
+    conn._outq.clear()
+    assert conn._stop_writing()
+    assert not conn._batch_blocked
+
+
+def test_the_sender_is_not_woken_while_it_writes(link) -> None:  # type: ignore[no-untyped-def]
+    conn, _a, _b = link
+    _busy(conn)
+    _push(conn, _pkg(1))  # queued, and the sender is woken
+    assert conn._send_event.wait(10) and conn._wake_pending
+    conn._send_event.clear()  # the sender runs...
+    assert conn._start_writing() is None
+    conn._outq.clear()
+    _push(conn, _pkg(2))  # ...and looks at the queue again before it stops
+    assert not conn._send_event.wait(0.05)
+    assert not conn._stop_writing()  # it does: the package is there
+    conn._outq.clear()
+    assert conn._stop_writing() and not conn._wake_pending
+    _busy(conn)
+    _push(conn, _pkg(3))  # after that, a push wakes it again
+    assert conn._send_event.wait(10) and conn._wake_pending

@@ -37,7 +37,7 @@ from ._errors import TimeoutError as YotonTimeoutError
 from ._handshake_io import HandshakeResult, handshake_timed_out
 from ._log import endpoint
 from ._poller import SocketReader, get_poller, in_io_role
-from ._stream_queue import StreamQueue
+from ._stream_queue import BATCH_ITEMS, DIRECT_BATCH, SENDER_DEFER, StreamQueue
 from ._stream_receive import StreamReceiver, exc_text
 from ._wire import CLOSE_BYTES, HEADER, HEADER_SIZE, HEARTBEAT_BYTES, FrameDecoder
 
@@ -51,14 +51,14 @@ __all__ = ["StreamLink"]
 HEARTBEAT_INTERVAL = 0.2
 #: Bytes gathered into one write before it is handed to the OS.
 BATCH_BYTES = 256 * 1024
-#: Queued packages taken per write when they are all small frames (at most
-#: 1024 x 4 KiB + header, ~4 MiB; 160 KiB for 100-byte messages).
-BATCH_ITEMS = 1024
 #: Payloads at least this large are written on their own, without a join copy.
 LARGE_PAYLOAD = 256 * 1024
 #: A large payload on a plain socket is written without a trio round per
 #: ``send``; the sender still yields to the other tasks after this many bytes.
 YIELD_BYTES = 4 << 20
+#: A sender round that moved at most this many packages stays awake for
+#: :data:`SENDER_DEFER` before it sleeps (see _sender_loop).
+LINGER_MOVED = 4
 #: How long a graceful close may take to send what is queued plus CLOSE.
 CLOSE_GRACE = 1.0
 #: What a failed handshake raises, and what a lingering close may meet.
@@ -325,48 +325,99 @@ class StreamLink(StreamQueue, StreamReceiver):
             self._end_reason = reason
 
     async def _sender_loop(self, stream: trio.abc.Stream) -> None:
-        q = self._outq
-        popleft = q.popleft
         try:
             while True:
                 assert self._send_event is not None
                 await self._send_event.wait()
                 self._send_event = trio.Event()
-                self._wake_pending = False
-                partial = self._start_writing()  # user threads stop writing directly
-                if partial is not None:
-                    await stream.send_all(partial)
-                    self._partial_written()
-                if not q and self._hb_due and not self._graceful:
-                    self._hb_due = False
-                    await stream.send_all(HEARTBEAT_BYTES)
-                    self._last_tx = time.monotonic()
-                while q or not (self._graceful or self._stop_writing()):
-                    k = len(q)
-                    items: list[Any] = []
-                    take = items.append
-                    try:
-                        for _ in range(k if k < BATCH_ITEMS else BATCH_ITEMS):
-                            take(popleft())
-                    except IndexError:  # a full queue's discard policy took one meanwhile
-                        pass
-                    try:
-                        # The common case: only small packages' finished frames.
-                        data = b"".join(items)
-                    except TypeError:  # a (header, payload) among them
-                        await self._write_items(stream, items)
-                    else:
-                        if data:
-                            await stream.send_all(data)
-                            self._written_batch(len(items), len(data))
-                if self._graceful:
-                    self._enable_direct(None)  # nothing may follow CLOSE
-                    await stream.send_all(CLOSE_BYTES)
-                    self._close_sent = True
-                    self._end(self._end_reason or "Closed on command.")
-                    return
+                while True:  # rounds, until the queue stays empty
+                    if self._pushed != self._wake_pushed:
+                        await self._defer_to_pusher()
+                    self._wake_pushed = self._pushed
+                    moved = await self._drain(stream)
+                    if self._graceful:
+                        self._enable_direct(None)  # nothing may follow CLOSE
+                        await stream.send_all(CLOSE_BYTES)
+                        self._close_sent = True
+                        self._end(self._end_reason or "Closed on command.")
+                        return
+                    if moved > LINGER_MOVED:
+                        if self._stop_writing():
+                            break
+                        continue
+                    # A round for a package or two: maybe a pusher that wakes us for
+                    # each (its wake-up is a slow system call, our round is quick,
+                    # so the queue is empty again at its next push). Stay awake a
+                    # moment, the write side released: what it pushes meanwhile
+                    # queues without waking us, or goes out in its own batches.
+                    if not self._release_writing():
+                        continue
+                    await trio.sleep(SENDER_DEFER)
+                    if self._pushed == self._wake_pushed and self._stop_writing():
+                        break
         except LINK_ERRORS as exc:
             self._end(f"Other end dropped the connection ({exc_text(exc)}).")
+
+    async def _drain(self, stream: trio.abc.Stream) -> int:
+        """Take the write side and write until the queue is empty; return the packages moved."""
+        q = self._outq
+        popleft = q.popleft
+        moved = 0
+        partial = self._start_writing()  # user threads stop writing directly
+        if partial is not None:
+            await stream.send_all(partial)
+            self._partial_written()
+        if not q and self._hb_due and not self._graceful:
+            self._hb_due = False
+            await stream.send_all(HEARTBEAT_BYTES)
+            self._last_tx = time.monotonic()
+        while q:
+            k = len(q)
+            items: list[Any] = []
+            take = items.append
+            try:
+                for _ in range(k if k < BATCH_ITEMS else BATCH_ITEMS):
+                    take(popleft())
+            except IndexError:  # a full queue's discard policy took one meanwhile
+                pass
+            moved += len(items)
+            try:
+                # The common case: only small packages' finished frames.
+                data = b"".join(items)
+            except TypeError:  # a (header, payload) among them
+                await self._write_items(stream, items)
+            else:
+                if data:
+                    await stream.send_all(data)
+                    self._written_batch(len(items), len(data))
+        return moved
+
+    async def _defer_to_pusher(self) -> None:
+        """Packages came after the one that woke us: a stream. Leave it to the pusher.
+
+        A pushing thread sends its own batches while we do not write
+        (_stream_queue.py). We look again every :data:`SENDER_DEFER` and take
+        the queue once the stream ended (nothing pushed since the last look)
+        or the pusher stopped sending batches itself (a stream too slow to
+        fill one: its packages must not wait), at once when something only we
+        can write is pending or we are closing. Taking the queue while the
+        pusher keeps the GIL busy would cost up to the interpreter's switch
+        interval (5 ms) per write, with the queue ours and the socket idle.
+        """
+        batch = DIRECT_BATCH if self._direct_sock is not None else BATCH_ITEMS
+        pushed = self._wake_pushed
+        written = self._direct_written
+        while (
+            self._pushed != pushed
+            and len(self._outq) < batch
+            and self._partial is None
+            and not (self._graceful or self._hb_due or self._batch_blocked)
+        ):
+            pushed = self._pushed
+            await trio.sleep(SENDER_DEFER)
+            if self._direct_written == written:
+                return  # no batch of its own in that time: ours
+            written = self._direct_written
 
     async def _write_items(self, stream: trio.abc.Stream, items: list[Any]) -> None:
         """Write queued items of both kinds: frames and ``(header, payload)``.
