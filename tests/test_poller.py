@@ -2,8 +2,10 @@
 
 Real contexts over TCP. The properties checked are the ones a defect would
 break: a waiting thread reads its own reply (borrowing), the poller reads when
-nobody waits, sockets go back to the poller whatever ends a wait (data, a
-timeout, a closed connection, KeyboardInterrupt in the main thread), several
+nobody waits, a waiting thread holds its sockets from one wait to the next
+and the poller takes them back when it stays away, another thread that waits
+takes over the sockets of one that is away, a KeyboardInterrupt in the main
+thread gives them back at once, a closed connection ends a wait, several
 threads waiting on one context share its sockets without losing anything, and
 a bad ``YOTON_SPIN_US`` is refused with a clear error.
 """
@@ -20,7 +22,7 @@ from typing import Any
 import pytest
 
 import yoton
-from yoton_core import _poller
+from yoton_core import _borrow, _poller
 from yoton_core._stream import link_of
 from yoton_core.testing import recv_n, wait_for
 
@@ -50,17 +52,18 @@ def test_the_waiting_thread_reads_its_own_reply(contexts: Any) -> None:
     _s, c = join(b, a)
     req = yoton.ReqChannel(a, "svc")
     assert req.echo(0).result(10)[0] == 0
+    r = _reader(c)
     before = yoton.io_statistics()
     for i in range(20):
         assert req.echo(i).result(10)[0] == i
     after = yoton.io_statistics()
-    # Each call borrowed the sockets (the requester here, the worker there);
-    # the poller (shared by both contexts of this process) read at most
-    # stragglers, not the replies.
-    assert after.borrows - before.borrows >= 20
+    # The requester read each reply itself (the worker there each request),
+    # holding the sockets from one call to the next: the poller (shared by
+    # both contexts of this process) read at most stragglers.
     assert after.poller_reads - before.poller_reads < 20
-    r = _reader(c)
-    assert r.borrower is None and not r.done  # given back after each wait
+    assert r.borrower is _poller.thread_state() and not r.done
+    # Once the requester stays away, the poller takes its socket back.
+    wait_for(lambda: r.borrower is None, what="the poller to take the socket back")
 
 
 def test_the_poller_reads_when_nobody_waits(contexts: Any) -> None:
@@ -93,16 +96,44 @@ def test_io_statistics_show_who_reads(contexts: Any) -> None:
         now.borrows = 0  # type: ignore[misc]  # a snapshot, not a live view
 
 
-def test_a_timed_out_wait_gives_the_sockets_back(contexts: Any) -> None:
+def test_a_thread_that_stays_away_gets_its_sockets_taken_back(contexts: Any) -> None:
     a, b = contexts(), contexts()
     sub = yoton.SubChannel(b, "quiet")
     pub = yoton.PubChannel(a, "quiet")
     s, _c = join(b, a)
     r = _reader(s)
     assert sub.recv(0.05) == ""  # borrowed, nothing came, timed out
-    assert r.borrower is None
+    assert r.borrower is _poller.thread_state()  # held for the next wait
+    wait_for(lambda: r.borrower is None, what="the poller to take the socket back")
+    assert not _poller.get_poller()._lent
     pub.send("later")  # read by the poller now
     wait_for(lambda: sub.pending == 1, what="the poller to read after the wait")
+
+
+def test_a_waiting_thread_takes_over_the_sockets_of_one_that_is_away(
+    contexts: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_poller, "HOLD_IDLE", 60.0)  # the poller does not take them back here
+    a, b = contexts(), contexts()
+    mine = yoton.SubChannel(b, "mine")
+    theirs = yoton.SubChannel(b, "theirs")
+    pub = yoton.PubChannel(a, "theirs")
+    s, _c = join(b, a)
+    r = _reader(s)
+    assert mine.recv(0.01) == ""  # this thread holds the socket now, and goes away
+    assert r.borrower is _poller.thread_state()
+    got: list[Any] = []
+
+    def wait_theirs() -> None:
+        got.append(theirs.recv(10.0))
+        got.append(r.borrower is _poller.thread_state())  # it read the message itself
+
+    t = threading.Thread(target=wait_theirs)
+    t.start()
+    wait_for(lambda: theirs._wakers, what="the other thread to wait")
+    pub.send("for the other thread")
+    t.join(10)
+    assert got == ["for the other thread", True]
 
 
 def test_many_threads_waiting_on_one_context_lose_nothing(contexts: Any) -> None:
@@ -207,7 +238,7 @@ def test_a_bad_spin_setting_is_refused_clearly(value: str) -> None:
 
 
 def test_spinning_can_be_turned_off() -> None:
-    done = _python_with_spin("0", "from yoton_core import _poller; print(_poller.SPIN_SECONDS)")
+    done = _python_with_spin("0", "from yoton_core import _borrow; print(_borrow.SPIN_SECONDS)")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "0.0"
 
@@ -256,7 +287,7 @@ def test_large_messages_are_read_into_their_own_bytes(
     assert s.is_alive and c.is_alive
 
 
-@pytest.mark.skipif(not _poller.SPIN_SECONDS, reason="spinning is off (one CPU or YOTON_SPIN_US=0)")
+@pytest.mark.skipif(not _borrow.SPIN_SECONDS, reason="spinning is off (one CPU or YOTON_SPIN_US=0)")
 def test_spinning_stops_while_it_does_not_pay_and_resumes_when_it_does(
     contexts: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -269,14 +300,14 @@ def test_spinning_stops_while_it_does_not_pay_and_resumes_when_it_does(
     server = a.bind("localhost:0")
     b.connect(f"localhost:{server.port1}", timeout=5)
     wait_for(lambda: server.is_connected, what="the link")
-    st = _poller._thread_state()
+    st = _poller.thread_state()
     st.spin_misses = st.waits = 0
-    for _ in range(_poller.SPIN_MISSES + 2):
+    for _ in range(_borrow.SPIN_MISSES + 2):
         assert sub.recv(0.01) == ""  # nothing comes: every spin runs out
-    assert st.spin_misses == _poller.SPIN_MISSES
+    assert st.spin_misses == _borrow.SPIN_MISSES
     # The next probe spins (long enough here for the message to come meanwhile).
-    monkeypatch.setattr(_poller, "SPIN_SECONDS", 30.0)
-    st.waits = _poller.SPIN_PROBE - 1
+    monkeypatch.setattr(_borrow, "SPIN_SECONDS", 30.0)
+    st.waits = _borrow.SPIN_PROBE - 1
 
     def send_once_waiting() -> None:
         wait_for(lambda: sub._wakers, what="the reader to wait")

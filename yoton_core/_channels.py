@@ -16,12 +16,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._block import normalize_block
+from ._borrow import borrow_wait
 from ._errors import ConnectionClosedError, InvalidArgumentError
 from ._events import Signal, post_event
 from ._hashing import normalize_slot, slot_hash
 from ._log import get_logger
 from ._message_types import TEXT, MessageType
-from ._poller import Waker, borrow_wait
+from ._poller import Waker
 from ._wire import Package
 
 if TYPE_CHECKING:

@@ -30,11 +30,12 @@ from concurrent.futures import _base as _cf
 from typing import TYPE_CHECKING, Any
 
 from ._block import check_timeout
+from ._borrow import borrow_wait
 from ._errors import CancelledError, RemoteError, make_remote_error
 from ._errors import TimeoutError as YotonTimeoutError
 from ._eventloop import InvalidArgumentError, post_event, run_event
 from ._log import get_logger
-from ._poller import Waker, borrow_wait
+from ._poller import Waker
 
 if TYPE_CHECKING:
     from ._reqrep import ReqChannel

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import _engine, _poller
+from . import _borrow, _engine, _poller
 
 __all__ = ["IOStatistics", "io_statistics"]
 
@@ -30,9 +30,10 @@ class IOStatistics:
             thread that waits for data and borrows them.
         poller_reads: Reads the poller thread made since it started.
         borrows: Times a waiting thread (``recv``, ``Future.result``, a
-            RepChannel worker) took its context's sockets from the poller to
-            read them itself. Counted without a lock: a close figure, not an
-            exact one, when many threads borrow at once.
+            RepChannel worker) took one of its context's sockets from the
+            poller to read it itself (it holds it for its next wait, until it
+            stays away). Counted without a lock: a close figure, not an exact
+            one, when many threads borrow at once.
         spin_us: How long a borrowing thread polls before it sleeps
             (``YOTON_SPIN_US``; 0 on a single CPU).
     """
@@ -59,5 +60,5 @@ def io_statistics() -> IOStatistics:
         polled_sockets=pol["sockets"],
         poller_reads=pol["reads"],
         borrows=pol["borrows"],
-        spin_us=_poller.SPIN_SECONDS * 1e6,
+        spin_us=_borrow.SPIN_SECONDS * 1e6,
     )

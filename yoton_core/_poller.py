@@ -18,15 +18,24 @@ Who reads a socket:
   context (:func:`borrow_wait`): it takes them out of the poller's set
   (``EPOLL_CTL_MOD`` to no events; the poller is not woken for that), polls
   them itself together with a per-thread :class:`Waker`, and reads and routes
-  what arrives in its own thread until what it waits for is there. Then it
-  gives them back (``EPOLL_CTL_MOD`` to ``EPOLLIN``: data that came meanwhile is
-  reported to the poller at once). The reply to a request is so read by the
-  thread that waits for it, with no hand-off between threads and no transfer of
-  the GIL; a subscriber that keeps up reads its own socket like a plain loop.
+  what arrives in its own thread until what it waits for is there. The reply
+  to a request is so read by the thread that waits for it, with no hand-off
+  between threads and no transfer of the GIL. It then **holds** them: the next
+  ``recv`` or ``result`` of a loop comes within microseconds, and the poller,
+  woken by what arrives meanwhile, would take the GIL from that thread to read
+  and route it (a subscriber reading a stream: 4-6 voluntary context switches
+  per 1,000 messages, and ~10 % more CPU, against 0.1-0.3 while it holds).
+  Another thread that waits takes held sockets over; the poller takes them back
+  (``EPOLL_CTL_MOD`` to ``EPOLLIN``: what came meanwhile is reported at once)
+  once their holder has been away :data:`HOLD_IDLE`, looking every
+  :data:`HOLD_IDLE` while any are held. A wait that ends by an exception gives
+  them back at once. See :mod:`._borrow`.
 
 Ownership: each :class:`SocketReader` has a lock held while reading, decoding
 and routing one chunk, so one stream is decoded in order by one thread at a
-time; ``borrower`` (set under that lock) says which thread may read it. Lock
+time; ``borrower`` (set under that lock) says which thread may read it (its
+:class:`_ThreadState`), and a thread reads only under the lock after checking
+that it is the borrower. Lock
 order is reader lock, then context lock; nothing holding a context lock ever
 takes a reader lock. Whatever wakes a waiter (a reply routed by another thread,
 a cancel, a timer, ``close()``) also calls the wakers registered on the object
@@ -50,20 +59,17 @@ try:  # the C function: signal.pthread_sigmask converts every mask to enums
 except ImportError:  # pragma: no cover - not POSIX
     _sigmask = None
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from ._context import Context
+from typing import Any
 
 __all__ = [
     "AVAILABLE",
+    "HOLD_IDLE",
     "Poller",
     "SocketReader",
     "Waker",
-    "borrow_wait",
     "get_poller",
     "in_io_role",
+    "thread_state",
 ]
 
 logger = get_logger()
@@ -74,40 +80,9 @@ AVAILABLE = hasattr(select, "epoll") and hasattr(select, "poll")
 CHUNK = 65536
 #: Upper bound of one read while a large payload is being received.
 MAX_CHUNK = 64 << 20
-#: Borrow at most this many sockets (polling more is the poller's job).
-MAX_BORROW = 16
-
-
-def _spin_seconds() -> float:
-    """How long a borrowing thread polls before it sleeps (``YOTON_SPIN_US``).
-
-    Spinning only pays where another core runs the peer meanwhile: 0 on a
-    single CPU.
-    """
-    text = os.environ.get("YOTON_SPIN_US")
-    if text is None:
-        try:
-            cpus = len(os.sched_getaffinity(0))  # the CPUs we may run on
-        except (AttributeError, OSError):  # pragma: no cover - not Linux
-            cpus = os.cpu_count() or 1
-        return 250e-6 if cpus > 1 else 0.0
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(
-            f"YOTON_SPIN_US must be a number of microseconds (0 turns spinning off), got {text!r}"
-        ) from None
-    if not value >= 0:
-        raise ValueError(f"YOTON_SPIN_US must be >= 0, got {text!r}")
-    return value * 1e-6
-
-
-#: Seconds a thread that borrowed sockets polls them before it blocks.
-SPIN_SECONDS = _spin_seconds()
-#: A thread stops spinning after this many spins in a row ran out...
-SPIN_MISSES = 3
-#: ... and then spins only on every this-many-th wait, to see if it pays again.
-SPIN_PROBE = 16
+#: A thread keeps the sockets it borrowed after its wait; the poller takes them
+#: back once it has been away this long (and looks this often while any are held).
+HOLD_IDLE = 0.005
 
 _EPOLLIN = getattr(select, "EPOLLIN", 1)
 _POLLIN = getattr(select, "POLLIN", 1)
@@ -140,8 +115,10 @@ class Waker:
 
     __slots__ = ("fd", "_wfd", "_owner", "woken")
 
-    def __init__(self) -> None:
-        self._owner = threading.get_ident()
+    def __init__(self, owned: bool = True) -> None:
+        # A thread never wakes its own waker (it is not asleep); an unowned
+        # waker (the poller's) is woken by anyone.
+        self._owner = threading.get_ident() if owned else None
         #: Set before the fd is made readable; lets :meth:`drain` skip a
         #: system call in the usual case (nobody woke us).
         self.woken = False
@@ -192,21 +169,47 @@ class Waker:
         self.close()
 
 
-class _ThreadState(threading.local):
-    """Per thread: its waker, its poll object, and whether it is doing IO."""
+class _ThreadState:
+    """Per thread: its waker, its poll object, the sockets it holds, whether it does IO.
+
+    A plain object, one per thread (:func:`thread_state`), so that a reader's
+    ``borrower`` names one thread (a ``threading.local`` is one object for all).
+    """
+
+    __slots__ = (
+        "waker",
+        "poll",
+        "fork_gen",
+        "io",
+        "held",
+        "waiting",
+        "left",
+        "spin_misses",
+        "waits",
+    )
 
     def __init__(self) -> None:
         self.waker: Waker | None = None
-        self.poll: Any = None
+        self.poll: Any = None  # select.poll with the waker and the held sockets
         self.fork_gen = -1
         self.io = 0  # > 0 while this thread reads and routes for yoton
+        # Sockets this thread borrowed and holds (fd -> reader), whether it is
+        # waiting in borrow_wait now, and when it last left a wait.
+        self.held: dict[int, SocketReader] = {}
+        self.waiting = False
+        self.left = 0.0
         # Adaptive spinning (borrow_wait): spins in a row that ran out before
         # what we waited for came, and waits since the last probe.
         self.spin_misses = 0
         self.waits = 0
 
 
-_state = _ThreadState()
+class _Local(threading.local):
+    def __init__(self) -> None:
+        self.state = _ThreadState()
+
+
+_local = _Local()
 _fork_gen = 0
 
 
@@ -216,7 +219,7 @@ def in_io_role() -> bool:
     Code reached from routing must not block waiting for the network there
     (e.g. for a congested queue): the thread it would wait for may be itself.
     """
-    return _state.io > 0
+    return _local.state.io > 0
 
 
 class SocketReader:
@@ -256,7 +259,8 @@ class SocketReader:
             # A KeyboardInterrupt between reading and routing would lose what
             # was read: signals wait until the chunk is routed.
             old = _sigmask(signal.SIG_BLOCK, _ASYNC_SIGNALS)
-        _state.io += 1
+        st = _local.state
+        st.io += 1
         try:
             try:
                 if view is None:
@@ -281,7 +285,7 @@ class SocketReader:
                 if not ok:
                     self._finish(None)
         finally:
-            _state.io -= 1
+            st.io -= 1
             if main:
                 _sigmask(signal.SIG_SETMASK, old)
 
@@ -308,6 +312,11 @@ class Poller:
         self.ident: int | None = None
         self._reads = 0
         self._borrows = 0
+        # Readers a thread borrowed (see thread_state().held); while there are
+        # any, the poller looks every HOLD_IDLE for holders that went away.
+        self._lent: set[SocketReader] = set()
+        self._wake = Waker(owned=False)  # told when the first socket is lent
+        self._ep.register(self._wake.fd, _EPOLLIN)
 
     def add(self, reader: SocketReader) -> None:
         """Start reading ``reader``'s socket."""
@@ -319,6 +328,7 @@ class Poller:
                 self._thread.start()
 
     def remove(self, reader: SocketReader) -> None:
+        self._lent.discard(reader)
         with self._lock:
             if self._readers.get(reader.fd) is reader:
                 del self._readers[reader.fd]
@@ -334,20 +344,41 @@ class Poller:
         except (OSError, ValueError):  # removed meanwhile
             pass
 
+    def lend(self, reader: SocketReader) -> None:
+        """A thread borrowed ``reader``: it holds ``reader.lock``, is its ``borrower``
+        already, and turned the watch off."""
+        self._borrows += 1
+        first = not self._lent
+        self._lent.add(reader)
+        if first:  # the poller may sleep without a timeout: make it look
+            self._wake.wake()
+
+    def give_back(self, reader: SocketReader) -> None:
+        """The borrower returns ``reader`` to the poller (caller holds ``reader.lock``)."""
+        reader.borrower = None
+        self._lent.discard(reader)
+        if not reader.done:
+            self._watch(reader, True)
+
     def _run(self) -> None:
         self.ident = threading.get_ident()
         if _SIGMASK:  # signals are for the user's threads
             _sigmask(signal.SIG_BLOCK, _ASYNC_SIGNALS)
         poll = self._ep.poll
         readers = self._readers
+        lent = self._lent
+        wake_fd = self._wake.fd
         while True:
             try:
-                events = poll()
+                events = poll(HOLD_IDLE if lent else -1)
             except InterruptedError:  # pragma: no cover - PEP 475 retries
                 continue
             except (OSError, ValueError):  # pragma: no cover - epoll closed (fork)
                 return
             for fd, _ev in events:
+                if fd == wake_fd:
+                    self._wake.drain()
+                    continue
                 r = readers.get(fd)
                 if r is None:
                     continue
@@ -356,6 +387,22 @@ class Poller:
                         continue
                     self._reads += 1
                     r.read()
+            if lent:
+                self._reclaim()
+
+    def _reclaim(self) -> None:
+        """Take back the sockets of holders that have been away :data:`HOLD_IDLE`."""
+        now = time.monotonic()
+        for r in list(self._lent):
+            holder = r.borrower
+            if holder is not None and (holder.waiting or now - holder.left < HOLD_IDLE):
+                continue
+            with r.lock:  # (a borrower sets itself and lends under it: decide under it too)
+                holder = r.borrower
+                if holder is None or r.done:
+                    self._lent.discard(r)
+                elif not holder.waiting and now - holder.left >= HOLD_IDLE:
+                    self.give_back(r)
 
     def statistics(self) -> dict[str, int]:
         return {"sockets": len(self._readers), "reads": self._reads, "borrows": self._borrows}
@@ -389,136 +436,15 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _thread_state() -> _ThreadState:
-    st = _state
+def thread_state() -> _ThreadState:
+    """The calling thread's state, made (again, in a forked child) when needed."""
+    st: _ThreadState = _local.state
     if st.fork_gen != _fork_gen:
         if st.waker is not None and st.fork_gen >= 0:
             st.waker.close()  # the parent's copy stays open in the parent
         st.waker = Waker()
         st.poll = select.poll()
+        st.poll.register(st.waker.fd, _POLLIN)
+        st.held = {}  # (the parent's poller and sockets are the parent's)
         st.fork_gen = _fork_gen
     return st
-
-
-def borrow_wait(
-    context: Context,
-    wakers: list[Waker],
-    ready: Callable[[], object],
-    timeout: float | None,
-) -> bool | None:
-    """Wait until ``ready()`` is true, reading ``context``'s sockets meanwhile.
-
-    Args:
-        context: Whose connections to read.
-        wakers: The list that whoever makes ``ready()`` true calls ``wake()``
-            on (e.g. ``Future._wakers``); this thread's waker is added for the
-            time of the wait.
-        ready: The condition waited for; called often, must be cheap.
-        timeout: Seconds, or None for no limit.
-
-    Returns:
-        None if nothing could be borrowed (no plain sockets, all borrowed by
-        other threads, or the caller is an IO thread itself): the caller waits
-        its usual way. Otherwise ``bool(ready())`` at the end of the wait.
-    """
-    if _poller is None or _state.io:
-        return None
-    poller = _poller
-    st = _state
-    if st.fork_gen != _fork_gen:
-        st = _thread_state()
-    waker = st.waker
-    assert waker is not None
-    wfd = waker.fd
-    poll = st.poll
-    taken: dict[int, SocketReader] = {}
-    waiting = False
-    # Everything after the first borrow is inside ``try``: the sockets must go
-    # back to the poller whatever happens (a KeyboardInterrupt in the main thread).
-    try:
-        for r in context._readers:
-            if r.borrower is not None or r.done or len(taken) >= MAX_BORROW:
-                continue
-            with r.lock:
-                if r.done or r.borrower is not None:
-                    continue
-                r.borrower = st
-                poller._watch(r, False)
-            taken[r.fd] = r
-            poll.register(r.fd, _POLLIN)
-        if not taken:
-            return None
-        poller._borrows += 1
-        deadline = None if timeout is None else time.monotonic() + timeout
-        poll.register(wfd, _POLLIN)
-        # Completers set their state first, then wake a snapshot of ``wakers``;
-        # we add ours first, then look at the state: no wake-up is lost.
-        wakers.append(waker)
-        waiting = True
-        waker.clear()
-        # Spin, then park: poll without sleeping for a short while first. A
-        # reply or the next request usually comes within it, and a thread
-        # that did not sleep answers it without a wake-up (on the benchmark
-        # machine: 190 -> 130 us per request/reply round trip). Only while it
-        # pays: when other work keeps the CPUs busy, the peer is often not
-        # running during our spin, and the spin only takes its CPU (loaded
-        # machine: 614 us per round trip with spinning, 93-101 us without).
-        # After SPIN_MISSES spins in a row that ran out, a thread parks at once,
-        # and tries a spin again every SPIN_PROBE-th wait.
-        spin = SPIN_SECONDS
-        if spin:
-            st.waits += 1
-            if st.spin_misses >= SPIN_MISSES and st.waits % SPIN_PROBE:
-                spin = 0.0
-            else:
-                spin_end = time.monotonic() + spin
-                if deadline is not None and deadline < spin_end:
-                    spin_end = deadline
-        while not ready():
-            if spin:
-                if time.monotonic() < spin_end:
-                    events = poll.poll(0)
-                    if not events:
-                        continue
-                else:
-                    spin = 0.0
-                    if st.spin_misses < SPIN_MISSES:
-                        st.spin_misses += 1
-                    continue
-            elif deadline is None:
-                events = poll.poll()
-            else:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                events = poll.poll(left * 1000.0)
-            for fd, _ev in events:
-                if fd == wfd:
-                    waker.drain()
-                    continue
-                got = taken.get(fd)
-                if got is None:
-                    continue
-                with got.lock:
-                    if not got.done and got.borrower is st:
-                        got.read()
-                    if got.done or got.borrower is not st:
-                        poll.unregister(fd)
-                        del taken[fd]
-        if spin:  # it came while we spun
-            st.spin_misses = 0
-        return bool(ready())
-    finally:
-        if waiting:
-            try:
-                wakers.remove(waker)
-            except ValueError:  # pragma: no cover
-                pass
-            poll.unregister(wfd)
-        for fd, r in taken.items():
-            poll.unregister(fd)
-            with r.lock:
-                if r.borrower is st:
-                    r.borrower = None
-                    if not r.done:
-                        poller._watch(r, True)

@@ -22,6 +22,7 @@ import time
 from collections import deque
 from typing import Any
 
+from ._borrow import borrow_wait
 from ._channels import BaseChannel
 from ._compat2x import RepChannel2x
 from ._engine import get_engine
@@ -29,7 +30,6 @@ from ._errors import ConnectionClosedError, InvalidArgumentError
 from ._eventloop import post_event
 from ._log import get_logger
 from ._message_types import OBJECT, decode_object, encode_object
-from ._poller import borrow_wait
 from ._reqrep_wire import (
     DIRECT_ACK_DELAY,
     NEW_STYLE,
