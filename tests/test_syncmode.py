@@ -391,3 +391,46 @@ def recv_n_sync(sub: yoton.SubChannel, n: int) -> list[bytes]:
         if m:
             out.append(m)
     return out
+
+
+def test_sync_words_are_said_in_the_engine_thread_only(made_contexts, monkeypatch):
+    """Every transition and acknowledgement of a sync-mode subscriber runs in the
+    engine thread, so its words go out in the order it decided them.
+
+    A NEW_CONNECTION is routed by whichever thread reads the socket (the poller,
+    or a reader that borrowed the sockets); the "full" or window announcement it
+    calls for used to be said right there, racing the engine. An acknowledgement
+    the engine had decided before it saw the inbox fill then went out after the
+    "full", which a 2.x publisher takes as "ok": it was never held
+    (test_our_sync_subscriber_throttles_a_2x_publisher, now and then).
+    """
+    from yoton_core._engine import get_engine
+
+    engine = get_engine()
+    said: list[tuple[bytes, bool]] = []
+    real = _sync.SubSync._say
+
+    def say(self, word, dest_id=0, dest_seq=0):  # type: ignore[no-untyped-def]
+        said.append((word, engine.in_engine_thread()))
+        return real(self, word, dest_id, dest_seq)
+
+    monkeypatch.setattr(_sync.SubSync, "_say", say)
+    hub, s = yoton.Context(), yoton.Context()
+    made_contexts += [hub, s]
+    sub = yoton.SubChannel(s, "data", yoton.BINARY)
+    sub.set_sync_mode(True)
+    join(hub, s)
+    wait_until(lambda: said, what="the window announced")
+    for full in (False, True):
+        if full:  # a full subscriber repeats "full" when a context joins
+            pub = yoton.PubChannel(hub, "data", yoton.BINARY)
+            for i in range(_sync.HIGH_WATER + 1):
+                pub.send(i.to_bytes(4, "little"))
+            wait_until(lambda: sub._sync.full, what="the subscriber full")
+        del said[:]
+        joiner = yoton.Context()
+        made_contexts.append(joiner)
+        join(hub, joiner)  # its NEW_CONNECTION reaches s
+        word = _sync.FULL if full else _sync.OK
+        wait_until(lambda w=word: any(x == w for x, _ in said), what=f"{word!r} said")
+        assert [w for w, in_engine in said if not in_engine] == []

@@ -286,9 +286,21 @@ class SubSync:
         return True
 
     def on_new_peer(self) -> None:
-        """A context joined the network, or ours got a connection (engine thread):
-        a publisher that just (re)connected has no lock or window of ours, so
-        repeat "full", or announce the window, at once."""
+        """A context joined the network, or ours got a connection: a publisher
+        that just (re)connected has no lock or window of ours, so repeat "full",
+        or announce the window, at once.
+
+        The NEW_CONNECTION is routed by whichever thread reads the socket (the
+        poller, or a reader that borrowed it): the work is handed to the engine
+        thread, like every transition. Said there, it raced the engine's own
+        ``_update``: an acknowledgement decided before the inbox filled went
+        out after our "full", and a 2.x publisher reads any word but "full" as
+        "ok".
+        """
+        engine = self._engine
+        if not engine.in_engine_thread():
+            engine.run_sync_soon(self.on_new_peer)
+            return
         if not self._active:
             return
         self._forgive = True
