@@ -563,9 +563,13 @@ def test_window_used_up_by_messages_lost_with_the_subscribers_link_is_forgiven(
     p.connect(f"tcp://localhost:{to_p.port1}", timeout=DEADLINE)
     to_s = hub.bind("tcp://localhost:0")
     link = s.connect(f"tcp://localhost:{to_s.port1}", timeout=DEADLINE)
+    # The publisher first: an announcement that reaches p before p has a
+    # PubChannel on the slot is heard by no one (a publisher learns of a window
+    # at the latest from the acknowledgement of its first message, and this
+    # test waits for the window before sending anything).
+    pub = yoton.PubChannel(p, "sync")
     sub = yoton.SubChannel(s, "sync")
     sub.set_sync_mode(True)
-    pub = yoton.PubChannel(p, "sync")
     wait_for(lambda: pub._sync_windows, DEADLINE, "the subscriber's window")
     link.close()
     wait_for(lambda: s.connection_count == 0, DEADLINE, "the subscriber to be alone")
