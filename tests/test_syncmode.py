@@ -336,6 +336,10 @@ def test_a_dead_subscriber_does_not_block_the_publisher(made_contexts):
     try:
         child.expect_line("READY", timeout=GENEROUS)
         wait_until(lambda: ctx.connection_count == 1)
+        # Held to the child's window before sending: what a publisher sends
+        # before it heard of a subscriber is bounded by "full" only, and on a
+        # loaded machine all 200,000 could go out before that came.
+        wait_until(lambda: pub._sync_windows, what="the subscriber's window")
         sender = Publisher(pub, 200_000)
         sender.start()
         wait_until(lambda: pub._sync_blocked, what="the publisher blocked")
