@@ -12,15 +12,24 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
 import yoton
+from yoton_core import _stream_queue
 from yoton_core._stream import link_of
 from yoton_core._stream_link import StreamLink
 from yoton_core._stream_queue import DIRECT_BATCH, FRAME_MAX
-from yoton_core._wire import HEADER, FrameDecoder, Package, encode_package, package_header
+from yoton_core._wire import (
+    HEADER,
+    HEARTBEAT_BYTES,
+    FrameDecoder,
+    Package,
+    encode_package,
+    package_header,
+)
 from yoton_core.testing import recv_n, wait_for
 from yoton_tcp import TcpConnection
 
@@ -80,6 +89,29 @@ def test_idle_push_is_written_by_the_pushing_thread(link) -> None:  # type: igno
     assert conn._retired() == conn._pushed == 1
     assert not conn._send_event.is_set()  # the engine was not needed
     assert [p.data for p in _read_all(b, 1)] == [_pkg(1).data]
+
+
+def test_a_push_after_a_receive_is_written_at_once(  # type: ignore[no-untyped-def]
+    link, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A push soon after another one is taken for part of a stream and queued
+    # for the engine to batch -- unless the link received something in
+    # between: then it answers (a reply) or goes on (the next request after a
+    # reply), and waiting for the engine would add its wake-up to a round trip.
+    conn, _a, b = link
+    monkeypatch.setattr(_stream_queue, "DIRECT_QUIET", 60.0)  # every push is "soon"
+    conn._last_idle_push = time.monotonic()
+    _push(conn, _pkg(1))
+    assert conn.queued_count() == 1  # nothing received since the last push: queued
+    conn._outq.clear()  # (as if the sender had written it)
+    assert conn._receive(HEARTBEAT_BYTES)  # something arrives
+    _push(conn, _pkg(2))
+    assert conn.queued_count() == 0
+    assert conn._direct_written == 1
+    assert [p.data for p in _read_all(b, 1)] == [_pkg(2).data]
+    _push(conn, _pkg(3))  # nothing received since: a stream again
+    assert conn.queued_count() == 1
+    assert conn._direct_written == 1
 
 
 def test_no_direct_write_while_the_sender_owns_the_socket(link) -> None:  # type: ignore[no-untyped-def]
