@@ -26,7 +26,8 @@ import trio
 import yoton
 import yoton_core
 from yoton_core import _errors
-from yoton_core._wire import CONTROL_BYTES, FrameDecoder, encode_package
+from yoton_core._decoder import FrameDecoder
+from yoton_core._wire import CONTROL_BYTES, encode_package
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from yoton_core._decoder import FrameDecoder
 from yoton_core._errors import MessageDecodeError, ProtocolError
 from yoton_core._fuzz_targets import (
     EXPECTED_ERRORS,
@@ -31,7 +32,6 @@ from yoton_core._wire import (
     HEARTBEAT,
     HEARTBEAT_BYTES,
     ConnectionMessage,
-    FrameDecoder,
     Package,
     encode_connection_message,
     encode_package,

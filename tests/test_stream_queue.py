@@ -19,17 +19,11 @@ import pytest
 
 import yoton
 from yoton_core import _stream_queue
+from yoton_core._decoder import FrameDecoder
 from yoton_core._stream import link_of
 from yoton_core._stream_link import StreamLink
 from yoton_core._stream_queue import DIRECT_BATCH, FRAME_MAX
-from yoton_core._wire import (
-    HEADER,
-    HEARTBEAT_BYTES,
-    FrameDecoder,
-    Package,
-    encode_package,
-    package_header,
-)
+from yoton_core._wire import HEADER, HEARTBEAT_BYTES, Package, encode_package, package_header
 from yoton_core.testing import recv_n, wait_for
 from yoton_tcp import TcpConnection
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from yoton_core._decoder import FrameDecoder
 from yoton_core._errors import FrameError, ProtocolError
 from yoton_core._wire import (
     CLOSE_BYTES,
@@ -20,7 +21,6 @@ from yoton_core._wire import (
     SLOT_NONE,
     CloseRequest,
     ConnectionMessage,
-    FrameDecoder,
     Heartbeat,
     Package,
     decode_header,

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from yoton_core import _bytesfill
+from yoton_core._decoder import FrameDecoder
 from yoton_core._errors import ProtocolError
 from yoton_core._wire import (
     CONTROL,
@@ -24,7 +25,6 @@ from yoton_core._wire import (
     HEADER,
     HEARTBEAT,
     HEARTBEAT_BYTES,
-    FrameDecoder,
     Package,
     encode_connection_message,
     encode_packages,

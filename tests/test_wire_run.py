@@ -1,10 +1,12 @@
-"""The decoder's bulk path for runs of one payload size (``_wire._decode_run``).
+"""The decoder's bulk path for runs of one payload size (``_decoder._decode_run``).
 
 A stream of small messages is decoded in C when a chunk starts with a run of
-packages of one size. It must give exactly what the per-package loop gives, in
-every case: the same packages in the same order, the same connection-level
-items at the same positions, the same errors with the same packages before
-them. Each test decodes twice, with the bulk path and without it.
+packages of one size; for the stream links (``feed_runs``) a run that differs
+in nothing but seqs counting up by one comes as one ``Run`` and its payloads.
+Both must give exactly what the per-package loop gives, in every case: the
+same packages in the same order, the same connection-level items at the same
+positions, the same errors with the same packages before them. Each test
+decodes three ways: per package, in bulk, and in bulk with runs (expanded).
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from yoton_core import _wire
+from yoton_core import _decoder
+from yoton_core._decoder import FrameDecoder, Run, expand_run
 from yoton_core._errors import ProtocolError
 from yoton_core._wire import (
     CONTROL,
     HEADER,
     HEARTBEAT_BYTES,
-    FrameDecoder,
     encode_connection_message,
 )
 
@@ -33,36 +35,62 @@ def frame(seq: int, size: int, slot: int = SLOT, control: int = CONTROL) -> byte
     return HEADER.pack(control, slot, 0xABC, seq, 0, 0, size) + payload
 
 
-def decode(chunks: list[bytes], bulk: bool, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Everything a decoder makes of ``chunks``: (flat, controls) per feed, or the error."""
-    monkeypatch.setattr(_wire, "RUN_MIN", 8 if bulk else 10**9)
+def plain(flat: list[Any], controls: list[Any], extra: int) -> tuple[list[Any], list[Any]]:
+    """``feed_runs`` output in ``feed_raw``'s form: runs expanded, control positions moved."""
+    out: list[Any] = []
+    moved = []
+    c = 0
+    for i in range(0, len(flat), 2):
+        while c < len(controls) and controls[c][0] <= i:
+            moved.append((len(out), controls[c][1]))
+            c += 1
+        if isinstance(flat[i], Run):
+            assert len(flat[i + 1]) == flat[i][7] >= 8
+            out.extend(expand_run(flat[i], flat[i + 1]))
+        else:
+            out.extend(flat[i : i + 2])
+    moved.extend((len(out), item) for _pos, item in controls[c:])
+    assert len(out) >> 1 == (len(flat) >> 1) + extra  # what run_extra says
+    return out, moved
+
+
+def decode(chunks: list[bytes], mode: str, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Everything a decoder makes of ``chunks``: (flat, controls) per feed, or the error.
+
+    ``mode``: "plain" (per package), "bulk" or "runs" (bulk, ``feed_runs``).
+    """
+    monkeypatch.setattr(_decoder, "RUN_MIN", 10**9 if mode == "plain" else 8)
     dec = FrameDecoder(max_message_size=1 << 20)
+    feed = dec.feed_runs if mode == "runs" else dec.feed_raw
     out: list[Any] = []
     for chunk in chunks:
         try:
-            flat = dec.feed_raw(chunk)
+            flat = feed(chunk)
         except ProtocolError as exc:
-            out.append(("error", str(exc), exc.raw))  # type: ignore[attr-defined]
+            raw = plain(exc.raw, [], dec.run_extra)[0]  # type: ignore[attr-defined]
+            out.append(("error", str(exc), raw))
             break
-        out.append((flat, list(dec.controls)))
+        out.append(plain(flat, dec.controls, dec.run_extra))
     return out
 
 
 def same_both_ways(chunks: list[bytes], monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    bulk = decode(chunks, True, monkeypatch)
-    assert bulk == decode(chunks, False, monkeypatch)
+    bulk = decode(chunks, "bulk", monkeypatch)
+    assert bulk == decode(chunks, "plain", monkeypatch)
+    assert bulk == decode(chunks, "runs", monkeypatch)
     return bulk
 
 
 def test_a_run_is_decoded_in_bulk_and_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    real = _wire._decode_run
+    real = _decoder._decode_run
 
-    def spy(data: bytes, flat: list[Any], limit: int) -> int:
-        calls.append(real(data, flat, limit))
-        return calls[-1]
+    def spy(data: bytes, flat: list[Any], limit: int, runs: bool) -> tuple[int, int]:
+        got = real(data, flat, limit, runs)
+        calls.append(got[0])
+        return got
 
-    monkeypatch.setattr(_wire, "_decode_run", spy)
+    monkeypatch.setattr(_decoder, "_decode_run", spy)
     data = b"".join(frame(i, 100) for i in range(1, 41)) + frame(41, 100)[:70]
     ((flat, controls),) = same_both_ways([data], monkeypatch)
     assert calls and calls[0] == 40 * 156  # the bulk path took the whole run
@@ -109,7 +137,7 @@ def test_another_size_that_keeps_the_stride(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_an_oversized_run_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_wire, "RUN_MIN", 8)
+    monkeypatch.setattr(_decoder, "RUN_MIN", 8)
     dec = FrameDecoder(max_message_size=99)
     with pytest.raises(ProtocolError, match="exceeds the maximum message size"):
         dec.feed_raw(b"".join(frame(i, 100) for i in range(20)))
@@ -135,6 +163,82 @@ def test_any_stream_any_chunking_decodes_the_same(
             parts.append(encode_connection_message(b"c" * size))
         else:
             parts.append(frame(seq, size))
+    data = b"".join(parts)
+    chunks, pos = [], 0
+    for cut in cuts:
+        chunks.append(data[pos : pos + cut])
+        pos += cut
+    chunks.append(data[pos:])
+    with pytest.MonkeyPatch.context() as mp:
+        same_both_ways(chunks, mp)
+
+
+def uniform_frame(seq: int, size: int = 100, slot: int = SLOT, source: int = 0xABC) -> bytes:
+    return HEADER.pack(CONTROL, slot, source, seq, 7, 9, size) + bytes([seq & 0xFF]) * size
+
+
+@pytest.mark.parametrize(
+    "first", [1, 250, 0xFF00 - 3, 0x1_0000 - 10, 0x12_3456_789A, 2**64 - 30], ids=hex
+)
+def test_a_uniform_run_comes_whole(first: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # seqs whose low byte, second byte or a higher one rolls over inside the run
+    monkeypatch.setattr(_decoder, "RUN_MIN", 8)
+    data = b"".join(uniform_frame(first + i) for i in range(20))
+    flat = FrameDecoder().feed_runs(data + uniform_frame(first + 20)[:50])
+    carry = (first & 0xFFFF) + 20 > 0x10000  # the general path's case
+    if carry:
+        assert not any(isinstance(x, Run) for x in flat[0::2])
+    else:
+        assert flat[0] == Run((CONTROL, SLOT, 0xABC, first, 7, 9, 100, 20)) and len(flat) == 2
+        assert flat[1] == [bytes([(first + i) & 0xFF]) * 100 for i in range(20)]
+    same_both_ways([data], monkeypatch)
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        uniform_frame(13, slot=SLOT + 1),
+        uniform_frame(13, source=0xABD),
+        HEADER.pack(CONTROL, SLOT, 0xABC, 13, 8, 9, 100) + b"x" * 100,  # dest
+        HEADER.pack(CONTROL, SLOT, 0xABC, 13, 7, 10, 100) + b"x" * 100,  # dest seq
+        uniform_frame(14),  # a seq skipped
+        uniform_frame(13 + 256),  # the low byte right, the second one not
+        uniform_frame(13 + (1 << 16)),  # the third byte
+        uniform_frame(13 + (1 << 40)),  # a higher one
+    ],
+    ids=["slot", "source", "dest", "dest-seq", "gap", "2nd-byte", "3rd-byte", "6th-byte"],
+)
+def test_a_run_that_differs_anywhere_but_the_seq_is_not_one(
+    odd: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_decoder, "RUN_MIN", 8)
+    data = b"".join(uniform_frame(i) for i in range(1, 13)) + odd
+    data += b"".join(uniform_frame(i) for i in range(14, 25))
+    flat = FrameDecoder().feed_runs(data)
+    assert not any(isinstance(x, Run) for x in flat[0::2])
+    assert len(flat) == 2 * 24
+    # ...and without the odd one out, it is one
+    good = b"".join(uniform_frame(i) for i in range(1, 25))
+    assert FrameDecoder().feed_runs(good)[0] == Run((CONTROL, SLOT, 0xABC, 1, 7, 9, 100, 24))
+    same_both_ways([data], monkeypatch)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.integers(min_value=1, max_value=2**64 - 200),
+    st.integers(min_value=1, max_value=150),
+    st.lists(st.integers(min_value=0, max_value=149), max_size=3),
+    st.lists(st.integers(min_value=1, max_value=9000), max_size=6),
+)
+def test_runs_with_odd_packages_and_any_chunking_decode_the_same(
+    first: int, n: int, odd_at: list[int], cuts: list[int]
+) -> None:
+    parts = []
+    for i in range(n):
+        if i in odd_at:
+            parts.append(uniform_frame(first + i, slot=SLOT + i))
+        else:
+            parts.append(uniform_frame(first + i))
     data = b"".join(parts)
     chunks, pos = [], 0
     for cut in cuts:

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._decoder import FrameDecoder
 from ._errors import MessageDecodeError, ProtocolError
 from ._handshake import Handshake
 from ._message_types import decode_object, encode_object
-from ._wire import HEADER, FrameDecoder, Item
+from ._wire import HEADER, Item
 
 __all__ = [
     "EXPECTED_ERRORS",

@@ -20,6 +20,7 @@ from logging import DEBUG
 from typing import TYPE_CHECKING, Any
 
 from ._channels import BaseChannel
+from ._decoder import Run, expand_run
 from ._log import get_logger
 from ._wire import SLOT_CONTEXT, Package, raw_package
 
@@ -174,6 +175,58 @@ class Router:
         if context_msgs is not None:
             for pkg in context_msgs:
                 self._on_context_message(pkg)
+
+    def _route_run(self, conn: Connection, run: Run, payloads: list[bytes]) -> None:
+        """Route a :class:`~._decoder.Run` that arrived on ``conn``, in one step if it can.
+
+        A run is one source's packages to one slot and destination, seqs
+        counting up by one (a publisher's stream, as the stream decoder found
+        it). Where :meth:`_route` would only append each payload to one inbox
+        -- a leaf context (nothing to forward), the packages for us, all newer
+        than what came from that source, a channel with a plain inbox that has
+        room -- they go in at once; anything else is routed package by package.
+        """
+        sid = run[2]
+        dest = run[4]
+        slot = run[1]
+        conns = self._connected
+        if (
+            slot == SLOT_CONTEXT
+            or sid == self._id
+            or (dest and dest != self._id)
+            or len(conns) != 1
+            or conns[0] is not conn
+            or conn.log.isEnabledFor(DEBUG)
+        ):
+            self._route(conn, expand_run(run, payloads))
+            return
+        k = run[7]
+        ch = None
+        free = self._lock_free  # the context lock, taken inline (see Context._send)
+        try:
+            free.pop()
+        except IndexError:
+            self._lock.wait()
+        try:
+            smap = self._source_map
+            first = run[3]
+            if first > smap.get(sid, 0):
+                ch = self._recv_channels.get(slot)
+                if ch is not None and ch._inbox_inline and len(ch._queue) + k <= self._queue_n:
+                    rseq = self._recv_seq
+                    ch._queue.extend(zip(range(rseq + 1, rseq + k + 1), payloads, strict=True))
+                    self._recv_seq = rseq + k
+                    smap[sid] = first + k - 1
+                else:
+                    ch = None
+        finally:
+            free.append(True)
+            if self._lock.waiters:
+                self._lock.wake()
+        if ch is None:  # duplicates, no such channel, a full inbox, ...: the general way
+            self._route(conn, expand_run(run, payloads))
+        else:
+            ch._notify()
 
     def _on_context_message(self, pkg: Package) -> None:
         try:

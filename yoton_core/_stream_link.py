@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ._decoder import FrameDecoder
 from ._engine import LINK_ERRORS, get_engine
 from ._errors import ONE_PEER_HINT, ConnectError, HandshakeError
 from ._errors import TimeoutError as YotonTimeoutError
@@ -39,7 +40,7 @@ from ._log import endpoint
 from ._poller import SocketReader, get_poller, in_io_role
 from ._stream_queue import BATCH_ITEMS, DIRECT_BATCH, SENDER_DEFER, StreamQueue
 from ._stream_receive import StreamReceiver, exc_text
-from ._wire import CLOSE_BYTES, HEADER, HEADER_SIZE, HEARTBEAT_BYTES, FrameDecoder
+from ._wire import CLOSE_BYTES, HEADER, HEADER_SIZE, HEARTBEAT_BYTES
 
 if TYPE_CHECKING:
     from ._context import Context
@@ -74,6 +75,7 @@ class StreamLink(StreamQueue, StreamReceiver):
         self._log = conn.log
         self._context = context
         self._route = context._route  # (the receive path's hand-over, _stream_receive.py)
+        self._route_run = context._route_run
         self._engine = get_engine()
         self._init_queue()  # outgoing queue and direct writes (_stream_queue.py)
         self._scope: trio.CancelScope | None = None

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ._decoder import Run
 from ._engine import LINK_ERRORS
 from ._errors import FrameError
 from ._joins import JOINS_OFF, JOINS_ON
@@ -28,9 +29,9 @@ if TYPE_CHECKING:
     import socket
     from collections.abc import Callable
 
+    from ._decoder import FrameDecoder
     from ._engine import Engine
     from ._stream import StreamConnection
-    from ._wire import FrameDecoder
 
 __all__ = ["StreamReceiver", "exc_text"]
 
@@ -40,6 +41,7 @@ class StreamReceiver:
 
     _conn: StreamConnection
     _route: Callable[[StreamConnection, list[Any]], None]  # Context._route
+    _route_run: Callable[[StreamConnection, Run, list[bytes]], None]  # Context._route_run
     _engine: Engine
     _decoder: FrameDecoder
     _last_rx: float
@@ -63,14 +65,14 @@ class StreamReceiver:
         """
         self._note_rx()
         try:
-            flat = self._decoder.feed_raw(data)
+            flat = self._decoder.feed_runs(data)
         except FrameError as exc:
             # Packages decoded before the bad bytes in the same chunk are valid:
             # deliver them, then close with the reason.
             good = exc.raw
-            self._conn.count_received(len(good) >> 1 if good else 0, len(data))
+            self._conn.count_received(self._packages(good), len(data))
             if good:
-                self._route(self._conn, good)
+                self._deliver(good)
             self._end(exc.reason)
             return False
         return self._dispatch(flat, len(data))
@@ -97,17 +99,41 @@ class StreamReceiver:
             for pos, item in decoder.controls:
                 if item.__class__ is CloseRequest:
                     del flat[pos:]  # the peer sent nothing after it
-                    conn.count_received(len(flat) >> 1, nbytes)
+                    conn.count_received(self._packages(flat), nbytes)
                     if flat:
-                        self._route(conn, flat)
+                        self._deliver(flat)
                     self._end("Closed from other end.")
                     return False
                 if item.__class__ is ConnectionMessage:
                     self._on_connection_message(item.payload)
-        conn.count_received(len(flat) >> 1, nbytes)
+        conn.count_received(self._packages(flat), nbytes)
         if flat:
-            self._route(conn, flat)
+            self._deliver(flat)
         return True
+
+    def _packages(self, flat: list[Any]) -> int:
+        """How many packages ``flat`` (the decoder's last, runs included) holds.
+
+        (A close request, which cuts ``flat`` short, comes after the run.)
+        """
+        return (len(flat) >> 1) + self._decoder.run_extra
+
+    def _deliver(self, flat: list[Any]) -> None:
+        """Hand ``flat`` to the context: runs on their own, in stream order."""
+        if not self._decoder.run_extra:
+            self._route(self._conn, flat)
+            return
+        route = self._route
+        conn = self._conn
+        start = 0
+        for i in range(0, len(flat), 2):
+            if flat[i].__class__ is Run:
+                if i > start:
+                    route(conn, flat[start:i])
+                self._route_run(conn, flat[i], flat[i + 1])
+                start = i + 2
+        if start < len(flat):
+            route(conn, flat[start:])
 
     def _read_size(self) -> int:
         """How many bytes to ask for in the next read."""

@@ -90,6 +90,7 @@ from ._address import bind_port_offsets, parse_host_port, split_address, split_s
 from ._auth import pairing_refusal
 from ._connection import Connection, ConnectionStatistics
 from ._context import Context
+from ._decoder import FrameDecoder
 from ._engine import TICK_INTERVAL, Engine, get_engine
 from ._errors import (
     ONE_PEER_HINT,
@@ -109,7 +110,6 @@ from ._wire import (
     HEADER,
     HEADER_SIZE,
     SLOT_CONTEXT,
-    FrameDecoder,
     Header,
     Package,
     _bad_control,

@@ -1,0 +1,158 @@
+"""A run routed in one step (``Router._route_run``) ends as routed package by package.
+
+The stream decoder hands the context a publisher's stream as runs: one
+source, slot and destination, seqs counting up by one (``_decoder.Run``).
+Where a leaf context only appends payloads to one plain inbox, the router does
+that at once; everywhere else it routes the run's packages one by one. Each
+test routes the same run into two identical set-ups, once in one step and once
+expanded by hand through ``Router._route``, and compares everything a defect
+would change: what the inboxes hold, in what order, the routing counters,
+what was dropped, and what was passed on to other contexts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import yoton
+from yoton_core._decoder import Run, expand_run
+from yoton_core._wire import CONTROL
+from yoton_core.testing import recv_n, wait_for
+
+SOURCE = 0xAAAA0001
+
+
+def join(server: yoton.Context, client: yoton.Context) -> tuple[Any, Any]:
+    s = server.bind("localhost:0")
+    c = client.connect(f"localhost:{s.port1}", timeout=5)
+    wait_for(lambda: s.is_connected, what="the bound side to get its peer")
+    return s, c
+
+
+def run_of(slot: int, first: int, k: int, dest: int = 0, source: int = SOURCE) -> tuple[Run, list]:
+    payloads = [f"{source:x}-{first + i:06d}".encode() for i in range(k)]
+    return Run((CONTROL, slot, source, first, dest, 0, len(payloads[0]), k)), payloads
+
+
+def route(ctx: yoton.Context, conn: Any, run: Run, payloads: list, at_once: bool) -> None:
+    if at_once:
+        ctx._route_run(conn, run, payloads)
+    else:
+        ctx._route(conn, expand_run(run, payloads))
+
+
+def outcome(ctx: yoton.Context, sub: yoton.SubChannel) -> dict[str, Any]:
+    # (other counters move with the joins' context messages, which come when they come)
+    dups = ctx.statistics()["duplicates_dropped"]
+    return {"inbox": sub.recv_all(), "dropped": sub.dropped, "duplicates_dropped": dups}
+
+
+def both_ways(scenario: Callable[[bool], dict[str, Any]]) -> dict[str, Any]:
+    at_once = scenario(True)
+    assert at_once == scenario(False)
+    return at_once
+
+
+def test_a_leaf_gets_a_fresh_run_whole(contexts: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    routed: list[Any] = []
+
+    def scenario(at_once: bool) -> dict[str, Any]:
+        a, b = contexts(2)
+        _s, conn = join(a, b)
+        sub = yoton.SubChannel(b, "runs", yoton.BINARY)
+        if at_once:  # in one step: not a package through the general loop
+            monkeypatch.setattr(b, "_route", lambda conn, flat: routed.append(flat))
+        route(b, conn, *run_of(sub._slot_in, 1, 40), at_once)
+        route(b, conn, *run_of(sub._slot_in, 41, 10), at_once)
+        monkeypatch.undo()
+        return outcome(b, sub)
+
+    got = both_ways(scenario)
+    assert routed == []
+    assert got["inbox"] == [f"{SOURCE:x}-{i:06d}".encode() for i in range(1, 51)]
+    assert got["duplicates_dropped"] == 0
+
+
+def test_a_run_with_seqs_already_seen_drops_the_duplicates(contexts: Any) -> None:
+    def scenario(at_once: bool) -> dict[str, Any]:
+        a, b = contexts(2)
+        _s, conn = join(a, b)
+        sub = yoton.SubChannel(b, "runs", yoton.BINARY)
+        route(b, conn, *run_of(sub._slot_in, 1, 20), at_once)
+        route(b, conn, *run_of(sub._slot_in, 11, 20), at_once)  # 11..20 came already
+        return outcome(b, sub)
+
+    got = both_ways(scenario)
+    assert got["inbox"] == [f"{SOURCE:x}-{i:06d}".encode() for i in range(1, 31)]
+    assert got["duplicates_dropped"] == 10
+
+
+@pytest.mark.parametrize("mode", ["old", "new"])
+def test_a_run_larger_than_the_room_in_the_inbox_follows_the_discard_policy(
+    contexts: Any, mode: str
+) -> None:
+    def scenario(at_once: bool) -> dict[str, Any]:
+        a = contexts()
+        b = contexts(queue_params=(25, mode))
+        _s, conn = join(a, b)
+        sub = yoton.SubChannel(b, "runs", yoton.BINARY)
+        route(b, conn, *run_of(sub._slot_in, 1, 20), at_once)
+        route(b, conn, *run_of(sub._slot_in, 21, 20), at_once)
+        return outcome(b, sub)
+
+    got = both_ways(scenario)
+    assert got["dropped"] == 15 and len(got["inbox"]) == 25
+
+
+def test_a_run_for_a_slot_nobody_listens_on_is_counted(contexts: Any) -> None:
+    def scenario(at_once: bool) -> dict[str, Any]:
+        a, b = contexts(2)
+        _s, conn = join(a, b)
+        sub = yoton.SubChannel(b, "runs", yoton.BINARY)
+        route(b, conn, *run_of(sub._slot_in + 1, 1, 12), at_once)
+        return {**outcome(b, sub), "unroutable": b._n_unroutable}
+
+    assert both_ways(scenario)["unroutable"] == 12
+
+
+def test_a_run_of_our_own_packages_or_for_another_context_is_not_delivered(
+    contexts: Any,
+) -> None:
+    def scenario(at_once: bool) -> dict[str, Any]:
+        a, b = contexts(2)
+        _s, conn = join(a, b)
+        sub = yoton.SubChannel(b, "runs", yoton.BINARY)
+        route(b, conn, *run_of(sub._slot_in, 1, 12, source=b.id), at_once)  # came back
+        route(b, conn, *run_of(sub._slot_in, 1, 12, dest=0xDEAD), at_once)  # not ours
+        return outcome(b, sub)
+
+    assert both_ways(scenario)["inbox"] == []
+
+
+def test_a_relay_passes_a_run_on_and_delivers_it(contexts: Any) -> None:
+    def scenario(at_once: bool) -> dict[str, Any]:
+        a, relay, c = contexts(3)
+        _s, from_a = join(a, relay)
+        join(relay, c)
+        here = yoton.SubChannel(relay, "runs", yoton.BINARY)
+        there = yoton.SubChannel(c, "runs", yoton.BINARY)
+        route(relay, from_a, *run_of(here._slot_in, 1, 30), at_once)
+        return {**outcome(relay, here), "there": recv_n(there, 30, timeout=10)}
+
+    got = both_ways(scenario)
+    assert got["there"] == got["inbox"] == [f"{SOURCE:x}-{i:06d}".encode() for i in range(1, 31)]
+
+
+def test_a_sync_mode_subscriber_gets_a_run_through_its_own_deposit(contexts: Any) -> None:
+    def scenario(at_once: bool) -> dict[str, Any]:
+        a, b = contexts(2)
+        _s, conn = join(a, b)
+        sub = yoton.SubChannel(b, "runs", yoton.BINARY)
+        sub.set_sync_mode(True)
+        route(b, conn, *run_of(sub._slot_in, 1, 12), at_once)
+        return outcome(b, sub)
+
+    assert len(both_ways(scenario)["inbox"]) == 12

@@ -1,0 +1,484 @@
+"""Decoding the yoton package stream (docs/protocol.md#framing), sans-IO.
+
+:class:`FrameDecoder` turns the bytes a transport read, in chunks of any size,
+back into packages (:mod:`._wire` has the format and the encoding). It never
+touches a socket: the stream engine, tests and fuzzers use the same code.
+
+Runs: small messages come as runs of one payload size, and a chunk that
+starts with one is decoded in bulk, in C (``struct.iter_unpack`` with the
+run's fixed stride), every header checked before anything is used. For the
+core's stream links (:meth:`FrameDecoder.feed_runs`), a run whose headers
+differ in nothing but their seq, counting up by one -- one source, one slot,
+one destination: a publisher's stream -- is not even unpacked: it comes as one
+:class:`Run` and the list of its payloads, and the context routes it in one
+step (``Router._route_run``). Per package that is the payload's ``bytes`` and
+nothing else; its header tuple (four ints too large to be cached) cost as
+much again as the payload, and more to route.
+"""
+
+from __future__ import annotations
+
+import operator
+import struct
+from typing import Any
+
+from . import _bytesfill
+from ._errors import FrameError
+from ._wire import (
+    CLOSE_REQUEST,
+    CONTROL,
+    CONTROL_BYTES,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    FILL_MIN,
+    FILL_RATIO,
+    HEADER,
+    HEADER_SIZE,
+    HEARTBEAT,
+    SEQ_CLOSE,
+    SEQ_HEARTBEAT,
+    SLOT_DUMMY,
+    ConnectionMessage,
+    Header,
+    Item,
+    _bad_control,
+    _items,
+)
+
+__all__ = ["RUN_MAX_PAYLOAD", "RUN_MIN", "FrameDecoder", "Run", "expand_run"]
+
+
+class Run(tuple[int, ...]):
+    """``count`` packages that differ only in their seq: ``first_seq``, ``first_seq + 1``...
+
+    A tuple ``(control, slot, source_id, first_seq, dest_id, dest_seq, length,
+    count)``: the first package's :data:`~._wire.Header` and how many there
+    are. In a decoded flat list it stands where a header would, with the list
+    of the run's payloads beside it (:meth:`FrameDecoder.feed_runs`).
+    """
+
+    __slots__ = ()
+
+
+def expand_run(run: Run, payloads: list[bytes]) -> list[Any]:
+    """The flat ``[header, payload, ...]`` form of a run's packages."""
+    c, slot, sid, seq, dest, dseq, size, _count = run
+    flat: list[Any] = []
+    append = flat.append
+    for i, payload in enumerate(payloads):
+        append((c, slot, sid, seq + i, dest, dseq, size))
+        append(payload)
+    return flat
+
+
+#: A chunk starting with RUN_MIN packages of one size <= RUN_MAX_PAYLOAD: _decode_run.
+RUN_MIN = 8
+RUN_MAX_PAYLOAD = 4096
+_run_structs: dict[int, tuple[struct.Struct, struct.Struct]] = {}  # by payload size
+_FIRST = _CONTROL_OF = operator.itemgetter(0)
+_SLOT_OF = operator.itemgetter(1)
+_LENGTH_OF = operator.itemgetter(6)
+
+
+#: Offsets of the header bytes other than the seq (24..31).
+_NOT_SEQ = (*range(24), *range(32, HEADER_SIZE))
+#: 0, 1, ..., 255, 0, 1, ...: the low bytes of consecutive seqs.
+_RAMP = bytes(range(256)) * 8
+
+
+def _uniform(data: bytes, stride: int, k: int, first: Header) -> bool:
+    """Whether the ``k`` headers ``stride`` apart are ``first`` with seqs counting up by one.
+
+    Compared a byte column at a time (a strided slice of ``data`` holds one
+    byte of every header): no object per package. ``first`` was checked (its
+    control word, size and slot) by the caller.
+    """
+    end = k * stride
+    head = data[:HEADER_SIZE]
+    for j in _NOT_SEQ:
+        if data[j:end:stride].count(head[j : j + 1]) != k:
+            return False
+    seq = first[3]
+    low = seq & 0xFFFF
+    if low + k > 0x10000 or (seq & 0xFF) + k > len(_RAMP):
+        return False  # a carry past the second byte (rare): the general path
+    for j in range(26, 32):  # bytes 2-7 of the seq do not change
+        if data[j:end:stride].count(head[j : j + 1]) != k:
+            return False
+    if data[24:end:stride] != _RAMP[seq & 0xFF : (seq & 0xFF) + k]:
+        return False
+    second = data[25:end:stride]  # goes up by one where the low byte wraps
+    pos = 0
+    value = low >> 8
+    span = 256 - (low & 0xFF)
+    while pos < k:
+        m = span if span < k - pos else k - pos
+        if second.count(bytes((value,)), pos, pos + m) != m:
+            return False
+        pos += m
+        value += 1
+        span = 256
+    return True
+
+
+def _decode_run(data: bytes, flat: list[Any], limit: int, runs: bool) -> tuple[int, int]:
+    """Decode the packages of one payload size that start ``data``, in bulk.
+
+    Small messages come as runs of one size: with a fixed stride,
+    ``struct.iter_unpack`` reads their headers and payloads in C (the loop of
+    :meth:`FrameDecoder.feed_raw` spends ~0.5 us a package in bytecode). Every
+    header is checked (control word, size, not a connection-level package)
+    before anything is used; a run that does not hold is left to the loop.
+    With ``runs``, a run of one source, slot and destination with consecutive
+    seqs is appended as ``Run, payloads`` (see the module docstring).
+    Returns the offset where the run ended (0: no run, nothing appended) and
+    how many packages the appended items hold beyond one per pair.
+    """
+    first = HEADER.unpack_from(data, 0)
+    size = first[6]
+    if not 0 < size <= RUN_MAX_PAYLOAD or size > limit:
+        return 0, 0
+    stride = HEADER_SIZE + size
+    k = len(data) // stride
+    if k < RUN_MIN or HEADER.unpack_from(data, stride)[6] != size:
+        return 0, 0
+    structs = _run_structs.get(size)
+    if structs is None:  # (at most RUN_MAX_PAYLOAD of them)
+        structs = (struct.Struct(f"<7Q{size}x"), struct.Struct(f"<{HEADER_SIZE}x{size}s"))
+        _run_structs[size] = structs
+    if runs and first[0] == CONTROL and first[1] != SLOT_DUMMY and _uniform(data, stride, k, first):
+        with memoryview(data) as whole, whole[: k * stride] as view:
+            payloads = list(map(_FIRST, structs[1].iter_unpack(view)))
+        flat.append(Run((*first, k)))
+        flat.append(payloads)
+        return k * stride, k - 1
+    with memoryview(data) as whole, whole[: k * stride] as view:
+        heads = list(structs[0].iter_unpack(view))
+        if (
+            list(map(_CONTROL_OF, heads)).count(CONTROL) != k
+            or list(map(_LENGTH_OF, heads)).count(size) != k
+            or list(map(_SLOT_OF, heads)).count(SLOT_DUMMY)
+        ):
+            return 0, 0
+        payloads = list(map(_FIRST, structs[1].iter_unpack(view)))
+    run: list[Any] = [None] * (2 * k)
+    run[0::2], run[1::2] = heads, payloads
+    flat.extend(run)
+    return k * stride, 0
+
+
+class FrameDecoder:
+    """Incremental decoder of a yoton package stream.
+
+    Feed it whatever the transport read, in chunks of any size; it returns the
+    complete items in order. Parsing works directly on the incoming bytes, and
+    only a tail shorter than one package is carried to the next feed. A large
+    payload that spans many chunks is collected in parts until an eighth of it
+    has arrived, then moved into its final ``bytes`` object
+    (:mod:`._bytesfill`), where the rest goes as it arrives; a reader that has
+    a socket lets the kernel write it there directly (:meth:`recv_buffer`,
+    :meth:`filled`), so most of a 16 MiB message is never copied after the
+    read. Without ``_bytesfill`` the parts are joined once at the end.
+
+    Any violation (bad control word, length above ``max_message_size``) raises
+    :class:`FrameError` and kills the decoder: there is no way to resync a
+    stream that has no frame markers, so the connection must close. Items
+    decoded from the same chunk before the bad header are in the exception's
+    ``items`` attribute, so the caller may still deliver them.
+
+    Args:
+        max_message_size: Largest payload accepted, in bytes. Checked as soon as
+            the header arrives, before anything is buffered for the payload.
+    """
+
+    __slots__ = (
+        "_max",
+        "_tail",
+        "_head",
+        "_parts",
+        "_fill",
+        "_view",
+        "_have",
+        "_need",
+        "_error",
+        "controls",
+        "run_extra",
+    )
+
+    def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+        if not isinstance(max_message_size, int) or max_message_size < 0:
+            raise ValueError(f"max_message_size must be an int >= 0, got {max_message_size!r}")
+        self._max = max_message_size
+        self._tail = b""  # bytes of an incomplete header (< one header)
+        self._head: Header | None = None  # header whose payload is being collected
+        self._parts: list[bytes] = []  # payload chunks collected so far
+        # Or: the payload's own bytes object, filled through _view (see recv_buffer).
+        self._fill: bytes | None = None
+        self._view: memoryview | None = None
+        self._have = 0  # payload bytes received (in _parts, or written into _fill)
+        self._need = 0  # payload length of _head
+        self._error: str | None = None
+        #: The connection-level items (heartbeats, close requests, connection
+        #: messages) of the last :meth:`feed_raw`, as ``(position, item)``:
+        #: the item came before the package at ``flat[position]``.
+        self.controls: list[tuple[int, Item]] = []
+        #: How many packages the last :meth:`feed_runs` returned beyond one per
+        #: pair of its list (each :class:`Run` of ``count`` adds ``count - 1``).
+        self.run_extra = 0
+
+    @property
+    def _fillable(self) -> bool:
+        """The payload being collected is large enough to be filled in place."""
+        return self._need >= FILL_MIN and _bytesfill.AVAILABLE
+
+    @property
+    def wanted(self) -> int:
+        """Bytes worth asking for in the next read inside a payload (0 if none).
+
+        The payload's missing bytes, or while it is still collected in parts,
+        only those up to the point where it moves into its own object (from
+        there the reader writes into :meth:`recv_buffer`).
+        """
+        if self._head is None:
+            return 0
+        missing = self._need - self._have
+        if self._view is None and self._fillable:
+            until = -(-self._need // FILL_RATIO) - self._have
+            if 0 < until < missing:
+                return until
+        return missing
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as items."""
+        if self._head is not None:
+            return HEADER_SIZE + self._have
+        return len(self._tail)
+
+    @property
+    def max_message_size(self) -> int:
+        return self._max
+
+    def _fail(self, message: str, flat: list) -> FrameError:
+        self._error = message
+        self._tail = b""
+        self._head = None
+        self._parts = []
+        self._fill = self._view = None  # never seen by anyone: not all of it was written
+        return FrameError(message, flat)  # with what came before the bad bytes
+
+    def _finish_payload(self, data: bytes, flat: list) -> bytes:
+        """Add ``data`` to the collected payload; emit it if complete; return the rest."""
+        missing = self._need - self._have
+        view = self._view
+        if view is not None:  # filling the payload's own bytes object
+            if len(data) < missing:
+                view[self._have : self._have + len(data)] = data
+                self._have += len(data)
+                return b""
+            view[self._have :] = memoryview(data)[:missing]
+            self._complete(self._fill, flat)
+            return data[missing:]
+        if len(data) < missing:
+            self._parts.append(data)
+            self._have += len(data)
+            if self._have * FILL_RATIO >= self._need:
+                self._start_filling()
+            return b""
+        parts = self._parts
+        parts.append(data[:missing] if len(data) > missing else data)
+        self._complete(b"".join(parts), flat)
+        return data[missing:]
+
+    def _complete(self, payload: Any, flat: list) -> None:
+        """The payload being collected is whole: emit it, collect nothing more."""
+        head = self._head
+        assert head is not None
+        self._head = None
+        self._parts = []
+        self._fill = self._view = None
+        self._have = self._need = 0
+        if head[1] == SLOT_DUMMY:
+            self.controls.append((len(flat), ConnectionMessage(payload)))
+        else:
+            flat.append(head)
+            flat.append(payload)
+
+    def _start_payload(self, head: Header, data: bytes, start: int) -> None:
+        """A header whose payload did not arrive whole: collect from ``data[start:]``."""
+        self._head = head
+        self._need = head[6]
+        self._have = len(data) - start
+        self._parts = [data[start:]] if self._have else []
+        if self._have * FILL_RATIO >= self._need:
+            self._start_filling()
+
+    def _start_filling(self) -> None:
+        """Move the collected parts into the payload's own bytes object, if worth it."""
+        if not self._fillable:
+            return
+        try:
+            fill, view = _bytesfill.unfilled_bytes(self._need)
+        except MemoryError:  # keep collecting parts
+            return
+        pos = 0
+        for part in self._parts:
+            view[pos : pos + len(part)] = part
+            pos += len(part)
+        self._parts = []
+        self._fill = fill
+        self._view = view
+
+    def recv_buffer(self) -> memoryview | None:
+        """Where the next bytes of the stream may be written directly, or None.
+
+        While a large payload is being received this is the rest of its final
+        ``bytes`` object: a reader with a socket passes it to ``recv_into`` and
+        then calls :meth:`filled`. At most the payload's missing bytes fit, so
+        nothing of the next package lands there.
+        """
+        view = self._view
+        if view is None:
+            return None
+        return view[self._have :]
+
+    def filled(self, n: int) -> list[Any]:
+        """``n`` bytes were written into :meth:`recv_buffer`'s view.
+
+        Returns:
+            The completed packages, in :meth:`feed_raw`'s form: the payload
+            once its last byte came, else an empty list.
+
+        Raises:
+            ValueError: no payload is being received in place, or ``n`` is not
+                between 1 and the bytes still missing (a reader bug).
+        """
+        if self._view is None or not 0 < n <= self._need - self._have:
+            raise ValueError(f"filled({n}) does not match the buffer being received")
+        if self.controls:
+            self.controls = []
+        flat: list[Any] = []
+        self._have += n
+        if self._have == self._need:
+            self._complete(self._fill, flat)
+        return flat
+
+    def feed_raw(self, data: bytes) -> list[Any]:
+        """Consume ``data``; return the packages it completed as a flat list.
+
+        The list alternates header tuples (:data:`Header`, as ``HEADER``
+        unpacks them) and payloads: ``[header, payload, header, payload, ...]``,
+        in stream order. Connection-level items are put in :attr:`controls`.
+        This is the receive path's form: no object per package.
+
+        Raises:
+            FrameError: the stream is invalid (or was found invalid earlier);
+                its ``raw`` attribute holds the packages decoded before the bad
+                bytes, in the same form.
+        """
+        return self._feed(data, False)
+
+    def feed_runs(self, data: bytes) -> list[Any]:
+        """:meth:`feed_raw`, with each uniform run as one ``Run, payloads`` pair.
+
+        The core's stream links read this form (``Router._route_run``); a
+        :class:`Run` stands for ``count`` packages, which :func:`expand_run`
+        turns into the plain form. :attr:`run_extra` says how many packages
+        the list holds beyond one per pair. Raises as :meth:`feed_raw`; the
+        error's ``raw`` is in this form.
+        """
+        return self._feed(data, True)
+
+    def _feed(self, data: bytes, runs: bool) -> list[Any]:
+        if self._error is not None:
+            raise FrameError(self._error)
+        if type(data) is not bytes:
+            data = bytes(data)
+        flat: list[Any] = []
+        if self.controls:
+            self.controls = []
+        self.run_extra = 0
+        if self._head is not None:
+            data = self._finish_payload(data, flat)
+            if not data:
+                return flat
+        if self._tail:
+            data = self._tail + data
+            self._tail = b""
+        unpack = HEADER.unpack_from
+        limit = self._max
+        n = len(data)
+        off = 0
+        control_word, hsize, dummy = CONTROL, HEADER_SIZE, SLOT_DUMMY  # (locals: per package)
+        if n >= RUN_MIN * (hsize + 1):
+            off, self.run_extra = _decode_run(data, flat, limit, runs)
+        append = flat.append
+        while n - off >= hsize:
+            h = unpack(data, off)
+            start = off + hsize
+            end = start + h[6]
+            if h[0] != control_word or h[6] > limit:
+                if h[0] != control_word:
+                    raise self._fail(_bad_control(data[off : off + 8]), flat)
+                raise self._fail(
+                    f"Package of {h[6]} bytes exceeds the maximum message size of {limit} bytes.",
+                    flat,
+                )
+            if end > n:
+                self._start_payload(h, data, start)  # header complete, payload not
+                return flat
+            if start != end and h[1] != dummy:  # a package
+                append(h)
+                append(data[start:end])
+            elif start != end:
+                self.controls.append((len(flat), ConnectionMessage(data[start:end])))
+            elif h[3] == SEQ_HEARTBEAT:
+                self.controls.append((len(flat), HEARTBEAT))
+            elif h[3] == SEQ_CLOSE:
+                self.controls.append((len(flat), CLOSE_REQUEST))
+            off = end
+        if off < n:
+            tail = data[off:]
+            # Fail early on garbage shorter than a header (e.g. an HTTP request).
+            if not CONTROL_BYTES.startswith(tail[:8]):
+                raise self._fail(_bad_control(tail[:8]), flat)
+            self._tail = tail
+        return flat
+
+    def feed(self, data: bytes) -> list[Item]:
+        """Consume ``data`` and return every item completed by it, in stream order.
+
+        Like :meth:`feed_raw`, with packages as :class:`Package` objects and
+        connection-level items in their places.
+
+        Raises:
+            FrameError: the stream is invalid (or was found invalid earlier);
+                its ``items`` attribute holds the items decoded before the bad bytes.
+        """
+        try:
+            flat = self.feed_raw(data)
+        except FrameError as exc:
+            raise FrameError(exc.reason, exc.raw, _items(exc.raw, self.controls)) from None
+        return _items(flat, self.controls)
+
+    def eof(self) -> None:
+        """Tell the decoder that the stream ended (the peer closed its side).
+
+        Raises:
+            FrameError: the stream ended inside a package (a peer can close
+                there: 2.x writes header and payload separately), or was invalid.
+        """
+        if self._error is not None:
+            raise FrameError(self._error)
+        if self._head is not None:
+            total = HEADER_SIZE + self._need
+            message = (
+                "Other end dropped the connection in the middle of a package "
+                f"({HEADER_SIZE + self._have} of {total} bytes received)."
+            )
+            raise self._fail(message, [])
+        if self._tail:
+            message = (
+                "Other end dropped the connection in the middle of a package header "
+                f"({len(self._tail)} of {HEADER_SIZE} bytes received)."
+            )
+            raise self._fail(message, [])
