@@ -68,8 +68,8 @@ def test_each_context_stamps_its_own_package(contexts):
     pub = yoton.PubChannel(a, "s")
     pub.send("x")
     wait_for(lambda: remote_sub.pending == 1, TIMEOUT, "the message at b")
-    local_seq, local_data = local_sub._queue[0]
-    remote_seq, remote_data = remote_sub._queue[0]
+    local_data, remote_data = local_sub._queue[0], remote_sub._queue[0]
+    local_seq, remote_seq = local_sub._seq_at(0), remote_sub._seq_at(0)
     assert local_data is remote_data  # the very payload object, in both contexts
     # Each context stamped its own receive order (a also got b's NEW_CONNECTION).
     assert 1 <= local_seq <= a._recv_seq and 1 <= remote_seq <= b._recv_seq

@@ -94,11 +94,8 @@ async def _wait_for_change(channel: BaseChannel, loop: Loop, deadline: float) ->
                 pass
 
 
-async def recv_item_async(
-    channel: BaseChannel, timeout: float | None = None
-) -> tuple[int, bytes] | None:
-    """Pop the next inbox item ``(recv_seq, payload)`` of ``channel``, waiting
-    without blocking the loop.
+async def recv_item_async(channel: BaseChannel, timeout: float | None = None) -> Any:
+    """Pop the next payload of ``channel``'s inbox, waiting without blocking the loop.
 
     Args:
         channel: Any channel.
@@ -134,7 +131,7 @@ async def sub_recv_async(sub: SubChannel, timeout: float | None = None) -> Any:
     sub._check_sync()
     if item is None:
         return sub._message_type.empty_message()
-    return sub._decode(item[1])
+    return sub._decode(item)
 
 
 async def sub_anext(sub: SubChannel) -> Any:
@@ -143,7 +140,7 @@ async def sub_anext(sub: SubChannel) -> Any:
     sub._check_sync()
     if item is None:
         raise StopAsyncIteration
-    return sub._decode(item[1])
+    return sub._decode(item)
 
 
 # -- publishing under back-pressure ----------------------------------------------

@@ -9,7 +9,6 @@ actually waiting, so delivering a batch of messages costs one notification.
 
 from __future__ import annotations
 
-import collections
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from ._borrow import borrow_wait
 from ._errors import ConnectionClosedError, InvalidArgumentError
 from ._events import Signal, post_event
 from ._hashing import normalize_slot, slot_hash
+from ._inbox import Inbox
 from ._log import get_logger
 from ._message_types import TEXT, MessageType
 from ._poller import Waker
@@ -34,7 +34,7 @@ __all__ = ["BaseChannel"]
 logger = get_logger("channels")
 
 
-class BaseChannel:
+class BaseChannel(Inbox):
     """Base class of all channels: a slot, an inbox and a ``received`` signal.
 
     You do not make a BaseChannel yourself: make the channel of the pattern
@@ -70,8 +70,8 @@ class BaseChannel:
     #: Whether this channel acts on NEW_CONNECTION (``_on_new_peer``): the
     #: context then asks its peers for join announcements (_joins.py).
     _wants_joins: bool = False
-    #: Whether the router may append ``(recv_seq, payload)`` to ``_queue``
-    #: itself, as :meth:`_deposit` does here, while the inbox has room (the
+    #: Whether the router may append payloads to ``_queue`` (and note their
+    #: recv_seqs) itself, as :meth:`_deposit` does here, while the inbox has room (the
     #: hottest loop of a subscriber, _routing.py). False for a class that
     #: defines its own ``_deposit`` unless it says otherwise, and for a
     #: SubChannel in sync mode (per channel, _sync.py).
@@ -116,10 +116,9 @@ class BaseChannel:
             slot_hash(normalize_slot(self._slot_out_name)) if self._pattern_out else None
         )
         self._slot_in = slot_hash(normalize_slot(self._slot_in_name)) if self._pattern_in else None
-        # The inbox: ``(recv_seq, payload)`` per message. Not Package objects:
-        # a tuple is a fraction of the cost to build and to keep (the
-        # receiving context stamps recv_seq; only select_sub_channel needs it).
-        self._queue: collections.deque[tuple[int, bytes]] = collections.deque()
+        # The inbox: payloads, oldest first; their order among the context's
+        # channels (recv_seq, for select_sub_channel) is kept as runs (_inbox.py).
+        self._init_inbox()
         self._cond = threading.Condition(threading.Lock())
         self._waiters = 0
         self._closed = False
@@ -261,7 +260,8 @@ class BaseChannel:
             if not self._context._queue_discard_old:
                 return
             q.popleft()
-        q.append((pkg.recv_seq, pkg.data))
+        q.append(pkg.data)
+        self._note_seqs(pkg.recv_seq, 1)
 
     def _notify(self) -> None:
         """Wake readers and emit ``received`` after a batch of deposits."""
@@ -314,9 +314,9 @@ class BaseChannel:
     def _input_ready(self) -> bool:
         return bool(self._queue) or self._closed
 
-    def _recv(self, block: Any) -> tuple[int, bytes] | None:
-        """Pop the next inbox item ``(recv_seq, payload)``, waiting as ``block``
-        says; None when there is none."""
+    def _recv(self, block: Any) -> Any:
+        """Pop the next payload of the inbox, waiting as ``block`` says; None
+        when there is none."""
         wait = None if block is True else normalize_block(block)  # (a bad one raises)
         q = self._queue
         if q:

@@ -281,7 +281,7 @@ def run_sub(args: argparse.Namespace) -> int:
             sub._check_sync()
             if item is None:
                 break
-            _print_message(sub._decode(item[1]), args.type, args.raw)
+            _print_message(sub._decode(item), args.type, args.raw)
             count += 1
     finally:
         ctx.close()

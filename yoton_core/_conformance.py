@@ -67,7 +67,7 @@ def recv_n(sub: SubChannel, n: int, timeout: float = 15.0) -> list[Any]:
             raise AssertionError(f"received {len(out)} of {n} messages within {timeout} s")
         item = sub._recv(min(left, 0.5))
         if item is not None:
-            out.append(sub._decode(item[1]))
+            out.append(sub._decode(item))
     return out
 
 

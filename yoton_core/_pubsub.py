@@ -179,12 +179,12 @@ class SubChannel(BaseChannel):
             except IndexError:  # another reader took it
                 pass
             else:
-                return item[1] if self._binary else self._decode(item[1])
+                return item if self._binary else self._decode(item)
         got = self._recv(block)
         self._check_sync()
         if got is None:
             return self._message_type.empty_message()
-        return self._decode(got[1])
+        return self._decode(got)
 
     def next(self) -> Any:
         """Return the next pending message; raise StopIteration when there is none."""
@@ -192,7 +192,7 @@ class SubChannel(BaseChannel):
         self._check_sync()
         if item is None:
             raise StopIteration
-        return self._decode(item[1])
+        return self._decode(item)
 
     __next__ = next
 
@@ -234,7 +234,7 @@ class SubChannel(BaseChannel):
                 item = q.popleft()
             except IndexError:
                 break
-            out.append(decode(item[1]))
+            out.append(decode(item))
         self._check_sync()
         return out
 
@@ -256,16 +256,14 @@ class SubChannel(BaseChannel):
         ref = self._ref_seq
         self._ref_seq = None
         q = self._queue
-        out = []
-        while q:
-            try:
-                item = q.popleft()
-            except IndexError:
-                break
-            if item[0] > ref:
-                q.appendleft(item)
-                break
-            out.append(self._decode(item[1]))
+        items = []
+        with self._context._lock:  # (the order is kept with the context's lock)
+            for _ in range(self._count_upto(ref)):
+                try:
+                    items.append(q.popleft())
+                except IndexError:  # another reader took them
+                    break
+        out = [self._decode(item) for item in items]
         self._check_sync()
         return out
 
@@ -349,11 +347,11 @@ def select_sub_channel(*channels: SubChannel) -> SubChannel | None:
     firsts: list[tuple[int, int, SubChannel]] = []
     for ch in channels:
         q = ch._queue
-        try:
-            first = q[0][0]  # recv_seq of the oldest and newest message
-            last = q[-1][0]
-        except IndexError:
-            continue
+        with ch._context._lock:  # (the order is kept with the context's lock)
+            if not q:
+                continue
+            first = ch._seq_at(0)  # recv_seq of the oldest and newest message
+            last = ch._seq_at(len(q) - 1)
         firsts.append((first, last + 1, ch))
         ch._check_sync()
     if not firsts:

@@ -58,8 +58,8 @@ class Router:
         ``flat`` alternates header tuples and payloads, as
         :meth:`FrameDecoder.feed_raw` returns them. A :class:`Package` is made
         only for channels that take packages themselves (request/reply, state,
-        sync mode) and for context messages; a plain inbox gets
-        ``(recv_seq, payload)``.
+        sync mode) and for context messages; a plain inbox gets the payload,
+        its recv_seq noted once per stretch (``_inbox.py``).
         """
         if conn.log.isEnabledFor(DEBUG):  # once per batch; formats nothing when off
             _debug_batch(conn, flat)
@@ -68,6 +68,11 @@ class Router:
         my_id = self._id
         smap = self._source_map
         run_sid = -1
+        # The inbox of the stretch being appended to, whose recv_seqs (from
+        # seq_first up to rseq) are not noted yet (_inbox.py): whatever takes
+        # a recv_seq other than by appending there notes it first.
+        seq_ch: BaseChannel | None = None
+        seq_first = 0
         free = self._lock_free  # the context lock, taken inline (see Context._send)
         try:
             free.pop()
@@ -139,6 +144,9 @@ class Router:
                 rseq += 1
                 slot = header[1]
                 if slot != last_slot:
+                    if seq_ch is not None:  # (this package took rseq)
+                        seq_ch._note_seqs(seq_first, rseq - seq_first)
+                        seq_ch = None
                     if slot == SLOT_CONTEXT:
                         pkg = raw_package(header, data)
                         pkg.recv_seq = rseq
@@ -158,12 +166,20 @@ class Router:
                     # channel takes deposits its own way (BaseChannel._inbox_inline).
                     last_q = ch._queue if ch._inbox_inline else None
                 if last_q is not None and len(last_q) < queue_n:
-                    last_q.append((rseq, data))
+                    last_q.append(data)
+                    if seq_ch is None:  # its recv_seq starts a stretch
+                        seq_ch = last
+                        seq_first = rseq
                 else:  # a channel of its own kind, or a full inbox (discard policy)
+                    if seq_ch is not None:  # (noted first: the deposit notes its own)
+                        seq_ch._note_seqs(seq_first, rseq - seq_first)
+                        seq_ch = None
                     pkg = raw_package(header, data)
                     pkg.recv_seq = rseq
                     last._deposit(pkg)  # type: ignore[union-attr]
         finally:
+            if seq_ch is not None:  # (its stretch took the last rseq)
+                seq_ch._note_seqs(seq_first, rseq - seq_first + 1)
             if run_sid != -1:
                 smap[run_sid] = run_seq
             self._recv_seq = rseq
@@ -214,7 +230,8 @@ class Router:
                 ch = self._recv_channels.get(slot)
                 if ch is not None and ch._inbox_inline and len(ch._queue) + k <= self._queue_n:
                     rseq = self._recv_seq
-                    ch._queue.extend(zip(range(rseq + 1, rseq + k + 1), payloads, strict=True))
+                    ch._queue.extend(payloads)
+                    ch._note_seqs(rseq + 1, k)
                     self._recv_seq = rseq + k
                     smap[sid] = first + k - 1
                 else:

@@ -173,7 +173,8 @@ class SubSync:
             if not sub._context._queue_discard_old:
                 return
             q.popleft()
-        q.append((pkg.recv_seq, pkg.data))
+        q.append(pkg.data)
+        self._sub._note_seqs(pkg.recv_seq, 1)
         last = self._last
         sid = pkg.source_id
         fresh = sid not in last
