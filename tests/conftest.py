@@ -17,6 +17,7 @@ of contexts most modules use, ``contexts``, is defined here.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,23 @@ pytest_plugins = ["reqrep_helpers"]
 DEFAULT_SOAK_SECONDS = 55.0
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The soak marker; and Ctrl-C reaches the suite and its children, even in the background.
+
+    A shell starts a background job (``cmd &``) with SIGINT ignored; Python then
+    installs no handler, and every child inherits the ignored signal across
+    exec. Pyzo's kernel (tests/test_pyzo_kernel.py) is interrupted with SIGINT
+    by its IDE side, so run that way all five kernel tests failed waiting for a
+    KeyboardInterrupt. Restoring the default here is what an interactive shell
+    gives the suite anyway.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:  # (an int, not the enum)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    config.addinivalue_line(
+        "markers", "soak: long-running multi-process soak test (runs by default, bounded)"
+    )
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--soak-seconds",
@@ -37,12 +55,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="churn phase of the soak test in seconds "
         f"(default: $YOTON_SOAK_SECONDS or {DEFAULT_SOAK_SECONDS:g})",
-    )
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "soak: long-running multi-process soak test (runs by default, bounded)"
     )
 
 
