@@ -275,6 +275,8 @@ def test_readme_plugin_example_runs_end_to_end(tmp_path):
         "yoton_mailbox.py",
         "use_mailbox.py",
         "test_yoton_mailbox.py",
+        "yoton_pipes.py",
+        "use_pipes.py",
     }
     for name, code in files.items():
         (tmp_path / name).write_text(code)
@@ -310,3 +312,34 @@ def test_readme_non_stream_plugin_runs_end_to_end_and_passes_the_kit(tmp_path):
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert f"{len(CHECKS) - 2} passed, 2 skipped" in tested.stdout, tested.stdout
     assert "moves packages, not bytes" in tested.stdout, tested.stdout
+
+
+PIPES_KIT = """
+import yoton, yoton_pipes
+from yoton_core.testing import run_transport_conformance
+
+yoton.plugin_manager().register(yoton_pipes)
+for check, result in run_transport_conformance("pipe").items():
+    print(check, result)
+"""
+
+
+def test_the_plugin_page_transport_read_by_the_core_runs_and_passes_the_kit(tmp_path):
+    """The plugin page's transport that lets the core read its pipes
+    (``engine().watch_socket``), built only on yoton.transport: its requests
+    are answered, a waiting thread read a pipe itself, and it passes the
+    conformance kit (the byte-level and peer-death checks skipped)."""
+    files = _page_blocks("plugins.md")
+    for name, code in files.items():
+        (tmp_path / name).write_text(code)
+    used = run_python("", cwd=tmp_path, args=("use_pipes.py",))
+    assert used.returncode == 0, used.stderr
+    assert used.stdout.split() == ["5", "55", "True"], used.stdout
+    assert not used.stderr, used.stderr  # nothing logged or raised in a thread
+    kit = run_python(PIPES_KIT, cwd=tmp_path)
+    assert kit.returncode == 0, kit.stdout + kit.stderr
+    results = dict(line.split(" ", 1) for line in kit.stdout.splitlines())
+    assert len(results) == len(CHECKS), results
+    skipped = {k for k, v in results.items() if v.startswith("skipped")}
+    assert skipped == {"peer_death", "bad_input"}, results
+    assert not kit.stderr, kit.stderr

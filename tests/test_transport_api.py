@@ -120,7 +120,7 @@ def _readme_plugins() -> dict[str, str]:
 def test_the_plugin_packages_are_found() -> None:
     names = {p.name for p in _plugin_packages()}
     assert {"yoton_tcp", "yoton_unix", "yoton_inproc"} <= names
-    assert set(_readme_plugins()) == {"yoton_loopback.py", "yoton_mailbox.py"}
+    assert set(_readme_plugins()) == {"yoton_loopback.py", "yoton_mailbox.py", "yoton_pipes.py"}
 
 
 @pytest.mark.parametrize("package", _plugin_packages(), ids=lambda p: p.name)

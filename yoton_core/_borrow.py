@@ -6,7 +6,7 @@ sockets from the poller thread (``EPOLL_CTL_MOD`` to no events; the poller is
 not woken for that), polls them together with its own
 :class:`~._poller.Waker`, and reads and routes what arrives in its own thread
 until what it waits for is there (see :mod:`._poller` for why, and for the
-ownership rules of a :class:`~._poller.SocketReader`).
+ownership rules of a :class:`~._poller.PolledSocket`).
 
 It then **holds** them: a loop's next ``recv`` or ``result`` comes within
 microseconds, and giving them back meant two ``epoll_ctl`` per wait and, worse,
@@ -94,6 +94,8 @@ def _take(context: Context, poller: Poller, st: _ThreadState) -> None:
                 poll.unregister(fd)
     for r in context._readers:
         if held.get(r.fd) is r or r.done or len(held) >= MAX_BORROW:
+            continue
+        if r._poller is not poller:  # a socket of the parent process (fork)
             continue
         holder = r.borrower
         if holder is not None and holder.waiting:

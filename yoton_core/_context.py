@@ -35,7 +35,7 @@ from ._routing import Router
 from ._wire import CONTROL, SLOT_CONTEXT, Header, Package
 
 if TYPE_CHECKING:
-    from ._poller import SocketReader
+    from ._poller import PolledSocket
 
 __all__ = ["Context", "ConnectionCollection", "new_uid"]
 
@@ -175,7 +175,7 @@ class Context(Router, JoinAnnouncer, LinkKeeper):
         self._connected: tuple[Connection, ...] = ()
         # The socket readers of this context's connections, for threads that
         # read them while they wait (_poller.borrow_wait).
-        self._readers: tuple[SocketReader, ...] = ()
+        self._readers: tuple[PolledSocket, ...] = ()
         # (header, payload) of what was sent before any connection existed.
         self._startup_queue: collections.deque[tuple[Header, bytes]] = collections.deque()
         self._send_channels: dict[int, BaseChannel] = {}

@@ -20,12 +20,20 @@ import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ._errors import InvalidArgumentError
 from ._log import get_logger
-from ._poller import in_io_role
+from ._poller import AVAILABLE as POLLER_AVAILABLE
+from ._poller import get_poller, in_io_role
+from ._socketwatch import DEFAULT_READ_SIZE, SocketWatch, WatchedSocket
+
+if TYPE_CHECKING:
+    import socket
+
+    from ._connection import Connection
 
 __all__ = ["LINK_ERRORS", "Engine", "get_engine"]
 
@@ -154,6 +162,78 @@ class Engine:
                 "(e.g. from a handler running inside the IO loop)"
             )
         return trio.from_thread.run(async_fn, *args, trio_token=self.token)
+
+    def watch_socket(
+        self,
+        conn: Connection,
+        sock: socket.socket | int,
+        receive: Callable[[bytes], object],
+        ended: Callable[[BaseException | None], object],
+        *,
+        read_size: int = DEFAULT_READ_SIZE,
+    ) -> SocketWatch | None:
+        """Let the core read ``sock`` for ``conn``: the poller, or a thread that waits.
+
+        For a transport that is not a stream connection but whose input is a
+        plain socket (or another file descriptor epoll accepts, e.g. a pipe).
+        From now on the process's poller thread reads it, and so does a user
+        thread of ``conn``'s context while it waits for yoton data (a
+        ``Future.result()``, ``SubChannel.recv()``, a RepChannel worker): it
+        reads and delivers the reply it waits for itself, with no hand-off
+        between threads. Each chunk read goes to ``receive(data)``, which
+        decodes it and calls ``conn.deliver``; one thread at a time, in order,
+        and in an IO role (it must not block waiting for the network).
+        Reading ends once: ``ended(exc)`` at EOF (``exc`` None), after a
+        failed read (the ``OSError``), when ``receive`` raised (the exception,
+        logged to ``conn.log``) or returned False (None); or by
+        :meth:`SocketWatch.stop`, after which no thread reads ``sock``.
+        :class:`SocketWatch` has the whole contract.
+
+        Args:
+            conn: The connection whose packages arrive on ``sock``.
+            sock: A connected, non-blocking socket, or a non-blocking file
+                descriptor; the transport keeps owning (and closes) it.
+            receive: Called with each chunk (``bytes``); return False to stop.
+            ended: Called once when reading ended by itself.
+            read_size: Bytes asked for per read (default 64 KiB).
+
+        Returns:
+            The watch (call its ``stop()`` before closing ``sock``), or None
+            where the platform has no ``select.epoll``: read the socket your
+            own way there (e.g. a task of this engine).
+
+        Raises:
+            InvalidArgumentError: ``conn`` is not a :class:`Connection`,
+                ``sock`` is in blocking mode, or ``read_size`` < 1 (a
+                ``TypeError`` and a ``ValueError`` too).
+        """
+        from ._connection import Connection  # (a cycle at import time)
+
+        if not isinstance(conn, Connection):
+            raise InvalidArgumentError(
+                f"watch_socket() reads a socket for a yoton.transport.Connection, got {conn!r}"
+            )
+        if isinstance(sock, bool) or not isinstance(sock, int) and not hasattr(sock, "fileno"):
+            raise InvalidArgumentError(
+                f"watch_socket() reads a socket or a file descriptor (int), got {sock!r}"
+            )
+        fd = sock if isinstance(sock, int) else sock.fileno()
+        if os.get_blocking(fd):
+            raise InvalidArgumentError(
+                f"watch_socket() needs a non-blocking socket or file descriptor; {sock!r} is "
+                "blocking (call sock.setblocking(False) or os.set_blocking(fd, False) first)"
+            )
+        if isinstance(read_size, bool) or not isinstance(read_size, int) or read_size < 1:
+            raise InvalidArgumentError(f"read_size must be at least 1 byte, got {read_size!r}")
+        if not POLLER_AVAILABLE:  # pragma: no cover - Linux has epoll
+            return None
+        poller = get_poller()
+        reader = WatchedSocket(conn, sock, receive, ended, read_size, poller)
+        poller.add(reader)  # (before a borrower can see it: see _socketwatch.py)
+        conn.context._add_reader(reader)
+        if reader.done:  # it ended before it was listed: unlist it
+            conn.context._remove_reader(reader)
+        return SocketWatch(reader)
 
     def add_ticker(self, fn: Callable[[float], object]) -> None:
         """Call ``fn(now)`` in the engine thread every :data:`TICK_INTERVAL` seconds.

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ._channels import BaseChannel
     from ._connection import Connection
     from ._ctxlock import ContextLock
-    from ._poller import SocketReader
+    from ._poller import PolledSocket
     from ._wire import Header
 
 __all__ = ["LinkKeeper"]
@@ -35,7 +35,7 @@ class LinkKeeper:
     _lock: ContextLock
     _connections: list[Connection]
     _connected: tuple[Connection, ...]
-    _readers: tuple[SocketReader, ...]
+    _readers: tuple[PolledSocket, ...]
     _routes: dict[int, Connection]
     _startup_queue: collections.deque[tuple[Header, bytes]]
     _send_channels: dict[int, BaseChannel]
@@ -91,12 +91,12 @@ class LinkKeeper:
         # -- end of req/rep hook
         self._links_changed(conn)
 
-    def _add_reader(self, reader: SocketReader) -> None:
+    def _add_reader(self, reader: PolledSocket) -> None:
         """A connection's socket is read outside trio from now on (_poller.py)."""
         with self._lock:
             self._readers = (*self._readers, reader)
 
-    def _remove_reader(self, reader: SocketReader) -> None:
+    def _remove_reader(self, reader: PolledSocket) -> None:
         with self._lock:
             self._readers = tuple(r for r in self._readers if r is not reader)
 

@@ -31,12 +31,14 @@ Who reads a socket:
   :data:`HOLD_IDLE` while any are held. A wait that ends by an exception gives
   them back at once. See :mod:`._borrow`.
 
-Ownership: each :class:`SocketReader` has a lock held while reading, decoding
-and routing one chunk, so one stream is decoded in order by one thread at a
-time; ``borrower`` (set under that lock) says which thread may read it (its
-:class:`_ThreadState`), and a thread reads only under the lock after checking
-that it is the borrower. Lock
-order is reader lock, then context lock; nothing holding a context lock ever
+Ownership: each :class:`PolledSocket` (a stream connection's
+:class:`SocketReader`, or a transport's socket registered with
+``Engine.watch_socket``: :mod:`._socketwatch`) has a lock held while reading,
+decoding and routing one chunk, so one stream is decoded in order by one
+thread at a time; ``borrower`` (set under that lock) says which thread may
+read it (its :class:`_ThreadState`), and a thread reads only under the lock
+after checking that it is the borrower. Lock order is reader lock, then
+context lock; nothing holding a context lock ever
 takes a reader lock. Whatever wakes a waiter (a reply routed by another thread,
 a cancel, a timer, ``close()``) also calls the wakers registered on the object
 waited for, so a borrowing thread never sleeps through its own completion.
@@ -64,9 +66,12 @@ from typing import Any
 __all__ = [
     "AVAILABLE",
     "HOLD_IDLE",
+    "PolledSocket",
     "Poller",
     "SocketReader",
     "Waker",
+    "enter_io",
+    "exit_io",
     "get_poller",
     "in_io_role",
     "thread_state",
@@ -195,7 +200,7 @@ class _ThreadState:
         self.io = 0  # > 0 while this thread reads and routes for yoton
         # Sockets this thread borrowed and holds (fd -> reader), whether it is
         # waiting in borrow_wait now, and when it last left a wait.
-        self.held: dict[int, SocketReader] = {}
+        self.held: dict[int, PolledSocket] = {}
         self.waiting = False
         self.left = 0.0
         # Adaptive spinning (borrow_wait): spins in a row that ran out before
@@ -222,7 +227,53 @@ def in_io_role() -> bool:
     return _local.state.io > 0
 
 
-class SocketReader:
+def enter_io() -> Any:
+    """Mark the calling thread as reading for yoton (see :func:`in_io_role`).
+
+    In the main thread it also holds back asynchronous signals until
+    :func:`exit_io`: a KeyboardInterrupt between reading bytes and handing
+    them on would lose them. Returns what :func:`exit_io` needs.
+    """
+    _local.state.io += 1
+    if _SIGMASK and threading.get_ident() == _main_ident:
+        return _sigmask(signal.SIG_BLOCK, _ASYNC_SIGNALS)
+    return None
+
+
+def exit_io(old_mask: Any) -> None:
+    """Undo :func:`enter_io` (pass what it returned)."""
+    _local.state.io -= 1
+    if old_mask is not None:
+        _sigmask(signal.SIG_SETMASK, old_mask)
+
+
+class PolledSocket:
+    """What the poller and borrowing threads need of a socket they read.
+
+    One per socket: :class:`SocketReader` for a stream connection's socket,
+    :class:`~._socketwatch.WatchedSocket` for a socket a transport registered
+    (:meth:`Engine.watch_socket`). :meth:`read` reads one chunk and hands it
+    on; its caller holds :attr:`lock` and has seen :attr:`done` false.
+    """
+
+    __slots__ = ("sock", "fd", "lock", "borrower", "done", "yield_gil", "_poller")
+
+    def __init__(self, sock: Any, poller: Poller) -> None:
+        self.sock = sock
+        self.fd: int = sock if isinstance(sock, int) else sock.fileno()
+        self.lock = threading.Lock()
+        self.borrower: _ThreadState | None = None
+        self.done = False
+        #: Set by :meth:`read` to have the poller thread yield the GIL once
+        #: after it (outside :attr:`lock`).
+        self.yield_gil = False
+        self._poller = poller
+
+    def read(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class SocketReader(PolledSocket):
     """The read side of one connection's plain socket.
 
     Args:
@@ -233,16 +284,11 @@ class SocketReader:
         sock: The connected, non-blocking socket.
     """
 
-    __slots__ = ("conn", "sock", "fd", "lock", "borrower", "done", "_poller", "_receive")
+    __slots__ = ("conn", "_receive")
 
     def __init__(self, conn: Any, sock: Any, poller: Poller) -> None:
+        super().__init__(sock, poller)
         self.conn = conn
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.lock = threading.Lock()
-        self.borrower: _ThreadState | None = None
-        self.done = False
-        self._poller = poller
         self._receive = conn._receive
 
     def read(self) -> None:
@@ -306,7 +352,7 @@ class Poller:
 
     def __init__(self) -> None:
         self._ep = select.epoll()
-        self._readers: dict[int, SocketReader] = {}
+        self._readers: dict[int, PolledSocket] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.ident: int | None = None
@@ -314,11 +360,11 @@ class Poller:
         self._borrows = 0
         # Readers a thread borrowed (see thread_state().held); while there are
         # any, the poller looks every HOLD_IDLE for holders that went away.
-        self._lent: set[SocketReader] = set()
+        self._lent: set[PolledSocket] = set()
         self._wake = Waker(owned=False)  # told when the first socket is lent
         self._ep.register(self._wake.fd, _EPOLLIN)
 
-    def add(self, reader: SocketReader) -> None:
+    def add(self, reader: PolledSocket) -> None:
         """Start reading ``reader``'s socket."""
         with self._lock:
             self._readers[reader.fd] = reader
@@ -327,7 +373,7 @@ class Poller:
                 self._thread = threading.Thread(target=self._run, name="yoton-poller", daemon=True)
                 self._thread.start()
 
-    def remove(self, reader: SocketReader) -> None:
+    def remove(self, reader: PolledSocket) -> None:
         self._lent.discard(reader)
         with self._lock:
             if self._readers.get(reader.fd) is reader:
@@ -337,14 +383,14 @@ class Poller:
                 except (OSError, ValueError):  # already closed
                     pass
 
-    def _watch(self, reader: SocketReader, on: bool) -> None:
+    def _watch(self, reader: PolledSocket, on: bool) -> None:
         """Let the poller watch ``reader`` or not (caller holds ``reader.lock``)."""
         try:
             self._ep.modify(reader.fd, _EPOLLIN if on else 0)
         except (OSError, ValueError):  # removed meanwhile
             pass
 
-    def lend(self, reader: SocketReader) -> None:
+    def lend(self, reader: PolledSocket) -> None:
         """A thread borrowed ``reader``: it holds ``reader.lock``, is its ``borrower``
         already, and turned the watch off."""
         self._borrows += 1
@@ -353,7 +399,7 @@ class Poller:
         if first:  # the poller may sleep without a timeout: make it look
             self._wake.wake()
 
-    def give_back(self, reader: SocketReader) -> None:
+    def give_back(self, reader: PolledSocket) -> None:
         """The borrower returns ``reader`` to the poller (caller holds ``reader.lock``)."""
         reader.borrower = None
         self._lent.discard(reader)
@@ -387,6 +433,9 @@ class Poller:
                         continue
                     self._reads += 1
                     r.read()
+                if r.yield_gil:  # let the threads that consume what it delivered run
+                    r.yield_gil = False
+                    time.sleep(0)
             if lent:
                 self._reclaim()
 

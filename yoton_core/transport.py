@@ -82,6 +82,19 @@ a daemon thread; :func:`engine` gives a transport its ``spawn``,
 ``add_ticker``/``remove_ticker`` (keep-alive callbacks every
 :data:`TICK_INTERVAL` seconds). A thread that reads and delivers packages
 must never block waiting for the network (``in_io_thread()``).
+
+**Letting the core read a socket.** A transport whose input is a plain
+socket (or a pipe) hands it to the core with ``engine().watch_socket(conn,
+sock, receive, ended)`` instead of reading it in a thread or task of its own:
+the process's poller thread reads it, and so does a user thread of the
+context while it waits for yoton data (``Future.result()``,
+``SubChannel.recv()``, a RepChannel worker), which then reads the reply it
+waits for itself: no hand-off between threads on a round trip (a futex
+wake-up and a GIL transfer in each process). ``receive(data)`` decodes each chunk
+and calls ``deliver``, one thread at a time, in order, and must not block;
+``ended(exc)`` says once that reading stopped by itself (EOF, a failed read,
+``receive`` raised or returned False); :meth:`SocketWatch.stop` stops it,
+after which the socket may be closed.
 """
 
 from __future__ import annotations
@@ -104,6 +117,7 @@ from ._errors import (
 from ._handshake_io import HandshakeResult
 from ._hashing import port_hash
 from ._hookspecs import hookimpl
+from ._socketwatch import SocketWatch
 from ._stream import StreamConnection
 from ._wire import (
     CONTROL,
@@ -136,6 +150,7 @@ __all__ = [
     "Header",
     "Package",
     "ProtocolError",
+    "SocketWatch",
     "StreamConnection",
     "TimeoutError",
     "bind_port_offsets",
