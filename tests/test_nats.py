@@ -161,6 +161,27 @@ def test_reqrep_balances_between_repliers(bus, make):
     assert got == {"x", "y"}
 
 
+def test_the_core_reads_the_server_connections_and_a_waiting_thread_its_reply(bus, make):
+    """The plain-TCP server connections are read by the core (``watch_socket``):
+    counted among its polled sockets, and borrowed by the threads that wait
+    (the requester's ``result()``, the RepChannel worker), which so read what
+    they wait for themselves, with no hand-off between threads."""
+    before = yoton.io_statistics()
+
+    class Echo(yoton.RepChannel):
+        def again(self, x):
+            return x
+
+    b, _ = make(bus)
+    Echo(b, "echo").set_mode("thread")
+    a, _ = make(bus)
+    req = yoton.ReqChannel(a, "echo")
+    assert [req.again(i).result(10) for i in range(20)] == list(range(20))
+    after = yoton.io_statistics()
+    assert after.polled_sockets >= before.polled_sockets + 2
+    assert after.borrows > before.borrows  # (these contexts have no other link)
+
+
 def test_sync_mode_holds_a_fast_publisher_and_loses_nothing(bus, make):
     import threading
 

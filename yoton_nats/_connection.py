@@ -34,7 +34,6 @@ from ._address import bus_token, parse_nats_address
 from ._busframe import MIN_MAX_PAYLOAD
 from ._client import SessionError
 from ._link import BusLink, LinkSettings
-from ._poller import get_poller
 from ._protocol import PING, pub_command, sub_command, unsub_command
 
 __all__ = ["NatsConnection"]
@@ -85,8 +84,9 @@ class NatsConnection(Connection):
 
     scheme = "nats"
     joins_bus = True
-    #: Read plain-TCP server connections in one poller thread instead of a trio
-    #: task per link (``_poller.py`` says why); False keeps them on trio.
+    #: Let the core read plain-TCP server connections (its poller thread, or a
+    #: user thread waiting for data: ``Engine.watch_socket``) instead of a trio
+    #: task per link; False keeps them on trio.
     poll_reads = True
 
     def __init__(self, context: Any, name: str = "") -> None:
@@ -348,7 +348,7 @@ class NatsConnection(Connection):
 
     def wait_writable(self) -> None:
         link = self._nats_link
-        if link is None or self._engine.in_io_thread() or get_poller().in_thread():
+        if link is None or self._engine.in_io_thread():
             return  # a thread that reads for yoton never waits for the network
         link.wait_writable()
 

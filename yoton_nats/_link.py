@@ -3,11 +3,12 @@ subscriptions, keep-alive and reconnects (trio tasks in yoton's IO engine).
 
 Sending is :class:`~yoton_nats._sending.LinkSender` (a writer task, and direct
 writes by user threads), receiving :class:`~yoton_nats._receiving.LinkReceiver`
-(the poller thread, or a trio task for TLS); this module ties them to server
-sessions. One connection and one reader keep one publisher's packages in the
-order it sent them, across subjects: a NATS server delivers one client's
-messages to a subscriber in the order it read them, across cluster routes too
-(one route connection per account between two servers).
+(the core's poller or a thread waiting for data, or a trio task for TLS); this
+module ties them to server sessions. One connection, read by one thread at a
+time, keeps one publisher's packages in the order it sent them, across
+subjects: a NATS server delivers one client's messages to a subscriber in the
+order it read them, across cluster routes too (one route connection per
+account between two servers).
 
 Subjects of bus ``B`` (token ``T``, see ``_address.bus_token``):
 
@@ -43,9 +44,8 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ._busframe import BusDecoder
-from ._client import RECEIVE_SIZE, LoginRefused, ServerSession, SessionError, open_session
+from ._client import LoginRefused, ServerSession, SessionError, open_session
 from ._lost import Lost
-from ._poller import AVAILABLE as POLLER_AVAILABLE
 from ._protocol import PING, Msg, sub_command, unsub_command
 from ._receiving import LinkReceiver
 from ._sending import LinkSender
@@ -115,14 +115,11 @@ class BusLink(LinkSender, LinkReceiver):
         self.joined_on: set[int] = set()  # sent slots our join was announced on
         self.bridging = False
         self.pong_waiters: collections.deque[trio.Event | None] = collections.deque()
-        # -- receiving (the poller thread's part: read_lock held while it reads)
+        # -- receiving (a plain-TCP session: whichever thread the core lets read it)
         self.decoder = BusDecoder(conn.max_message_size)
         self.lost_reported = 0  # decoder drops already counted in the stats
-        self.read_lock = threading.Lock()
-        self.polled_fd = -1
-        self.polled_sock: Any = None
         self.polled_session: ServerSession | None = None
-        self.receive_size = RECEIVE_SIZE
+        self.polled_error = ""
         self.probe_sid = 0
         self.probe_replies: list[Msg] = []
         # -- keep-alive and life cycle
@@ -233,7 +230,7 @@ class BusLink(LinkSender, LinkReceiver):
         try:
             async with trio.open_nursery() as nursery:
                 self.serve_scope = nursery.cancel_scope
-                polled = session.sock is not None and POLLER_AVAILABLE and self.conn.poll_reads
+                polled = session.sock is not None and self.conn.poll_reads
                 reader = self.polled_reader if polled else self.reader
                 nursery.start_soon(self._guard, reader, session, nursery.cancel_scope)
                 nursery.start_soon(self._guard, self._writer_locked, session, nursery.cancel_scope)

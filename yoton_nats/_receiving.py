@@ -1,11 +1,14 @@
 """The receiving half of a bus link: the server's events, in the engine or the poller.
 
-A plain-TCP session is read by the poller thread (``_poller.py``): it calls
-:meth:`LinkReceiver.on_data` with each chunk, and :meth:`LinkReceiver.handle`
-delivers the chunk's packages to the context right there, passing what needs
-the engine (PING, PONG, INFO, -ERR) to it with ``run_sync_soon``, in order. A
-TLS session is read by a trio task (:meth:`LinkReceiver.reader`). Either way
-one reader per session keeps the server's order.
+A plain-TCP session's socket is read by the core
+(``yoton.transport.engine().watch_socket``): by its poller thread, or by a user
+thread of the context while it waits for yoton data, which so reads the reply
+it waits for itself. Whichever thread read a chunk calls
+:meth:`LinkReceiver.on_data`, and :meth:`LinkReceiver.handle` delivers the
+chunk's packages to the context right there, passing what needs the engine
+(PING, PONG, INFO, -ERR) to it with ``run_sync_soon``, in order. A TLS session
+is read by a trio task (:meth:`LinkReceiver.reader`). Either way one thread at
+a time reads a session, in order.
 
 :class:`LinkReceiver` is a mixin of :class:`~yoton_nats._link.BusLink`.
 """
@@ -14,25 +17,29 @@ from __future__ import annotations
 
 import collections
 import logging
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from yoton.transport import engine
+
 from ._busframe import MIN_MAX_PAYLOAD, BusDecoder
 from ._client import RECEIVE_SIZE
 from ._lost import Lost
-from ._poller import get_poller
-from ._protocol import PING, PONG, Err, Info, Msg, Ping, Pong
+from ._protocol import PING, PONG, Err, Info, Msg, NatsProtocolError, Ping, Pong
 
 if TYPE_CHECKING:
     from ._client import ServerSession
     from ._connection import NatsConnection
 
-__all__ = ["LinkReceiver"]
+__all__ = ["READ_SIZE", "LinkReceiver"]
 
 logger = logging.getLogger("yoton")
+
+#: Bytes the core asks for per read of a plain-TCP session (below glibc's mmap
+#: threshold: a 256 KiB ``recv`` cost an mmap, mremap and munmap per chunk).
+READ_SIZE = 65536
 
 
 class LinkReceiver:
@@ -48,11 +55,8 @@ class LinkReceiver:
     pong_waiters: collections.deque[trio.Event | None]
     decoder: BusDecoder
     lost_reported: int
-    read_lock: threading.Lock
-    polled_fd: int
-    polled_sock: Any
     polled_session: ServerSession | None
-    receive_size: int
+    polled_error: str
     probe_sid: int
     probe_replies: list[Msg]
     last_rx: float
@@ -147,35 +151,60 @@ class LinkReceiver:
         except Lost as exc:
             self.lose(str(exc))
 
-    # -- reading in the poller thread (plain TCP) --------------------------------------
+    # -- reading outside trio (plain TCP) ---------------------------------------------
 
-    def on_data(self, data: bytes) -> None:
-        """A chunk the poller read (poller thread, ``read_lock`` held)."""
+    def on_data(self, data: bytes) -> bool:
+        """A chunk the core read (the poller thread, or a user thread waiting for data)."""
         self.last_rx = time.monotonic()
         session = self.polled_session
         if session is not None:
-            self.handle(session.reader.feed(data), in_engine=False)
+            try:
+                events = session.reader.feed(data)
+            except NatsProtocolError as exc:
+                self.polled_error = f"the server broke the NATS protocol: {exc}"
+                return False
+            self.handle(events, in_engine=False)
+        return True
 
-    def poll_lost(self, reason: str) -> None:
-        """The poller saw the session end (poller thread)."""
+    def on_ended(self, exc: BaseException | None) -> None:
+        """Reading the session's socket ended by itself (the reading thread)."""
+        if isinstance(exc, OSError):
+            reason = f"reading from the server failed: {exc}"
+        elif exc is not None:
+            reason = str(exc) or repr(exc)
+        else:
+            reason = self.polled_error or "the server closed the connection"
         self.conn.engine_call(self.lose, reason)
 
     async def polled_reader(self, session: ServerSession) -> None:
-        """Stands for the reader task while the poller reads (engine task)."""
+        """Let the core read a plain-TCP session's socket (engine task).
+
+        The core's poller thread reads it, or a user thread of our context
+        while it waits for yoton data (a reply, a request, a message): that
+        thread then reads what it waits for itself, with no hand-off between
+        threads (``yoton.transport``, ``Engine.watch_socket``).
+        """
         if session.backlog:
             backlog, session.backlog = session.backlog, []
             self.handle(backlog)
-        poller = get_poller()
+        assert session.sock is not None
         self.polled_session = session
-        self.polled_sock = session.sock
-        poller.register(self, session.sock)
+        self.polled_error = ""
+        watch = engine().watch_socket(
+            self.conn, session.sock, self.on_data, self.on_ended, read_size=READ_SIZE
+        )
+        if watch is None:  # no epoll on this platform: read in trio
+            self.polled_session = None
+            await self.reader(session)
+            return
         try:
             await trio.sleep_forever()  # until the session's scope is cancelled
         finally:
+            # stop() waits for a chunk being handed over: not in the engine
+            # thread, which that chunk's thread may be waiting for.
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(poller.unregister, self)
+                await trio.to_thread.run_sync(watch.stop)
             self.polled_session = None
-            self.polled_sock = None
 
     def on_info(self, info: Info) -> None:
         if self.session is not None:
