@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -180,6 +181,57 @@ def test_the_core_reads_the_server_connections_and_a_waiting_thread_its_reply(bu
     after = yoton.io_statistics()
     assert after.polled_sockets >= before.polled_sockets + 2
     assert after.borrows > before.borrows  # (these contexts have no other link)
+
+
+def test_a_thread_holding_the_server_connection_still_gets_the_servers_answers(
+    bus, make, monkeypatch
+):
+    """Making a channel and closing a context wait for the server's PONG, which
+    comes on the server connection; a thread that has just received holds it
+    (for its next wait). It gives it back before it blocks, or the PONG would
+    sit unread until the poller takes the connection back (after 5 ms; made
+    60 s here, so that the test cannot pass by waiting)."""
+    import yoton_nats._connection as nats_connection
+    from yoton_core import _poller
+
+    monkeypatch.setattr(_poller, "HOLD_IDLE", 60.0)
+    monkeypatch.setattr(nats_connection, "SUBSCRIBE_WAIT", 60.0)
+    monkeypatch.setattr(nats_connection, "CLOSE_GRACE", 60.0)
+    a, _ = make(bus)
+    b, _ = make(bus)
+
+    def held_by_a_waiting_thread():
+        return any(r.borrower is not None and r.borrower.waiting for r in a._readers)
+
+    class Hold(yoton.RepChannel):
+        def hold(self, i):
+            # Answer once the requester waits: it then holds a's server
+            # connection, and reads the reply itself (and keeps holding it).
+            wait_for(held_by_a_waiting_thread, what="the requester to wait")
+            return i
+
+    Hold(b, "hold").set_mode("thread")
+    req = yoton.ReqChannel(a, "hold")
+    before = yoton.io_statistics().borrows
+    done = threading.Event()
+
+    def work():
+        for i in range(3):
+            assert req.hold(i).result(10) == i  # this thread now holds a's server connection
+            yoton.SubChannel(a, f"more{i}")  # returns once the server's PONG was read
+        a.close()  # flushes: a PONG again
+        done.set()
+
+    worker = threading.Thread(target=work, daemon=True)
+    try:
+        worker.start()
+        assert done.wait(20), "a PONG waited in a socket held by the thread waiting for it"
+        assert yoton.io_statistics().borrows > before
+    finally:
+        monkeypatch.undo()
+        if _poller._poller is not None:
+            _poller._poller._wake.wake()  # (it may sleep with the patched HOLD_IDLE)
+    worker.join(10)
 
 
 def test_sync_mode_holds_a_fast_publisher_and_loses_nothing(bus, make):

@@ -35,7 +35,14 @@ if TYPE_CHECKING:
     from ._context import Context
     from ._poller import Waker
 
-__all__ = ["MAX_BORROW", "SPIN_MISSES", "SPIN_PROBE", "SPIN_SECONDS", "borrow_wait"]
+__all__ = [
+    "MAX_BORROW",
+    "SPIN_MISSES",
+    "SPIN_PROBE",
+    "SPIN_SECONDS",
+    "borrow_wait",
+    "give_back_held",
+]
 
 #: Borrow at most this many sockets (polling more is the poller's job).
 MAX_BORROW = 16
@@ -124,6 +131,21 @@ def _give_back(poller: Poller, st: _ThreadState) -> None:
                 poller.give_back(r)
         st.poll.unregister(fd)
     held.clear()
+
+
+def give_back_held() -> None:
+    """The calling thread is about to block on something else than yoton data
+    (the IO engine, a connection closing): return the sockets it holds.
+
+    Else what it waits for may sit unread in a socket it holds until the poller
+    takes it back (:data:`~._poller.HOLD_IDLE`): a NATS channel made right
+    after a ``recv`` waits for the server's PONG, which arrives on the very
+    socket this thread held (5 ms instead of 0.35 ms).
+    """
+    st = _poller._local.state
+    poller = _poller._poller
+    if st.held and not st.waiting and poller is not None and st.fork_gen == _poller._fork_gen:
+        _give_back(poller, st)
 
 
 def borrow_wait(

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._block import check_timeout
+from ._borrow import give_back_held
 from ._errors import InvalidArgumentError
 from ._events import Signal
 from ._log import CLOSED_FROM_OTHER_END, describe_link, endpoint, transport_logger
@@ -352,6 +353,8 @@ class Connection:
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Block until the connection is closed; return False on timeout."""
+        if not self.__closed_event.is_set():
+            give_back_held()  # (a goodbye may have to be read on a socket we hold)
         return self.__closed_event.wait(timeout)
 
     # -- what a transport implements (called by the core) ---------------------

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ._borrow import give_back_held
 from ._errors import InvalidArgumentError
 from ._log import get_logger
 from ._poller import AVAILABLE as POLLER_AVAILABLE
@@ -155,12 +156,18 @@ class Engine:
         return self._nursery
 
     def run(self, async_fn: Callable[..., Awaitable[Any]], *args: object) -> Any:
-        """Run ``async_fn(*args)`` in the engine and block until it returns."""
+        """Run ``async_fn(*args)`` in the engine and block until it returns.
+
+        The calling thread first hands back the sockets it kept from its last
+        wait for yoton data, so that what ``async_fn`` waits for is read
+        meanwhile even when it arrives on one of them.
+        """
         if self.in_engine_thread():
             raise RuntimeError(
                 "this yoton call blocks and cannot be made from the engine thread "
                 "(e.g. from a handler running inside the IO loop)"
             )
+        give_back_held()  # what the engine waits for may come on a socket we hold
         return trio.from_thread.run(async_fn, *args, trio_token=self.token)
 
     def watch_socket(

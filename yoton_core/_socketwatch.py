@@ -133,6 +133,11 @@ class SocketWatch:
       after a failed read (the ``OSError``), when ``receive`` raised (the
       exception, also logged) or returned False (None). Or :meth:`stop` ends
       it, and ``ended`` is not called.
+    * A thread that waited keeps the sockets it read for its next wait (the
+      poller takes them back after a few milliseconds). ``engine().run()`` and
+      ``Connection.wait_closed()`` hand the calling thread's sockets back
+      before they block: block a user thread there when what it waits for
+      arrives on the watched socket (a server's acknowledgement).
     * In a child process after ``fork`` the parent's watched sockets are never
       read (the child's poller is a new one).
     """
