@@ -126,6 +126,9 @@ class BusLink(LinkSender, LinkReceiver):
         self.last_rx = time.monotonic()
         self.ping_out = False
         self.timed_out = False
+        # A new session until the server confirmed our subscriptions: data that
+        # arrives meanwhile (INFO, a PING) must not report the link alive yet.
+        self.resyncing = False
         self.closing = False
         self.close_reason = ""
         self.serve_scope: trio.CancelScope | None = None
@@ -208,12 +211,19 @@ class BusLink(LinkSender, LinkReceiver):
             fresh = await self._reconnect(reason, avoid=(session.host, session.port))
             if fresh is None:
                 break
+            self.resyncing = True
             self.start_session(fresh)
             self._resubscribe()
             self.conn.engine_spawn(self._after_reconnect, fresh)
 
     async def _after_reconnect(self, session: ServerSession) -> None:
-        if await self.ping(max(self.conn.timeout, 2.0)) and self.session is session:
+        """Report the link alive once the server confirmed our subscriptions
+        (its PONG after them): traffic sent after ``timedout(False)`` reaches us."""
+        confirmed = await self.ping(max(self.conn.timeout, 2.0))
+        if self.session is not session:
+            return
+        self.resyncing = False
+        if confirmed:
             if self.timed_out:
                 self.timed_out = False
                 self.conn.set_timed_out(False)

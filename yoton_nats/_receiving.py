@@ -62,6 +62,7 @@ class LinkReceiver:
     last_rx: float
     ping_out: bool
     timed_out: bool
+    resyncing: bool
 
     def kick(self) -> None:  # pragma: no cover - LinkSender's
         raise NotImplementedError
@@ -108,7 +109,7 @@ class LinkReceiver:
                 self._control(control)
             else:
                 self.conn.engine_call(self._control_soon, control)
-        if self.timed_out and self.session is not None:
+        if self.timed_out and self.session is not None and not self.resyncing:
             self.timed_out = False
             self.conn.set_timed_out(False)
         lost = self.decoder.dropped + self.decoder.garbage
