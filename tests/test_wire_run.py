@@ -177,20 +177,21 @@ def uniform_frame(seq: int, size: int = 100, slot: int = SLOT, source: int = 0xA
     return HEADER.pack(CONTROL, slot, source, seq, 7, 9, size) + bytes([seq & 0xFF]) * size
 
 
+@pytest.mark.parametrize("count", [20, 64, 77])  # (unpacked 32 packages a struct, then the rest)
 @pytest.mark.parametrize(
-    "first", [1, 250, 0xFF00 - 3, 0x1_0000 - 10, 0x12_3456_789A, 2**64 - 30], ids=hex
+    "first", [1, 250, 0xFF00 - 3, 0x1_0000 - 10, 0x12_3456_789A, 2**64 - 100], ids=hex
 )
-def test_a_uniform_run_comes_whole(first: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_uniform_run_comes_whole(first: int, count: int, monkeypatch: pytest.MonkeyPatch) -> None:
     # seqs whose low byte, second byte or a higher one rolls over inside the run
     monkeypatch.setattr(_decoder, "RUN_MIN", 8)
-    data = b"".join(uniform_frame(first + i) for i in range(20))
-    flat = FrameDecoder().feed_runs(data + uniform_frame(first + 20)[:50])
-    carry = (first & 0xFFFF) + 20 > 0x10000  # the general path's case
+    data = b"".join(uniform_frame(first + i) for i in range(count))
+    flat = FrameDecoder().feed_runs(data + uniform_frame(first + count)[:50])
+    carry = (first & 0xFFFF) + count > 0x10000  # the general path's case
     if carry:
         assert not any(isinstance(x, Run) for x in flat[0::2])
     else:
-        assert flat[0] == Run((CONTROL, SLOT, 0xABC, first, 7, 9, 100, 20)) and len(flat) == 2
-        assert flat[1] == [bytes([(first + i) & 0xFF]) * 100 for i in range(20)]
+        assert flat[0] == Run((CONTROL, SLOT, 0xABC, first, 7, 9, 100, count)) and len(flat) == 2
+        assert flat[1] == [bytes([(first + i) & 0xFF]) * 100 for i in range(count)]
     same_both_ways([data], monkeypatch)
 
 

@@ -5,21 +5,24 @@ back into packages (:mod:`._wire` has the format and the encoding). It never
 touches a socket: the stream engine, tests and fuzzers use the same code.
 
 Runs: small messages come as runs of one payload size, and a chunk that
-starts with one is decoded in bulk, in C (``struct.iter_unpack`` with the
-run's fixed stride), every header checked before anything is used. For the
-core's stream links (:meth:`FrameDecoder.feed_runs`), a run whose headers
-differ in nothing but their seq, counting up by one -- one source, one slot,
-one destination: a publisher's stream -- is not even unpacked: it comes as one
-:class:`Run` and the list of its payloads, and the context routes it in one
-step (``Router._route_run``). Per package that is the payload's ``bytes`` and
-nothing else; its header tuple (four ints too large to be cached) cost as
-much again as the payload, and more to route.
+starts with one is decoded in bulk, in C (``struct`` with the run's fixed
+stride), every header checked before anything is used. For the core's stream
+links (:meth:`FrameDecoder.feed_runs`), a run whose headers differ in nothing
+but their seq, counting up by one -- one source, one slot, one destination: a
+publisher's stream -- comes as one :class:`Run` and the list of its payloads,
+and the context routes it in one step (``Router._route_run``). Its headers
+are checked as bytes, all in one comparison, never unpacked to numbers: per
+package that is the payload's ``bytes`` and a short-lived header ``bytes``;
+a header tuple (four ints too large to be cached) cost as much again as the
+payload, and more to route.
 """
 
 from __future__ import annotations
 
 import operator
 import struct
+from array import array
+from itertools import chain
 from typing import Any
 
 from . import _bytesfill
@@ -78,46 +81,73 @@ _FIRST = _CONTROL_OF = operator.itemgetter(0)
 _SLOT_OF = operator.itemgetter(1)
 _LENGTH_OF = operator.itemgetter(6)
 
+#: A uniform run is unpacked _BLOCK packages to a struct (header and payload
+#: as bytes), the rest with a struct for as many: at most _BLOCK structs a
+#: payload size, each made once (_block_struct).
+_BLOCK = 32
+_blocks: dict[tuple[int, int], struct.Struct] = {}  # (payload size, packages) -> its struct
 
-#: Offsets of the header bytes other than the seq (24..31).
-_NOT_SEQ = (*range(24), *range(32, HEADER_SIZE))
-#: 0, 1, ..., 255, 0, 1, ...: the low bytes of consecutive seqs.
-_RAMP = bytes(range(256)) * 8
+
+def _block_struct(size: int, n: int) -> struct.Struct:
+    st = _blocks.get((size, n))
+    if st is None:
+        if len(_blocks) >= 8 * _BLOCK:  # (a bound: streams change sizes rarely)
+            _blocks.clear()
+        st = _blocks[size, n] = struct.Struct("<" + f"{HEADER_SIZE}s{size}s" * n)
+    return st
 
 
-def _uniform(data: bytes, stride: int, k: int, first: Header) -> bool:
-    """Whether the ``k`` headers ``stride`` apart are ``first`` with seqs counting up by one.
+def _ramp16() -> array[int]:
+    """0, 1, ..., 65535 as 16-bit words in the wire's byte order (little-endian).
 
-    Compared a byte column at a time (a strided slice of ``data`` holds one
-    byte of every header): no object per package. ``first`` was checked (its
-    control word, size and slot) by the caller.
+    Only ever copied into a header template, never read as numbers: the
+    array's items are its bytes, whatever the machine's byte order.
     """
-    end = k * stride
-    head = data[:HEADER_SIZE]
-    for j in _NOT_SEQ:
-        if data[j:end:stride].count(head[j : j + 1]) != k:
-            return False
+    raw = bytearray(0x20000)
+    raw[0::2] = bytes(range(256)) * 256  # the low bytes
+    raw[1::2] = b"".join(bytes((i,)) * 256 for i in range(256))  # the high bytes
+    ramp = array("H")
+    ramp.frombytes(raw)
+    return ramp
+
+
+#: The low 16 bits of consecutive seqs (a header's 13th 16-bit word): see _uniform_payloads.
+_RAMP16 = _ramp16()
+_SEQ_WORD = 24 // 2
+_HEADER_WORDS = HEADER_SIZE // 2
+
+
+def _uniform_payloads(data: bytes, size: int, k: int, first: Header) -> list[bytes] | None:
+    """The payloads of the ``k`` packages starting ``data``, if they are a uniform run.
+
+    A uniform run: every header is ``first``'s but for the seq, counting up
+    by one. ``first`` was checked by the caller (control word, size, slot).
+    Headers and payloads are unpacked as ``bytes`` in C, a block of packages
+    per struct; the headers, joined, must then equal ``first``'s header
+    repeated with the seqs' low 16-bit words replaced by a ramp from
+    ``first``'s: one comparison for the whole run, no number per package.
+    Returns None for anything else (the general path decodes it).
+    """
     seq = first[3]
     low = seq & 0xFFFF
-    if low + k > 0x10000 or (seq & 0xFF) + k > len(_RAMP):
-        return False  # a carry past the second byte (rare): the general path
-    for j in range(26, 32):  # bytes 2-7 of the seq do not change
-        if data[j:end:stride].count(head[j : j + 1]) != k:
-            return False
-    if data[24:end:stride] != _RAMP[seq & 0xFF : (seq & 0xFF) + k]:
-        return False
-    second = data[25:end:stride]  # goes up by one where the low byte wraps
-    pos = 0
-    value = low >> 8
-    span = 256 - (low & 0xFF)
-    while pos < k:
-        m = span if span < k - pos else k - pos
-        if second.count(bytes((value,)), pos, pos + m) != m:
-            return False
-        pos += m
-        value += 1
-        span = 256
-    return True
+    if low + k > 0x10000:
+        return None  # a carry past the seq's second byte (rare): the general path
+    stride = HEADER_SIZE + size
+    if HEADER.unpack_from(data, (k - 1) * stride) != (*first[:3], seq + k - 1, *first[4:]):
+        return None  # (the common way not to be one, found before unpacking anything)
+    blocks, rest = divmod(k, _BLOCK)
+    end = blocks * _BLOCK * stride
+    items: list[Any] = []
+    if blocks:
+        with memoryview(data) as whole, whole[:end] as view:
+            items = list(chain.from_iterable(_block_struct(size, _BLOCK).iter_unpack(view)))
+    if rest:
+        items.extend(_block_struct(size, rest).unpack_from(data, end))
+    want = array("H", data[:HEADER_SIZE]) * k
+    want[_SEQ_WORD::_HEADER_WORDS] = _RAMP16[low : low + k]
+    if want.tobytes() != b"".join(items[0::2]):
+        return None
+    return items[1::2]
 
 
 def _decode_run(data: bytes, flat: list[Any], limit: int, runs: bool) -> tuple[int, int]:
@@ -145,12 +175,12 @@ def _decode_run(data: bytes, flat: list[Any], limit: int, runs: bool) -> tuple[i
     if structs is None:  # (at most RUN_MAX_PAYLOAD of them)
         structs = (struct.Struct(f"<7Q{size}x"), struct.Struct(f"<{HEADER_SIZE}x{size}s"))
         _run_structs[size] = structs
-    if runs and first[0] == CONTROL and first[1] != SLOT_DUMMY and _uniform(data, stride, k, first):
-        with memoryview(data) as whole, whole[: k * stride] as view:
-            payloads = list(map(_FIRST, structs[1].iter_unpack(view)))
-        flat.append(Run((*first, k)))
-        flat.append(payloads)
-        return k * stride, k - 1
+    if runs and first[0] == CONTROL and first[1] != SLOT_DUMMY:
+        payloads = _uniform_payloads(data, size, k, first)
+        if payloads is not None:
+            flat.append(Run((*first, k)))
+            flat.append(payloads)
+            return k * stride, k - 1
     with memoryview(data) as whole, whole[: k * stride] as view:
         heads = list(structs[0].iter_unpack(view))
         if (
