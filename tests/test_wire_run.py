@@ -81,12 +81,28 @@ def same_both_ways(chunks: list[bytes], monkeypatch: pytest.MonkeyPatch) -> list
     return bulk
 
 
+def in_order(out: list[Any]) -> tuple[list[Any], list[Any]]:
+    """The packages and the connection-level items of all feeds, each in stream order."""
+    packages: list[Any] = []
+    controls: list[Any] = []
+    for flat, feed_controls in out:
+        packages += flat
+        controls += [item for _pos, item in feed_controls]
+    return packages, controls
+
+
+def same_however_cut(chunks: list[bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoded the same all three ways, and the same as the whole stream in one feed."""
+    whole = decode([b"".join(chunks)], "plain", monkeypatch)
+    assert in_order(same_both_ways(chunks, monkeypatch)) == in_order(whole)
+
+
 def test_a_run_is_decoded_in_bulk_and_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
     real = _decoder._decode_run
 
-    def spy(data: bytes, flat: list[Any], limit: int, runs: bool) -> tuple[int, int]:
-        got = real(data, flat, limit, runs)
+    def spy(data: bytes, at: int, flat: list[Any], limit: int, runs: bool) -> tuple[int, int]:
+        got = real(data, at, flat, limit, runs)
         calls.append(got[0])
         return got
 
@@ -170,7 +186,7 @@ def test_any_stream_any_chunking_decodes_the_same(
         pos += cut
     chunks.append(data[pos:])
     with pytest.MonkeyPatch.context() as mp:
-        same_both_ways(chunks, mp)
+        same_however_cut(chunks, mp)
 
 
 def uniform_frame(seq: int, size: int = 100, slot: int = SLOT, source: int = 0xABC) -> bytes:
@@ -247,4 +263,21 @@ def test_runs_with_odd_packages_and_any_chunking_decode_the_same(
         pos += cut
     chunks.append(data[pos:])
     with pytest.MonkeyPatch.context() as mp:
-        same_both_ways(chunks, mp)
+        same_however_cut(chunks, mp)
+
+
+@pytest.mark.parametrize("cut", [1, 30, 55, 56, 57, 120, 155])
+def test_a_run_after_a_package_cut_by_the_chunk_still_comes_whole(
+    cut: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The chunk ends inside the header (or the payload) of package 1: the
+    # next chunk completes it by itself, and packages 2.. come as one run.
+    monkeypatch.setattr(_decoder, "RUN_MIN", 8)
+    data = b"".join(uniform_frame(i) for i in range(1, 42))
+    dec = FrameDecoder()
+    assert dec.feed_runs(data[:cut]) == []
+    flat = dec.feed_runs(data[cut:])
+    assert flat[0] == (CONTROL, SLOT, 0xABC, 1, 7, 9, 100) and flat[1] == uniform_frame(1)[56:]
+    assert flat[2] == Run((CONTROL, SLOT, 0xABC, 2, 7, 9, 100, 40)) and len(flat) == 4
+    assert flat[3] == [uniform_frame(i)[56:] for i in range(2, 42)]
+    assert dec.buffered == 0

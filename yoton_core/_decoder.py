@@ -117,8 +117,8 @@ _SEQ_WORD = 24 // 2
 _HEADER_WORDS = HEADER_SIZE // 2
 
 
-def _uniform_payloads(data: bytes, size: int, k: int, first: Header) -> list[bytes] | None:
-    """The payloads of the ``k`` packages starting ``data``, if they are a uniform run.
+def _uniform_payloads(data: bytes, at: int, size: int, k: int, first: Header) -> list[bytes] | None:
+    """The payloads of the ``k`` packages at ``data[at:]``, if they are a uniform run.
 
     A uniform run: every header is ``first``'s but for the seq, counting up
     by one. ``first`` was checked by the caller (control word, size, slot).
@@ -133,25 +133,25 @@ def _uniform_payloads(data: bytes, size: int, k: int, first: Header) -> list[byt
     if low + k > 0x10000:
         return None  # a carry past the seq's second byte (rare): the general path
     stride = HEADER_SIZE + size
-    if HEADER.unpack_from(data, (k - 1) * stride) != (*first[:3], seq + k - 1, *first[4:]):
+    if HEADER.unpack_from(data, at + (k - 1) * stride) != (*first[:3], seq + k - 1, *first[4:]):
         return None  # (the common way not to be one, found before unpacking anything)
     blocks, rest = divmod(k, _BLOCK)
-    end = blocks * _BLOCK * stride
+    end = at + blocks * _BLOCK * stride
     items: list[Any] = []
     if blocks:
-        with memoryview(data) as whole, whole[:end] as view:
+        with memoryview(data) as whole, whole[at:end] as view:
             items = list(chain.from_iterable(_block_struct(size, _BLOCK).iter_unpack(view)))
     if rest:
         items.extend(_block_struct(size, rest).unpack_from(data, end))
-    want = array("H", data[:HEADER_SIZE]) * k
+    want = array("H", data[at : at + HEADER_SIZE]) * k
     want[_SEQ_WORD::_HEADER_WORDS] = _RAMP16[low : low + k]
     if want.tobytes() != b"".join(items[0::2]):
         return None
     return items[1::2]
 
 
-def _decode_run(data: bytes, flat: list[Any], limit: int, runs: bool) -> tuple[int, int]:
-    """Decode the packages of one payload size that start ``data``, in bulk.
+def _decode_run(data: bytes, at: int, flat: list[Any], limit: int, runs: bool) -> tuple[int, int]:
+    """Decode the packages of one payload size that start at ``data[at:]``, in bulk.
 
     Small messages come as runs of one size: with a fixed stride,
     ``struct.iter_unpack`` reads their headers and payloads in C (the loop of
@@ -160,40 +160,41 @@ def _decode_run(data: bytes, flat: list[Any], limit: int, runs: bool) -> tuple[i
     before anything is used; a run that does not hold is left to the loop.
     With ``runs``, a run of one source, slot and destination with consecutive
     seqs is appended as ``Run, payloads`` (see the module docstring).
-    Returns the offset where the run ended (0: no run, nothing appended) and
-    how many packages the appended items hold beyond one per pair.
+    Returns the offset where the run ended (``at``: no run, nothing appended)
+    and how many packages the appended items hold beyond one per pair.
     """
-    first = HEADER.unpack_from(data, 0)
+    first = HEADER.unpack_from(data, at)
     size = first[6]
     if not 0 < size <= RUN_MAX_PAYLOAD or size > limit:
-        return 0, 0
+        return at, 0
     stride = HEADER_SIZE + size
-    k = len(data) // stride
-    if k < RUN_MIN or HEADER.unpack_from(data, stride)[6] != size:
-        return 0, 0
+    k = (len(data) - at) // stride
+    if k < RUN_MIN or HEADER.unpack_from(data, at + stride)[6] != size:
+        return at, 0
     structs = _run_structs.get(size)
     if structs is None:  # (at most RUN_MAX_PAYLOAD of them)
         structs = (struct.Struct(f"<7Q{size}x"), struct.Struct(f"<{HEADER_SIZE}x{size}s"))
         _run_structs[size] = structs
+    end = at + k * stride
     if runs and first[0] == CONTROL and first[1] != SLOT_DUMMY:
-        payloads = _uniform_payloads(data, size, k, first)
+        payloads = _uniform_payloads(data, at, size, k, first)
         if payloads is not None:
             flat.append(Run((*first, k)))
             flat.append(payloads)
-            return k * stride, k - 1
-    with memoryview(data) as whole, whole[: k * stride] as view:
+            return end, k - 1
+    with memoryview(data) as whole, whole[at:end] as view:
         heads = list(structs[0].iter_unpack(view))
         if (
             list(map(_CONTROL_OF, heads)).count(CONTROL) != k
             or list(map(_LENGTH_OF, heads)).count(size) != k
             or list(map(_SLOT_OF, heads)).count(SLOT_DUMMY)
         ):
-            return 0, 0
+            return at, 0
         payloads = list(map(_FIRST, structs[1].iter_unpack(view)))
     run: list[Any] = [None] * (2 * k)
     run[0::2], run[1::2] = heads, payloads
     flat.extend(run)
-    return k * stride, 0
+    return end, 0
 
 
 class FrameDecoder:
@@ -296,28 +297,31 @@ class FrameDecoder:
         self._fill = self._view = None  # never seen by anyone: not all of it was written
         return FrameError(message, flat)  # with what came before the bad bytes
 
-    def _finish_payload(self, data: bytes, flat: list) -> bytes:
-        """Add ``data`` to the collected payload; emit it if complete; return the rest."""
+    def _finish_payload(self, data: bytes, flat: list) -> int:
+        """Add ``data`` to the collected payload; emit it if complete.
+
+        Returns where the rest of ``data`` starts (``len(data)``: nothing left).
+        """
         missing = self._need - self._have
         view = self._view
         if view is not None:  # filling the payload's own bytes object
             if len(data) < missing:
                 view[self._have : self._have + len(data)] = data
                 self._have += len(data)
-                return b""
+                return len(data)
             view[self._have :] = memoryview(data)[:missing]
             self._complete(self._fill, flat)
-            return data[missing:]
+            return missing
         if len(data) < missing:
             self._parts.append(data)
             self._have += len(data)
             if self._have * FILL_RATIO >= self._need:
                 self._start_filling()
-            return b""
+            return len(data)
         parts = self._parts
         parts.append(data[:missing] if len(data) > missing else data)
         self._complete(b"".join(parts), flat)
-        return data[missing:]
+        return missing
 
     def _complete(self, payload: Any, flat: list) -> None:
         """The payload being collected is whole: emit it, collect nothing more."""
@@ -427,20 +431,37 @@ class FrameDecoder:
         if self.controls:
             self.controls = []
         self.run_extra = 0
+        off = 0
         if self._head is not None:
-            data = self._finish_payload(data, flat)
-            if not data:
+            off = self._finish_payload(data, flat)
+            if off == len(data):
                 return flat
         if self._tail:
-            data = self._tail + data
+            # The start of a header came last time: the package it begins,
+            # if this chunk completes it, is decoded by itself, and the rest
+            # of the chunk where it lies (not copied behind the tail).
+            tail = self._tail
             self._tail = b""
+            need = HEADER_SIZE - len(tail)
+            size = -1
+            if len(data) - off >= need:
+                size = HEADER.unpack(tail + data[off : off + need])[6]
+            if 0 <= size <= self._max and len(data) - off >= need + size:
+                self._scan(tail + data[off : off + need + size], 0, flat, False)
+                off += need + size
+            else:  # (a large payload, or too few bytes: as one)
+                data = tail + data[off:]
+                off = 0
+        return self._scan(data, off, flat, runs)
+
+    def _scan(self, data: bytes, off: int, flat: list[Any], runs: bool) -> list[Any]:
+        """Decode ``data`` from ``off`` on into ``flat``; keep what is incomplete."""
         unpack = HEADER.unpack_from
         limit = self._max
         n = len(data)
-        off = 0
         control_word, hsize, dummy = CONTROL, HEADER_SIZE, SLOT_DUMMY  # (locals: per package)
-        if n >= RUN_MIN * (hsize + 1):
-            off, self.run_extra = _decode_run(data, flat, limit, runs)
+        if n - off >= RUN_MIN * (hsize + 1):
+            off, self.run_extra = _decode_run(data, off, flat, limit, runs)
         append = flat.append
         while n - off >= hsize:
             h = unpack(data, off)
