@@ -96,7 +96,13 @@ def _take(context: Context, poller: Poller, st: _ThreadState) -> None:
     poll = st.poll
     if held:  # what we still hold from our last wait, unless taken back or closed
         for fd, r in list(held.items()):
-            if r.borrower is not st or r.done:
+            # Decided under the reader's lock: the poller may be taking it back
+            # right now, having seen us away (not waiting yet) under that lock.
+            # Read without it, we could keep a socket whose borrower it sets to
+            # None a moment later: then the poller reads what we wait for.
+            with r.lock:
+                kept = r.borrower is st and not r.done
+            if not kept:
                 del held[fd]
                 poll.unregister(fd)
     for r in context._readers:
