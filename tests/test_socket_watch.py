@@ -181,10 +181,15 @@ def join(server: yoton.Context, client: yoton.Context) -> tuple[Any, Any]:
 
 def is_borrowed(conn: SockPairConnection) -> bool:
     """A thread waiting for yoton data holds the socket and waits on it now
-    (the core's own state; a thread also holds it for a while after a wait)."""
+    (the core's own state; a thread also holds it for a while after a wait).
+
+    Read under the reader's lock, under which the poller decides to take a
+    socket back: seen here, the holder keeps it until its wait ends."""
     assert conn._watch is not None
-    holder = conn._watch._reader.borrower
-    return holder is not None and holder.waiting
+    reader = conn._watch._reader
+    with reader.lock:
+        holder = reader.borrower
+        return holder is not None and holder.waiting
 
 
 def test_the_waiting_thread_reads_its_own_reply(contexts: Any) -> None:
