@@ -400,13 +400,37 @@ class _FullBehindRelay:
             self.sent += 1
 
     def finish(self) -> None:
-        """Ask the sender to stop and wait for it: it can only once released."""
+        """Wait for the publisher's lock to lift, then stop the sender.
+
+        The lock, not the sender's end, is what tells: the sender may also be
+        held by its connection's outgoing queue (congestion), and once the hub
+        drains that it sees ``stop`` and ends with the lock still in place.
+        """
+        wait_for(
+            lambda: not self.pub._sync_blocked,
+            DEADLINE,
+            "the publisher's lock to lift (still blocked by the old 'full')",
+        )
         self.stop.set()
         self.sender.join(2 * DEADLINE)
 
     def finish_reading(self, got: list[str]) -> list[str]:
-        """:meth:`finish`, reading meanwhile (the subscriber must drain for the
-        publisher to go on); return ``got`` with everything read."""
+        """:meth:`finish` for a subscriber that reads: wait, reading, until the
+        publisher makes progress, then stop it; return ``got`` with everything read.
+
+        Progress, not the lock: a subscriber that reads while a publisher blasts
+        says "full" and "ok" in turn, so the lock comes and goes. Two more
+        sends prove the sync wait let one through: a sender held by congestion
+        (not by the lock) gets one out when that clears, and then stops at the
+        lock if there is one.
+        """
+        n0 = self.sent
+
+        def progress() -> bool:
+            got.extend(self.sub.recv_all())
+            return self.sent >= n0 + 2
+
+        wait_for(progress, DEADLINE, "the publisher to go on (still blocked by the old 'full')")
         self.stop.set()
         deadline = time.monotonic() + 30
         while self.sender.is_alive():
