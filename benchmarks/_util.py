@@ -73,6 +73,25 @@ def say_json(key: str, obj: Any) -> None:
     say(key, json.dumps(obj))
 
 
+def timed_calls(call: Any, n: int, warmup: int) -> list[float]:
+    """Seconds each of ``n`` calls of ``call()`` took, after ``warmup`` untimed ones.
+
+    Says ``TIMING`` before the first timed call and ``TIMED`` after the last:
+    the runner reads the other role's CPU time between the two.
+    """
+    for _ in range(warmup):
+        call()
+    say("TIMING")
+    clock = time.perf_counter
+    out = []
+    for _ in range(n):
+        t0 = clock()
+        call()
+        out.append(clock() - t0)
+    say("TIMED")
+    return out
+
+
 class Commands:
     """Reads command words from stdin in a background thread.
 

@@ -40,7 +40,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _pubsub  # noqa: E402
-from _util import US, Commands, cpu_seconds, failure, roles, say, say_json, start_role  # noqa: E402
+from _util import US, Commands, cpu_seconds, failure, roles, say, say_json, start_role, timed_calls  # noqa: E402
 
 PAYLOAD_SIZE = 100
 # Named so that --scenario "pub/sub 100 B" or "req/rep" (the hot-path checks of the
@@ -316,20 +316,6 @@ def replier(lib: str, url: str) -> None:
     asyncio.run(main())
 
 
-def _timed(call: Any, n: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        call()
-    say("TIMING")
-    clock = time.perf_counter
-    out = []
-    for _ in range(n):
-        t0 = clock()
-        call()
-        out.append(clock() - t0)
-    say("TIMED")
-    return out
-
-
 def requester(lib: str, url: str, n: int, warmup: int) -> None:
     if lib == "yoton":
         import yoton
@@ -341,7 +327,7 @@ def requester(lib: str, url: str, n: int, warmup: int) -> None:
         def call() -> None:
             assert req.echo(ECHO).result(30)[0] == ECHO
 
-        times = _timed(call, n, warmup)
+        times = timed_calls(call, n, warmup)
         ctx.close()
     else:
         times = asyncio.run(_natspy_requests(url, n, warmup))

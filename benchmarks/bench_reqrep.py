@@ -24,12 +24,11 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _util import US, Commands, cpu_seconds, roles, say, say_json, start_role  # noqa: E402
+from _util import US, Commands, cpu_seconds, roles, say, say_json, start_role, timed_calls  # noqa: E402
 
 SCENARIO = "req/rep round trip (echo 16 B)"
 PAYLOAD = "0123456789abcdef"
@@ -104,20 +103,6 @@ def replier(lib: str) -> None:
     raise ValueError(f"unknown library {lib!r}")
 
 
-def _timed_calls(call: Any, n: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        call()
-    say("TIMING")  # the runner notes the replier's CPU time from here on
-    clock = time.perf_counter
-    out = []
-    for _ in range(n):
-        t0 = clock()
-        call()
-        out.append(clock() - t0)
-    say("TIMED")
-    return out
-
-
 def requester(lib: str, port: int, n: int, warmup: int) -> None:
     if lib in ("yoton", "yoton-2x-path", "yoton2"):
         import yoton
@@ -132,7 +117,7 @@ def requester(lib: str, port: int, n: int, warmup: int) -> None:
             result = req.echo(PAYLOAD).result(30)
             assert result[0] == PAYLOAD, result
 
-        times = _timed_calls(call, n, warmup)
+        times = timed_calls(call, n, warmup)
         ctx.close()
     elif lib == "zmq":
         import zmq
@@ -146,7 +131,7 @@ def requester(lib: str, port: int, n: int, warmup: int) -> None:
             sock.send(data)
             assert sock.recv() == data
 
-        times = _timed_calls(call, n, warmup)
+        times = timed_calls(call, n, warmup)
         sock.close(linger=0)
         zctx.term()
     elif lib == "nng":
@@ -160,7 +145,7 @@ def requester(lib: str, port: int, n: int, warmup: int) -> None:
             sock.send(data)
             assert sock.recv() == data
 
-        times = _timed_calls(call, n, warmup)
+        times = timed_calls(call, n, warmup)
         sock.close()
     else:
         raise ValueError(f"unknown library {lib!r}")
