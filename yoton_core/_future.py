@@ -228,12 +228,7 @@ class Future(concurrent.futures.Future[Any]):
             if done is not None:
                 return done
         with self._lock:
-            cond = self._cond
-            if cond is None:
-                with _cond_creation:
-                    cond = self._cond
-                    if cond is None:
-                        cond = self._cond = threading.Condition(self._lock)
+            cond = self._condition  # (made on first use: most Futures never wait here)
             if timeout is None:
                 while self._status < CANCELLED:
                     cond.wait(_WAIT_CHUNK)
