@@ -19,7 +19,8 @@ import pytest
 
 import yoton
 from yoton_core._decoder import Run, expand_run
-from yoton_core._wire import CONTROL
+from yoton_core._routing import DELIVER_RUN_MIN
+from yoton_core._wire import CONTROL, SLOT_CONTEXT
 from yoton_core.testing import recv_n, wait_for
 
 SOURCE = 0xAAAA0001
@@ -156,3 +157,94 @@ def test_a_sync_mode_subscriber_gets_a_run_through_its_own_deposit(contexts: Any
         return outcome(b, sub)
 
     assert len(both_ways(scenario)["inbox"]) == 12
+
+
+# -- batches a transport delivers (Connection.deliver: inproc, a bus) ------------------
+
+
+def mixed_sizes(run: Run, payloads: list[bytes]) -> list[Any]:
+    """The run's packages in Router._route's form, each payload a different length."""
+    flat = expand_run(run, payloads)
+    for i in range(1, len(flat), 2):
+        flat[i] = flat[i] + b"+" * (i % 7)
+        flat[i - 1] = (*flat[i - 1][:6], len(flat[i]))
+    return flat
+
+
+def test_a_uniform_batch_from_a_transport_is_routed_in_one_step(
+    contexts: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = contexts(2)
+    _s, conn = join(a, b)
+    sub = yoton.SubChannel(b, "runs", yoton.BINARY)
+    loop: list[Any] = []
+    monkeypatch.setattr(b, "_route", lambda conn, flat: loop.append(flat))
+    flat = mixed_sizes(*run_of(sub._slot_in, 1, 40))
+    conn.deliver(flat)
+    assert loop == []  # not through the per-package loop
+    with b._lock:
+        seqs = [sub._seq_at(i) for i in range(40)]
+    assert seqs == list(range(b._recv_seq - 39, b._recv_seq + 1))
+    assert sub.recv_all() == flat[1::2]
+
+
+@pytest.mark.parametrize(
+    "odd",
+    ["gap", "slot", "source", "dest", "dest-seq", "context", "short", "seen", "none"],
+)
+def test_a_batch_from_a_transport_ends_as_routed_package_by_package(
+    contexts: Any, odd: str
+) -> None:
+    def scenario(at_once: bool) -> dict[str, Any]:
+        a, b = contexts(2)
+        _s, conn = join(a, b)
+        sub = yoton.SubChannel(b, "runs", yoton.BINARY)
+        other = yoton.SubChannel(b, "other", yoton.BINARY)
+        flat = mixed_sizes(*run_of(sub._slot_in, 101, 40))
+        h = list(flat[40])  # the 21st package's header
+        if odd == "gap":
+            h[3] += 1
+        elif odd == "slot":
+            h[1] = other._slot_in
+        elif odd == "source":
+            h[2] += 1
+        elif odd == "dest":
+            h[4] = 0xDEAD  # another context's
+        elif odd == "dest-seq":
+            h[5] = 3
+        elif odd == "context":
+            h[1] = SLOT_CONTEXT
+            flat[41] = b"NO SUCH MESSAGE"
+            h[6] = len(flat[41])
+        flat[40] = tuple(h)
+        if odd == "short":
+            del flat[2 * (DELIVER_RUN_MIN - 1) :]
+        if odd == "seen":
+            b._route(conn, flat[:20])  # the first ten came before
+        if at_once:
+            conn.deliver(flat)
+        else:
+            b._route(conn, flat)
+        sources = {sid: seq for sid, seq in b._source_map.items() if sid != a.id}
+        return {**outcome(b, sub), "other": other.recv_all(), "seq": b._recv_seq, **sources}
+
+    both_ways(scenario)
+
+
+def test_a_relay_passes_on_a_delivered_batch_with_its_lengths(contexts: Any) -> None:
+    # Not a leaf: the batch goes package by package, with the headers it came with.
+    def scenario(at_once: bool) -> dict[str, Any]:
+        a, relay, c = contexts(3)
+        _s, from_a = join(a, relay)
+        join(relay, c)
+        here = yoton.SubChannel(relay, "runs", yoton.BINARY)
+        there = yoton.SubChannel(c, "runs", yoton.BINARY)
+        flat = mixed_sizes(*run_of(here._slot_in, 1, 40))
+        if at_once:
+            from_a.deliver(flat)
+        else:
+            relay._route(from_a, flat)
+        return {**outcome(relay, here), "there": recv_n(there, 40, timeout=10)}
+
+    got = both_ways(scenario)
+    assert got["there"] == got["inbox"] and len({len(p) for p in got["there"]}) == 7

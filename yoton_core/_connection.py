@@ -524,7 +524,7 @@ class Connection:
         no object per package). Call from any thread, but one call at a time
         per connection, in the order the packages arrived.
         """
-        self.__context._route(self, batch)
+        self.__context._deliver(self, batch)
 
     def deliver_packages(self, packages: Iterable[Package]) -> None:
         """Like :meth:`deliver`, for :class:`~yoton_core.transport.Package` objects."""
