@@ -100,6 +100,11 @@ sub = yoton.SubChannel(ctx, "burst", yoton.BINARY)
 sub.set_sync_mode(True)
 ctx.connect("tcp://localhost:%d" % int(sys.argv[1]), timeout=10)
 print("READY", flush=True)
+# Read nothing until the inbox is past the "full" mark: the publisher must
+# then have waited for us (however fast we would read, whatever the load).
+from yoton_core._sync import thresholds
+from yoton_core.testing import wait_for
+wait_for(lambda: sub.pending > thresholds(ctx._queue_n)[0], 60, "the inbox past 'full'")
 expected = 0
 out_of_order = 0
 max_pending = 0
