@@ -1,4 +1,4 @@
-"""The code base stays ruff-clean: lint rules and formatting (pyproject.toml)."""
+"""The code base stays ruff-clean (rules and formatting: pyproject.toml), its modules short."""
 
 from __future__ import annotations
 
@@ -26,3 +26,20 @@ def test_ruff(command: list[str]) -> None:
         [*_ruff(), *command, "."], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, f"ruff {' '.join(command)}:\n{done.stdout}{done.stderr}"
+
+
+#: A module of one concept stays short enough to read whole (docs/development.md).
+MAX_MODULE_LINES = 600
+
+
+def test_modules_stay_within_the_line_limit() -> None:
+    """Every module of the library (not tests/ or benchmarks/) has at most 600 lines."""
+    packages = [p for p in ROOT.glob("yoton*") if (p / "__init__.py").exists()]
+    assert packages, f"no yoton* packages under {ROOT}"
+    long = {}
+    for package in packages:
+        for path in sorted(package.rglob("*.py")):
+            n = len(path.read_text(encoding="utf-8").splitlines())
+            if n > MAX_MODULE_LINES:
+                long[str(path.relative_to(ROOT))] = n
+    assert not long, f"modules over {MAX_MODULE_LINES} lines (split them by concept): {long}"

@@ -26,11 +26,11 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._block import check_timeout
 from ._borrow import give_back_held
+from ._connstats import ConnectionStatistics
 from ._errors import InvalidArgumentError
 from ._events import Signal
 from ._log import CLOSED_FROM_OTHER_END, describe_link, endpoint, transport_logger
@@ -90,28 +90,6 @@ def declare_final(cls: type, names: Iterable[str]) -> None:
     would silently bypass its queue.
     """
     _FINAL[cls] = frozenset(names)
-
-
-@dataclass(frozen=True)
-class ConnectionStatistics:
-    """A snapshot of a connection's counters (see :attr:`Connection.stats`).
-
-    Attributes:
-        packages_sent: Packages handed to the medium (the OS, the peer context).
-        bytes_sent: Their bytes, headers included where the medium has them.
-        packages_received: Packages received and routed.
-        bytes_received: Their bytes.
-        packages_dropped: Packages discarded by a full outgoing queue
-            (``queue_params``), or lost by the medium where it can tell.
-        queued: Packages waiting in the outgoing queue when the snapshot was taken.
-    """
-
-    packages_sent: int
-    bytes_sent: int
-    packages_received: int
-    bytes_received: int
-    packages_dropped: int
-    queued: int
 
 
 class Connection:
