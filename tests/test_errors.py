@@ -158,6 +158,42 @@ def test_connect_to_nobody_names_the_address_and_what_to_do(
     assert ctx.connections_all == []
 
 
+def test_a_tcp_connect_that_reaches_its_own_socket_is_told_nothing_listens(
+    contexts: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing listens on a port of the ephemeral range, and the connect is given
+    that very port as its source: TCP's simultaneous open connects the socket to
+    itself. That is a refusal, not "context cannot connect to self" (seen under
+    load in test_connect_to_nobody...). Made to happen on every attempt here
+    by binding the source port, on real sockets."""
+    import socket
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    opened: list[trio.socket.SocketType] = []
+
+    async def reaching_itself(host: str, port: int, **_: Any) -> trio.SocketStream:
+        sock = trio.socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        await sock.bind(("127.0.0.1", port))
+        await sock.connect(("127.0.0.1", port))
+        opened.append(sock)
+        return trio.SocketStream(sock)
+
+    monkeypatch.setattr(trio, "open_tcp_stream", reaching_itself)
+    ctx = contexts()
+    with pytest.raises(yoton.ConnectError) as info:
+        ctx.connect(f"tcp://127.0.0.1:{port}", timeout=0.3)
+    assert opened, "the connect never reached its own socket"
+    assert re.search(f"Nothing is listening at 127\\.0\\.0\\.1:{port} ", str(info.value))
+    assert "self" not in str(info.value)
+    assert info.value.errno == errno.ECONNREFUSED
+    assert all(sock.fileno() == -1 for sock in opened)  # each closed at once
+    assert ctx.connections_all == []
+
+
 @pytest.mark.parametrize("scheme", ["tcp", "unix", "inproc"])
 def test_a_second_peer_at_a_one_peer_bind_is_told_that_one_bind_serves_one_peer(
     contexts: Any, rundir: Any, scheme: str

@@ -49,7 +49,30 @@ class TcpConnection(StreamConnection):
 
     async def connect_once(self, target: tuple[str, int]) -> trio.abc.Stream:
         host, port = target
-        return await trio.open_tcp_stream(host, port)
+        stream = await trio.open_tcp_stream(host, port)
+        try:
+            _refuse_self_connect(stream.socket)
+        except ConnectionRefusedError:
+            await trio.aclose_forcefully(stream)
+            raise
+        return stream
+
+
+def _refuse_self_connect(sock: trio.socket.SocketType | socket.socket) -> None:
+    """Raise ConnectionRefusedError if ``sock`` is connected to itself.
+
+    Where nothing listens on a port of the ephemeral range, a connect can be
+    given that very port as its own source, and TCP's simultaneous open then
+    connects the socket to itself (Linux does this about once in the range's
+    size of attempts). The handshake would report "cannot connect to self",
+    which is not what happened: nobody is listening there, and the retry loop
+    should go on as for a refusal.
+    """
+    if sock.getsockname() == sock.getpeername():
+        raise ConnectionRefusedError(
+            errno.ECONNREFUSED,
+            "Connection refused (nothing listens there: the connect reached its own socket)",
+        )
 
 
 @hookimpl
