@@ -545,6 +545,8 @@ def test_a_join_reaches_only_the_contexts_that_act_on_it(bus, make):
     assert ch.stats.packages_received - before_holder <= 2  # the late channel's request
 
 
+# Forking a process with threads is what this test is about (Python >= 3.12 warns).
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_joins_the_bus_with_its_own_links(bus, make):
     import multiprocessing
 
