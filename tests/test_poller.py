@@ -287,6 +287,17 @@ def test_large_messages_are_read_into_their_own_bytes(
     assert s.is_alive and c.is_alive
 
 
+def _spin_pair(contexts: Any) -> tuple[yoton.SubChannel, yoton.PubChannel, Any]:
+    """A SubChannel and a PubChannel on slot "spin", linked over tcp; and the bind."""
+    a, b = contexts(2)
+    sub = yoton.SubChannel(a, "spin")
+    pub = yoton.PubChannel(b, "spin")
+    server = a.bind("localhost:0")
+    b.connect(f"localhost:{server.port1}", timeout=5)
+    wait_for(lambda: server.is_connected, what="the link")
+    return sub, pub, server
+
+
 @pytest.mark.skipif(not _borrow.SPIN_SECONDS, reason="spinning is off (one CPU or YOTON_SPIN_US=0)")
 def test_spinning_stops_while_it_does_not_pay_and_resumes_when_it_does(
     contexts: Any, monkeypatch: pytest.MonkeyPatch
@@ -294,12 +305,7 @@ def test_spinning_stops_while_it_does_not_pay_and_resumes_when_it_does(
     # On a busy machine the peer is often not running while we spin: the spin
     # only takes its CPU (a loaded 2-core VM: 614 us per round trip spinning,
     # ~100 without). A thread whose spins keep running out parks at once.
-    a, b = contexts(2)
-    sub = yoton.SubChannel(a, "spin")
-    pub = yoton.PubChannel(b, "spin")
-    server = a.bind("localhost:0")
-    b.connect(f"localhost:{server.port1}", timeout=5)
-    wait_for(lambda: server.is_connected, what="the link")
+    sub, pub, server = _spin_pair(contexts)
     st = _poller.thread_state()
     st.spin_misses = st.waits = 0
     for _ in range(_borrow.SPIN_MISSES + 2):
@@ -327,12 +333,7 @@ def test_a_spinning_thread_gives_its_cpu_away_between_polls(
     # the spin runs out -- on a busy machine, often the very peer it waits for
     # (the slowest 1 % of req/rep round trips were such waits). Between two
     # polls it yields; where nobody waits for the CPU the yield returns at once.
-    a, b = contexts(2)
-    sub = yoton.SubChannel(a, "spin")
-    pub = yoton.PubChannel(b, "spin")
-    server = a.bind("localhost:0")
-    b.connect(f"localhost:{server.port1}", timeout=5)
-    wait_for(lambda: server.is_connected, what="the link")
+    sub, pub, server = _spin_pair(contexts)
     _reader(server)  # the poller reads it: the reader can borrow it
     yields: list[int] = []
     monkeypatch.setattr(_borrow, "_yield", lambda: yields.append(1), raising=False)
