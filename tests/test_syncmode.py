@@ -80,6 +80,10 @@ def blocked_pair(made_contexts, n):  # type: ignore[no-untyped-def]
     sub = yoton.SubChannel(s, "data", yoton.BINARY)
     sub.set_sync_mode(True)
     join(p, s)
+    # Held to the subscriber's window from the first message: before its
+    # announcement arrives only "full" holds a publisher back, and under load
+    # the whole burst could go out before that came (seen beside a CPU hog).
+    wait_until(lambda: pub._sync_windows, what="the subscriber's window")
     sender = Publisher(pub, n)
     sender.start()
     wait_until(
