@@ -94,3 +94,18 @@ def test_fixtures_switch_transport_and_clean_up(pytester, monkeypatch):
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v")
     result.assert_outcomes(passed=7)
+
+
+def test_the_conformance_kits_asserts_are_rewritten_by_pytest(pytester):
+    """A plugin author's failing check shows pytest's detailed message: the kit's
+    module is registered for assertion rewriting when yoton_core.testing loads."""
+    pytester.makepyfile(
+        test_kit="""
+        import yoton_core.testing
+        import yoton_core._conformance as kit
+
+        def test_rewritten():
+            assert "@py_builtins" in vars(kit)  # what pytest's rewriting adds
+        """
+    )
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)

@@ -38,9 +38,18 @@ process: it imports the module that defines the transport class (or
 
 from __future__ import annotations
 
+import sys
 import traceback
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
+
+if "pytest" in sys.modules:
+    # Under pytest the checks' failures get its detailed assertion messages:
+    # the rewriting must be asked for before the module is first imported, and
+    # this is its only importer. (Without pytest nothing is imported for it.)
+    import pytest
+
+    pytest.register_assert_rewrite("yoton_core._conformance")
 
 from ._conformance import CHECKS, ConformanceSkip, TransportUnderTest, recv_n, wait_for
 

@@ -25,10 +25,6 @@ from typing import Any
 
 import pytest
 
-# Plugin authors run yoton_core.testing's checks under pytest: show them
-# pytest's detailed assertion messages.
-pytest.register_assert_rewrite("yoton_core._conformance")
-
 _counter = itertools.count(1)
 CONNECT_TIMEOUT = 10.0
 
