@@ -205,28 +205,31 @@ class StreamQueue:
 
     def _write_direct(self, sock: socket.socket, header: Header, data: bytes) -> None:
         """Write one package from the pushing thread (``_wlock`` held, link idle)."""
-        frame = _pack(*header) + data
-        n = header[6]
+        self._send_frames(sock, _pack(*header) + data, 1, header[6])
+
+    def _send_frames(self, sock: socket.socket, data: bytes, count: int, payload: int) -> None:
+        """Send ``count`` whole frames (``payload`` bytes of it theirs) from the
+        pushing thread, ``_wlock`` held; count what went out, and leave what
+        the socket did not take to the sender task as ``_partial``, ahead of
+        anything queued later (it counts those packages once all is out)."""
         try:
-            sent = sock.send(frame)
+            sent = sock.send(data)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:
             sent = 0  # the sender task meets the error too and ends the connection
         self._direct_tx = True
-        if sent == len(frame):
-            self._direct_written += 1
-            self._direct_bytes += n
-            self._conn.count_sent(1, n + HEADER_SIZE)
+        if sent == len(data):
+            self._direct_written += count
+            self._direct_bytes += payload
+            self._conn.count_sent(count, len(data))
             if self._flush_waiters:
                 with self._flush_cond:
                     self._flush_cond.notify_all()
             return
-        # The rest goes through the engine, ahead of anything queued later;
-        # the sender counts the package as written once it is all out.
-        self._partial = frame[sent:] if sent else frame
-        self._partial_bytes = n
-        self._partial_count = 1
+        self._partial = data[sent:] if sent else data
+        self._partial_bytes = payload
+        self._partial_count = count
         self._request_wake()
 
     def _write_batch(self) -> None:
@@ -253,29 +256,8 @@ class StreamQueue:
                 self._batch_blocked = True
                 self._request_wake()
                 return
-            try:
-                sent = sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                sent = 0  # the sender task meets the error too and ends the connection
-            self._direct_tx = True
             count = len(items)
-            size = len(data)
-            if sent == size:
-                self._direct_written += count
-                self._direct_bytes += size - HEADER_SIZE * count
-                self._conn.count_sent(count, size)
-                if self._flush_waiters:
-                    with self._flush_cond:
-                        self._flush_cond.notify_all()
-                return
-            # The socket is full: the sender task writes the rest (when it can),
-            # and counts the packages as written once it is all out.
-            self._partial = data[sent:] if sent else data
-            self._partial_bytes = size - HEADER_SIZE * count
-            self._partial_count = count
-            self._request_wake()
+            self._send_frames(sock, data, count, len(data) - HEADER_SIZE * count)
         finally:
             self._wlock.release()
 
