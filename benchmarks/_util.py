@@ -23,6 +23,7 @@ import importlib.util
 import json
 import os
 import queue
+import statistics
 import subprocess
 import sys
 import threading
@@ -71,6 +72,19 @@ def say(key: str, *parts: object) -> None:
 
 def say_json(key: str, obj: Any) -> None:
     say(key, json.dumps(obj))
+
+
+def say_latencies(times: list[float]) -> None:
+    """Say ``RESULT`` with the count, median and p99 (µs) of call durations (s)."""
+    times = sorted(times)
+    say_json(
+        "RESULT",
+        {
+            "n": len(times),
+            "median_us": statistics.median(times) * 1e6,
+            "p99_us": times[min(len(times) - 1, int(len(times) * 0.99))] * 1e6,
+        },
+    )
 
 
 def timed_calls(call: Any, n: int, warmup: int) -> list[float]:

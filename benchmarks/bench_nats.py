@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import functools
 import os
-import statistics
 import sys
 import threading
 import time
@@ -40,7 +39,18 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _pubsub  # noqa: E402
-from _util import US, Commands, cpu_seconds, failure, roles, say, say_json, start_role, timed_calls  # noqa: E402
+from _util import (  # noqa: E402
+    US,
+    Commands,
+    cpu_seconds,
+    failure,
+    roles,
+    say,
+    say_json,
+    say_latencies,
+    start_role,
+    timed_calls,
+)
 
 PAYLOAD_SIZE = 100
 # Named so that --scenario "pub/sub 100 B" or "req/rep" (the hot-path checks of the
@@ -331,15 +341,7 @@ def requester(lib: str, url: str, n: int, warmup: int) -> None:
         ctx.close()
     else:
         times = asyncio.run(_natspy_requests(url, n, warmup))
-    times.sort()
-    say_json(
-        "RESULT",
-        {
-            "n": len(times),
-            "median_us": statistics.median(times) * 1e6,
-            "p99_us": times[min(len(times) - 1, int(len(times) * 0.99))] * 1e6,
-        },
-    )
+    say_latencies(times)
 
 
 async def _natspy_requests(url: str, n: int, warmup: int) -> list[float]:

@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _util import US, Commands, cpu_seconds, roles, say, say_json, start_role, timed_calls  # noqa: E402
+from _util import US, Commands, cpu_seconds, roles, say, say_latencies, start_role, timed_calls  # noqa: E402
 
 SCENARIO = "req/rep round trip (echo 16 B)"
 PAYLOAD = "0123456789abcdef"
@@ -149,15 +148,7 @@ def requester(lib: str, port: int, n: int, warmup: int) -> None:
         sock.close()
     else:
         raise ValueError(f"unknown library {lib!r}")
-    times.sort()
-    say_json(
-        "RESULT",
-        {
-            "n": len(times),
-            "median_us": statistics.median(times) * 1e6,
-            "p99_us": times[min(len(times) - 1, int(len(times) * 0.99))] * 1e6,
-        },
-    )
+    say_latencies(times)
 
 
 # -- runner side -------------------------------------------------------------------------
