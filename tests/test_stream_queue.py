@@ -197,6 +197,43 @@ def test_a_broadcast_packs_each_frame_once_and_never_mixes_them(contexts) -> Non
         pub.send(b"%06d" % i)
     for sub in subs:
         assert recv_n(sub, n) == [b"%06d" % i for i in range(n)]
+    # Most of them took Context._send's fan-out path, which counts for each
+    # link itself: every package pushed is written (none left, none counted
+    # twice), so flushing ends.
+    assert pub_ctx._fan_out is not None and len(pub_ctx._fan_out) == 3
+    for conn in pub_ctx.connections:
+        conn.flush(10)
+        q = link_of(conn)
+        assert q.queued_count() == 0 and q._retired() == q._pushed >= n
+
+
+def test_links_of_other_transports_turn_the_fan_out_path_off(contexts) -> None:  # type: ignore[no-untyped-def]
+    # Context._send appends frames to queues itself only while every link is
+    # a stream queue of ours (_stream_queue.fan_links); beside an inproc link
+    # each package goes through every connection's send_package, and both
+    # subscribers still get everything in order. When the inproc link goes,
+    # the path comes back for the TCP link alone.
+    pub_ctx, a, b = contexts(3)
+    pub = yoton.PubChannel(pub_ctx, "mixed", yoton.BINARY)
+    bound = a.bind("localhost:0")
+    pub_ctx.connect(f"localhost:{bound.port1}", timeout=5)
+    b.bind("inproc://fan-mixed")
+    inproc = pub_ctx.connect("inproc://fan-mixed", timeout=5)
+    subs = [yoton.SubChannel(ctx, "mixed", yoton.BINARY) for ctx in (a, b)]
+    wait_for(lambda: len(pub_ctx._connected) == 2, what="both links")
+    assert pub_ctx._fan_out is None
+    n = 2000
+    msgs = [b"%06d" % i for i in range(n)]
+    for m in msgs:
+        pub.send(m)
+    for sub in subs:
+        assert recv_n(sub, n) == msgs
+    inproc.close()
+    wait_for(lambda: len(pub_ctx._connected) == 1, what="the inproc link to go")
+    assert pub_ctx._fan_out == (link_of(pub_ctx._connected[0]),)
+    for m in msgs:
+        pub.send(m)
+    assert recv_n(subs[0], n) == msgs
 
 
 # -- a pusher's own batches, and the sender's wake-ups ------------------------------

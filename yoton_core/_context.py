@@ -32,10 +32,14 @@ from ._links import LinkKeeper
 from ._log import apply_verbose, endpoint, get_logger
 from ._plugins import resolve_transport
 from ._routing import Router
-from ._wire import CONTROL, SLOT_CONTEXT, Header, Package
+from ._stream_queue import DIRECT_BATCH, FRAME_MAX
+from ._wire import CONTROL, HEADER, SLOT_CONTEXT, Header, Package
+
+_pack = HEADER.pack
 
 if TYPE_CHECKING:
     from ._poller import PolledSocket
+    from ._stream_queue import StreamQueue
 
 __all__ = ["Context", "ConnectionCollection", "new_uid"]
 
@@ -196,6 +200,11 @@ class Context(Router, JoinAnnouncer, LinkKeeper):
         # its header object (a broadcast's other links reuse it: _stream_queue).
         self._frame_of: Any = None
         self._frame = b""
+        # The stream queues of all connected links, when every one is ours
+        # (_stream_queue.fan_links): _send then packs a small frame once and
+        # appends it itself; None otherwise.
+        self._fan_out: tuple[StreamQueue, ...] | None = None
+        self._fan_limit = DIRECT_BATCH
         self.queue_params = queue_params if queue_params is not None else DEFAULT_QUEUE_PARAMS
         if transport is not None:
             if not isinstance(transport, str):
@@ -242,6 +251,7 @@ class Context(Router, JoinAnnouncer, LinkKeeper):
             raise InvalidArgumentError(f"queue_params[1] must be 'old' or 'new', got {mode!r}")
         self._queue_n = n
         self._queue_discard_old = mode.lower() == "old"
+        self._fan_limit = min(n, DIRECT_BATCH)
 
     @property
     def max_message_size(self) -> int:
@@ -495,27 +505,50 @@ class Context(Router, JoinAnnouncer, LinkKeeper):
         try:
             seq = self._send_seq + 1
             self._send_seq = seq
-            header = (CONTROL, slot, my_id, seq, dest_id, dest_seq, len(data))
-            conns = self._connected
-            if len(conns) == 1:  # the common case, without a loop
-                conns[0].send_package(header, data)
-            elif conns:
-                via = self._routes.get(dest_id) if dest_id else None
-                if via is not None:  # for one context whose way we know
-                    via.send_package(header, data)
-                else:
-                    for conn in conns:
-                        conn.send_package(header, data)
-            else:
-                q = self._startup_queue
-                if len(q) >= self._queue_n:
-                    self._n_startup_dropped += 1
-                    if not self._queue_discard_old:
-                        q = None  # type: ignore[assignment]
+            n = len(data)
+            fan = self._fan_out
+            if fan is not None and not dest_id and n <= FRAME_MAX:
+                # Every link is one of our stream queues: pack the frame once
+                # and append it wherever the queue is streaming (_stream_queue.py,
+                # "The fan-out path"); the rest take the full send_package.
+                frame = _pack(CONTROL, slot, my_id, seq, 0, dest_seq, n) + data
+                lim = self._fan_limit
+                header = None
+                for link in fan:
+                    q = link._outq
+                    nq = len(q)
+                    if 0 < nq < lim and nq & 63 and link._wake_pending:
+                        q.append(frame)
+                        link._pushed += 1
+                        link._bytes_pushed += n
                     else:
-                        q.popleft()
-                if q is not None:
-                    q.append((header, data))
+                        if header is None:
+                            header = (CONTROL, slot, my_id, seq, 0, dest_seq, n)
+                            self._frame_of = header
+                            self._frame = frame
+                        link._conn.send_package(header, data)
+            else:
+                header = (CONTROL, slot, my_id, seq, dest_id, dest_seq, n)
+                conns = self._connected
+                if len(conns) == 1:  # the common case, without a loop
+                    conns[0].send_package(header, data)
+                elif conns:
+                    via = self._routes.get(dest_id) if dest_id else None
+                    if via is not None:  # for one context whose way we know
+                        via.send_package(header, data)
+                    else:
+                        for conn in conns:
+                            conn.send_package(header, data)
+                else:
+                    startup = self._startup_queue
+                    if len(startup) >= self._queue_n:
+                        self._n_startup_dropped += 1
+                        if not self._queue_discard_old:
+                            startup = None  # type: ignore[assignment]
+                        else:
+                            startup.popleft()
+                    if startup is not None:
+                        startup.append((header, data))
             if dest_id == 0 or dest_id == my_id:
                 ch = self._recv_channels.get(slot)
                 if ch is not None and ch is not origin:
@@ -532,16 +565,6 @@ class Context(Router, JoinAnnouncer, LinkKeeper):
         if local is not None:
             local._notify()
         return seq
-
-    def _ease_congestion(self) -> None:
-        """Let congested connections drain a little before the next send."""
-        # Cleared first: a connection that reports congestion meanwhile sets it again.
-        self._congestion = False
-        for conn in self._connected:
-            if conn.congested:
-                conn.wait_writable()
-                if conn.congested:
-                    self._congestion = True
 
     def _send_package(self, pkg: Package, origin: Any = None) -> None:
         """Send ``pkg`` (its data, slot and destination) as :meth:`_send` does."""

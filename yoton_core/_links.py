@@ -15,12 +15,14 @@ import collections
 from typing import TYPE_CHECKING
 
 from ._log import describe_link, get_logger
+from ._stream_queue import fan_links
 
 if TYPE_CHECKING:
     from ._channels import BaseChannel
     from ._connection import Connection
     from ._ctxlock import ContextLock
     from ._poller import PolledSocket
+    from ._stream_queue import StreamQueue
     from ._wire import Header
 
 __all__ = ["LinkKeeper"]
@@ -35,11 +37,13 @@ class LinkKeeper:
     _lock: ContextLock
     _connections: list[Connection]
     _connected: tuple[Connection, ...]
+    _fan_out: tuple[StreamQueue, ...] | None
     _readers: tuple[PolledSocket, ...]
     _routes: dict[int, Connection]
     _startup_queue: collections.deque[tuple[Header, bytes]]
     _send_channels: dict[int, BaseChannel]
     _recv_channels: dict[int, BaseChannel]
+    _congestion: bool
     _joins_told: dict[Connection, bool | None]
     _joins_declined: set[Connection]
 
@@ -54,6 +58,7 @@ class LinkKeeper:
             if conn not in self._connections:
                 self._connections.append(conn)
             self._connected = (*self._connected, conn)
+            self._fan_out = fan_links(self._connected)
             self._joins_link_up(conn)
             startup, self._startup_queue = self._startup_queue, collections.deque()
             for header, data in startup:
@@ -76,6 +81,7 @@ class LinkKeeper:
                 self._connections.remove(conn)
             if conn in self._connected:
                 self._connected = tuple(c for c in self._connected if c is not conn)
+                self._fan_out = fan_links(self._connected)
                 self._joins_link_down(conn)
             else:  # (a handshake's answer for a link never established)
                 self._joins_told.pop(conn, None)
@@ -90,6 +96,16 @@ class LinkKeeper:
                 logger.exception("error in %r._on_connection_closed", ch)
         # -- end of req/rep hook
         self._links_changed(conn)
+
+    def _ease_congestion(self) -> None:
+        """Let congested connections drain a little before the next send."""
+        # Cleared first: a connection that reports congestion meanwhile sets it again.
+        self._congestion = False
+        for conn in self._connected:
+            if conn.congested:
+                conn.wait_writable()
+                if conn.congested:
+                    self._congestion = True
 
     def _add_reader(self, reader: PolledSocket) -> None:
         """A connection's socket is read outside trio from now on (_poller.py)."""

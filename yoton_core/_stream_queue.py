@@ -29,6 +29,15 @@ order). Three ways lead from there to the socket:
   stream costs the engine about one wake-up per batch that the pusher left,
   and the data leaves as it is produced.
 
+**The fan-out path.** When every link of a context is a stream queue of ours
+(:func:`fan_links`), ``Context._send`` packs a small package's frame once and
+appends it itself to each queue that is streaming (a queue holding 1 to
+:data:`DIRECT_BATCH` - 1 frames, not at a multiple of 64, with a wake-up of the
+sender pending): exactly what ``send_package``'s streaming branch does there,
+without a call and a header tuple per link (measured with callgrind, per
+message: 1 link 10,787 -> 9,506 instructions, 4 links 20,697 -> 14,728). Every
+other case, on any link, goes through ``send_package``, which reuses that frame.
+
 Ownership protocol of the socket's write side: ``_wlock`` guards ``_writing``,
 ``_partial`` and ``_direct_sock``. The sender task sets ``_writing`` (under the
 lock) before it takes anything from the queue and clears it only when the queue
@@ -74,7 +83,15 @@ if TYPE_CHECKING:
     from ._stream import StreamConnection
     from ._wire import Header
 
-__all__ = ["BATCH_ITEMS", "DIRECT_BATCH", "SENDER_DEFER", "StreamQueue", "send_package"]
+__all__ = [
+    "BATCH_ITEMS",
+    "DIRECT_BATCH",
+    "FRAME_MAX",
+    "SENDER_DEFER",
+    "StreamQueue",
+    "fan_links",
+    "send_package",
+]
 
 #: Outgoing-queue levels for user-thread back-pressure.
 HIGH_WATER_PACKAGES = 4096
@@ -507,3 +524,18 @@ def send_package(self: StreamConnection, header: Header, payload: bytes) -> None
             link._send_event.set()
         else:
             link._engine.run_sync_soon(link._wake)
+
+
+def fan_links(conns: tuple[Any, ...]) -> tuple[StreamQueue, ...] | None:
+    """The stream queues behind ``conns``, if the context may append frames itself.
+
+    That is when every connection is a :class:`StreamConnection` whose class
+    keeps our ``send_package`` (a subclass that overrides it must see every
+    package); otherwise None, and the context calls ``send_package`` on each.
+    """
+    links = []
+    for conn in conns:
+        if getattr(type(conn), "send_package", None) is not send_package:
+            return None
+        links.append(conn._StreamConnection__link)
+    return tuple(links) if links else None
