@@ -4,7 +4,10 @@
 Needs only Python 3.10+ (standard library): ``python3 dev.py demo``,
 ``python3 dev.py test [pytest args]``, ``python3 dev.py bench [args]``,
 ``python3 dev.py docs`` (build the site into ``site/``; ``docs serve``
-previews it at http://127.0.0.1:8000 and rebuilds on every change).
+previews it at http://127.0.0.1:8000 and rebuilds on every change),
+``python3 dev.py accel`` (build the optional compiled accelerator in place;
+needs a C compiler; ``bench`` builds it too when it can, and says which build
+it measured).
 The environment lives in ``.venv`` beside this file and is reused; it is
 re-synchronised when ``pyproject.toml`` changes.
 """
@@ -52,8 +55,33 @@ def ensure_env(extras: str) -> None:
     stamp_file.write_text(stamp)
 
 
+def build_accel(required: bool) -> bool:
+    """Compile ``yoton_core/_speedups.pyx`` in place (README, "Fast build").
+
+    Installs Cython (and a setuptools that reads our pyproject.toml) into the
+    environment first. Returns False, or exits if ``required``, when it fails,
+    e.g. without a C compiler: yoton then runs in pure Python.
+    """
+    pip = [str(PY), "-m", "pip", "--disable-pip-version-check", "-q", "install"]
+    steps = [
+        [*pip, "cython>=3.0", "setuptools>=77"],
+        [str(PY), "setup.py", "-q", "build_ext", "--inplace"],
+    ]
+    env = dict(os.environ, YOTON_ACCELERATE="1")
+    for step in steps:
+        done = subprocess.run(step, cwd=ROOT, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            if required:
+                sys.stdout.write(done.stdout)
+                sys.stderr.write(done.stderr)
+                sys.exit(f"dev.py: building the accelerator failed ({' '.join(step[1:4])} ...)")
+            print("dev.py: the accelerator could not be built; measuring pure Python", flush=True)
+            return False
+    return True
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("demo", "test", "bench", "docs"):
+    if not argv or argv[0] not in ("demo", "test", "bench", "docs", "accel"):
         print(__doc__)
         return 2
     cmd, rest = argv[0], argv[1:]
@@ -69,7 +97,15 @@ def main(argv: list[str]) -> int:
         env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
         args = rest if rest and not rest[0].startswith("-") else ["build", "--strict", *rest]
         return subprocess.call([str(PY), "-m", "mkdocs", *args], cwd=ROOT, env=env)
+    if cmd == "accel":
+        ensure_env("")
+        build_accel(required=True)
+        check = "from yoton_core import _frames; print(_frames.ACCELERATED)"
+        done = subprocess.run([str(PY), "-c", check], capture_output=True, text=True)
+        print(f"dev.py: accelerator built; in use: {done.stdout.strip()}")
+        return 0 if done.stdout.strip() == "True" else 1
     ensure_env("bench")
+    build_accel(required=False)
     return subprocess.call([str(PY), str(ROOT / "benchmarks" / "run.py"), *rest], cwd=ROOT)
 
 

@@ -41,7 +41,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from _raw import RawReceiver, RawSender
-from _util import Commands, Role, cpu_seconds, roles, say, say_json, start_role
+from _util import PURE, Commands, Role, cpu_seconds, roles, say, say_json, start_role
 
 #: Seconds without a message after which a subscriber stops counting (the rest was lost).
 IDLE_TIMEOUT = 2.0
@@ -497,14 +497,19 @@ def start_pubsub(
     ``started``, so the caller's ``_util.roles()`` block ends them.
     """
     yoton2 = lib == "yoton2"
+    pure = lib == PURE  # this project, its accelerator off
+    if pure:
+        lib = "yoton"
     subs = []
     for i in range(subscribers):
         name = f"{lib} sub {i}" if subscribers > 1 else f"{lib} sub"
-        sub = start_role(module, "subscriber", lib, *sub_args, yoton2=yoton2, name=name)
+        sub = start_role(module, "subscriber", lib, *sub_args, yoton2=yoton2, pure=pure, name=name)
         started.append(sub)
         subs.append(sub)
     ports = [int(sub.expect("PORT")) for sub in subs]
-    pub = start_role(module, "publisher", lib, ports, *pub_args, yoton2=yoton2, name=f"{lib} pub")
+    pub = start_role(
+        module, "publisher", lib, ports, *pub_args, yoton2=yoton2, pure=pure, name=f"{lib} pub"
+    )
     started.append(pub)
     pub.expect("CONNECTED", 60)
     for sub in subs:

@@ -51,6 +51,21 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 
 #: The ``library`` name of this project's rows; ratios are computed against it.
 US = "yoton 3 (this project)"
+#: The key and row name of this project measured in pure Python, its optional
+#: compiled accelerator switched off (README, "Fast build"); ``US`` is measured
+#: with the accelerator when ``dev.py bench`` could build it (the report's
+#: header says which).
+PURE = "yoton-pure"
+US_PURE = "yoton 3, pure Python (accelerator off)"
+
+
+def accelerator_state() -> str:
+    """How this project runs here: with or without its compiled accelerator."""
+    from yoton_core import _frames
+
+    if _frames.ACCELERATED:
+        return "yoton runs with its compiled accelerator (python3 dev.py accel)"
+    return "yoton runs in pure Python (the compiled accelerator is not built)"
 
 
 def pyzo_dir() -> str:
@@ -224,7 +239,9 @@ _m.{func}(*{args!r})
 """
 
 
-def start_role(module: str, func: str, *args: Any, yoton2: bool = False, name: str = "") -> Role:
+def start_role(
+    module: str, func: str, *args: Any, yoton2: bool = False, pure: bool = False, name: str = ""
+) -> Role:
     """Run ``module.func(*args)`` in a new process (see the module docstring).
 
     Args:
@@ -233,12 +250,16 @@ def start_role(module: str, func: str, *args: Any, yoton2: bool = False, name: s
         args: Literal arguments (repr-able values only).
         yoton2: Put pyzo's directory first on ``sys.path`` so ``import yoton``
             gives yoton 2.x.
+        pure: Run this project without its compiled accelerator
+            (``YOTON_PURE_PYTHON=1``; the :data:`US_PURE` rows).
         name: For error messages.
     """
     paths = ([pyzo_dir()] if yoton2 else []) + [BENCH_DIR]
     code = _BOOT.format(paths=paths, module=module, func=func, args=tuple(args))
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
+    if pure:
+        env["YOTON_PURE_PYTHON"] = "1"
     proc = subprocess.Popen(
         [sys.executable, "-I", "-u", "-c", code],
         stdin=subprocess.PIPE,

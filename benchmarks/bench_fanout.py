@@ -23,7 +23,7 @@ from argparse import Namespace
 from typing import Any
 
 import _pubsub
-from _util import US, failure, selected
+from _util import PURE, US, US_PURE, failure, selected
 
 SCENARIO = "fan-out 1 publisher → 4 subscribers, 100 B, TCP (deliveries/s)"
 SUBSCRIBERS = 4
@@ -32,6 +32,7 @@ PAYLOAD_SIZE = 100
 LIBRARIES = {
     # key: (display name, messages, time limit of the publisher in s)
     "yoton": (US, 100_000, 15.0),
+    PURE: (US_PURE, 100_000, 15.0),
     "yoton2": ("yoton 2.2 (pyzo)", 10_000, 3.0),
     "zmq": ("pyzmq PUB/SUB, no HWM (lossless)", 100_000, 15.0),
     "zmq-default": ("pyzmq PUB/SUB, default HWM 1,000 (drops)", 100_000, 15.0),

@@ -39,7 +39,7 @@ from argparse import Namespace
 from typing import Any
 
 import _pubsub
-from _util import US, failure, selected
+from _util import PURE, US, US_PURE, failure, selected
 
 PAYLOAD_SIZE = 100
 SCENARIO = "pub/sub 100 B"
@@ -47,6 +47,7 @@ SCENARIO = "pub/sub 100 B"
 LIBRARIES = {
     # key: (display name, messages, time limit of the publisher in s)
     "yoton": (US, 300_000, 20.0),
+    PURE: (US_PURE, 300_000, 20.0),
     "yoton2": ("yoton 2.2 (pyzo)", 30_000, 3.0),
     "zmq": ("pyzmq PUB/SUB, no HWM (lossless)", 300_000, 20.0),
     "zmq-default": ("pyzmq PUB/SUB, default HWM 1,000 (drops)", 300_000, 20.0),

@@ -76,7 +76,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _util import BENCH_DIR, US  # noqa: E402
+from _util import BENCH_DIR, US, accelerator_state  # noqa: E402
 
 ROOT = os.path.dirname(BENCH_DIR)
 #: The documentation page that shows the tables (its "Benchmarks" section), and the plot.
@@ -351,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         f"# yoton benchmarks\n\n{stamp}, {machine}{', quick run' if opts.quick else ''}.\n"
         f"Command: `{shlex.join(['python3', 'dev.py', 'bench', *args])}`"
         f"\nLoad average before the run: {load} (other work on the machine skews figures)."
+        f"\n{accelerator_state().capitalize()}."
         "\n\nRatio us/peer > 1 means this project is better.\n"
     )
     print(header, flush=True)

@@ -12,11 +12,13 @@ negative ports), and every error quotes the address and says what was expected.
 
 from __future__ import annotations
 
+import errno
 import math
 import re
 import socket
 
-from ._errors import InvalidArgumentError
+from ._errors import IN_USE_HINT, ConnectError, InvalidArgumentError
+from ._errors import TimeoutError as YotonTimeoutError
 from ._hashing import port_hash
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "split_address",
     "bind_port_offsets",
     "redact_credentials",
+    "address_error",
 ]
 
 MIN_PORT = 1024
@@ -209,3 +212,32 @@ def bind_port_offsets(max_tries: int) -> list[int]:
         offset += math.isqrt(i + 1)
         offsets.append(offset)
     return offsets
+
+
+def address_error(doing: str, address: str, exc: OSError) -> OSError:
+    """What bind/connect raise for a transport's ``exc``: the user's address first.
+
+    The error is raised in the user's thread with a short chain: the
+    transport's message follows the address as the user wrote it, and the
+    underlying error (a socket's, a :class:`HandshakeError`) is its cause,
+    without the IO engine's frames, which would bury the message. A password
+    or token in the address (``nats://user:password@...``) is shown as ``***``.
+    """
+    text = f"{doing} {redact_credentials(address)!r}: {exc.args[-1] if exc.args else exc}"
+    if exc.errno == errno.EADDRINUSE:
+        text += (" " if text.endswith(".") else ". ") + IN_USE_HINT
+    error: OSError
+    if isinstance(exc, TimeoutError):
+        error = YotonTimeoutError(text)
+    elif doing == "Cannot connect to":
+        error = ConnectError(text)
+    else:
+        try:
+            error = type(exc)(text)
+        except Exception:  # an OSError subclass with a constructor of its own
+            error = OSError(text)
+    error.errno = exc.errno
+    cause = exc.__cause__ if isinstance(exc, ConnectError) else exc
+    error.__cause__ = None if cause is None else cause.with_traceback(None)
+    error.__suppress_context__ = True
+    return error

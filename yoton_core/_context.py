@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import atexit
 import collections
-import errno
 import os
 import random
 import threading
@@ -19,23 +18,24 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from ._address import redact_credentials, split_scheme
+from . import _frames
+from ._address import address_error, split_scheme
 from ._auth import normalize_auth_key
 from ._block import check_timeout
 from ._channels import BaseChannel
 from ._connection import Connection
 from ._ctxlock import ContextLock
-from ._errors import IN_USE_HINT, ConnectError, InvalidArgumentError
-from ._errors import TimeoutError as YotonTimeoutError
+from ._errors import InvalidArgumentError
 from ._joins import JoinAnnouncer
 from ._links import LinkKeeper
 from ._log import apply_verbose, endpoint, get_logger
 from ._plugins import resolve_transport
 from ._routing import Router
 from ._stream_queue import DIRECT_BATCH, FRAME_MAX
-from ._wire import CONTROL, HEADER, SLOT_CONTEXT, Header, Package
+from ._wire import CONTROL, SLOT_CONTEXT, Header, Package
 
-_pack = HEADER.pack
+_compiled_frame = _frames.frame if _frames.ACCELERATED else None
+_pack_tail = _frames.TAIL.pack
 
 if TYPE_CHECKING:
     from ._poller import PolledSocket
@@ -82,35 +82,6 @@ class ConnectionCollection(list[Any]):
             names = ", ".join(repr(c.name) for c in self if c.name) or "none"
             raise KeyError(f"No connection named {key!r} (named connections: {names}).")
         return super().__getitem__(key)
-
-
-def _user_error(doing: str, address: str, exc: OSError) -> OSError:
-    """What bind/connect raise for a transport's ``exc``: the user's address first.
-
-    The error is raised in the user's thread with a short chain: the
-    transport's message follows the address as the user wrote it, and the
-    underlying error (a socket's, a :class:`HandshakeError`) is its cause,
-    without the IO engine's frames, which would bury the message. A password
-    or token in the address (``nats://user:password@...``) is shown as ``***``.
-    """
-    text = f"{doing} {redact_credentials(address)!r}: {exc.args[-1] if exc.args else exc}"
-    if exc.errno == errno.EADDRINUSE:
-        text += (" " if text.endswith(".") else ". ") + IN_USE_HINT
-    error: OSError
-    if isinstance(exc, TimeoutError):
-        error = YotonTimeoutError(text)
-    elif doing == "Cannot connect to":
-        error = ConnectError(text)
-    else:
-        try:
-            error = type(exc)(text)
-        except Exception:  # an OSError subclass with a constructor of its own
-            error = OSError(text)
-    error.errno = exc.errno
-    cause = exc.__cause__ if isinstance(exc, ConnectError) else exc
-    error.__cause__ = None if cause is None else cause.with_traceback(None)
-    error.__suppress_context__ = True
-    return error
 
 
 class Context(Router, JoinAnnouncer, LinkKeeper):
@@ -205,6 +176,9 @@ class Context(Router, JoinAnnouncer, LinkKeeper):
         # appends it itself; None otherwise.
         self._fan_out: tuple[StreamQueue, ...] | None = None
         self._fan_limit = DIRECT_BATCH
+        # The first 24 bytes of the frames of the last slot sent on (_frames.py).
+        self._prefix_slot: int | None = None
+        self._prefix = b""
         self.queue_params = queue_params if queue_params is not None else DEFAULT_QUEUE_PARAMS
         if transport is not None:
             if not isinstance(transport, str):
@@ -358,7 +332,7 @@ class Context(Router, JoinAnnouncer, LinkKeeper):
         try:
             conn.open_bind(rest, max_tries)
         except OSError as exc:
-            raise _user_error("Cannot bind to", address, exc)  # noqa: B904 (it sets the cause)
+            raise address_error("Cannot bind to", address, exc)  # noqa: B904 (it sets the cause)
         with self._lock:
             # A peer may already have connected (and _connection_established
             # added conn) before we get here, e.g. over inproc.
@@ -390,7 +364,7 @@ class Context(Router, JoinAnnouncer, LinkKeeper):
                 if conn in self._connections:
                     self._connections.remove(conn)
             if isinstance(exc, OSError):
-                raise _user_error("Cannot connect to", address, exc)  # noqa: B904
+                raise address_error("Cannot connect to", address, exc)  # noqa: B904
             raise
         # Always to every direct peer, as 2.x: relays decide who else hears it
         # (_joins.py).
@@ -511,7 +485,13 @@ class Context(Router, JoinAnnouncer, LinkKeeper):
                 # Every link is one of our stream queues: pack the frame once
                 # and append it wherever the queue is streaming (_stream_queue.py,
                 # "The fan-out path"); the rest take the full send_package.
-                frame = _pack(CONTROL, slot, my_id, seq, 0, dest_seq, n) + data
+                if slot is not self._prefix_slot:  # (a channel passes the same int each time)
+                    self._prefix = _frames.prefix(slot, my_id)
+                    self._prefix_slot = slot
+                if _compiled_frame is not None:  # the optional accelerator (_frames.py)
+                    frame = _compiled_frame(self._prefix, seq, dest_seq, data)
+                else:
+                    frame = self._prefix + _pack_tail(seq, 0, dest_seq, n) + data
                 lim = self._fan_limit
                 header = None
                 for link in fan:
