@@ -97,16 +97,24 @@ def test_the_compiled_frame_refuses_what_it_cannot_pack(compiled, args, error) -
         compiled.frame(*args)
 
 
-def test_a_publisher_with_the_accelerator_delivers_everything_in_order(compiled) -> None:  # type: ignore[no-untyped-def]
-    # In a fresh interpreter where yoton_core._speedups is the module built
-    # above: the context's fan-out path then packs every frame with it.
-    program = textwrap.dedent(
+def _with_compiled(compiled: ModuleType) -> str:
+    """The start of a program in which ``yoton_core._speedups`` is ``compiled``."""
+    return textwrap.dedent(
         f"""
         import importlib.util, sys
         spec = importlib.util.spec_from_file_location("yoton_core._speedups", {compiled.__file__!r})
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         sys.modules["yoton_core._speedups"] = module
+        """
+    )
+
+
+def test_a_publisher_with_the_accelerator_delivers_everything_in_order(compiled) -> None:  # type: ignore[no-untyped-def]
+    # In a fresh interpreter where yoton_core._speedups is the module built
+    # above: the context's fan-out path then packs every frame with it.
+    program = _with_compiled(compiled) + textwrap.dedent(
+        """
         import yoton
         from yoton_core import _frames
         from yoton_core.testing import recv_n, wait_for
@@ -116,7 +124,7 @@ def test_a_publisher_with_the_accelerator_delivers_everything_in_order(compiled)
         subs = []
         for ctx in (b, c):
             bound = ctx.bind("localhost:0")
-            a.connect(f"localhost:{{bound.port1}}", timeout=5)
+            a.connect(f"localhost:{bound.port1}", timeout=5)
             subs.append(yoton.SubChannel(ctx, "accel", yoton.BINARY))
         wait_for(lambda: a._fan_out is not None and len(a._fan_out) == 2, what="two links")
         msgs = [b"%06d" % i + b"." * (i % 300) for i in range(5000)]
@@ -136,13 +144,8 @@ def test_a_publisher_with_the_accelerator_delivers_everything_in_order(compiled)
 
 
 def test_yoton_pure_python_turns_the_accelerator_off(compiled) -> None:  # type: ignore[no-untyped-def]
-    program = textwrap.dedent(
-        f"""
-        import importlib.util, sys
-        spec = importlib.util.spec_from_file_location("yoton_core._speedups", {compiled.__file__!r})
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules["yoton_core._speedups"] = module
+    program = _with_compiled(compiled) + textwrap.dedent(
+        """
         from yoton_core import _frames
         print(_frames.ACCELERATED, _frames.frame is _frames._frame)
         """
