@@ -274,6 +274,27 @@ def test_a_stream_goes_out_in_the_pushers_own_batches(link) -> None:  # type: ig
     assert [p.data for p in b_reader_out] == [_pkg(i).data for i in range(n)]
 
 
+def test_the_push_after_a_pushers_batch_is_queued_not_written_alone(link) -> None:  # type: ignore[no-untyped-def]
+    # A stream empties the queue only with the pusher's own batches; the push
+    # that finds it empty then is part of the stream, whatever the "quiet"
+    # rule's clock says (a batch takes longer than DIRECT_QUIET): written on
+    # its own, it would cost a system call per batch for one package.
+    conn, _a, b = link
+    _idle(conn)
+    _push(conn, _pkg(0))  # quiet: written directly
+    for i in range(1, DIRECT_BATCH + 2):  # queued; the last push sends them as a batch
+        _push(conn, _pkg(i))
+    assert conn.queued_count() == 0 and conn._direct_written == DIRECT_BATCH + 2
+    _push(conn, _pkg(DIRECT_BATCH + 2))
+    assert conn.queued_count() == 1 and conn._direct_written == DIRECT_BATCH + 2
+    n = DIRECT_BATCH + 3
+    rest = b"".join(conn._outq)
+    conn._outq.clear()
+    assert conn._start_writing() is None
+    got = _read_all_after(b, rest, conn, n)
+    assert [p.data for p in got] == [_pkg(i).data for i in range(n)]
+
+
 def _read_all_after(b: socket.socket, rest: bytes, conn: StreamLink, n: int) -> list[Package]:
     """Write ``rest`` as the sender would (blocking), then read ``n`` packages from ``b``."""
     out: list[Package] = []

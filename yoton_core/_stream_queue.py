@@ -275,6 +275,11 @@ class StreamQueue:
                 return
             count = len(items)
             self._send_frames(sock, data, count, len(data) - HEADER_SIZE * count)
+            # A stream, not a quiet link: the push that finds the queue empty
+            # after this batch queues its package (the "quiet" rule of
+            # send_package), where a direct write would spend a system call
+            # on one package per batch.
+            self._last_idle_push = _monotonic()
         finally:
             self._wlock.release()
 
