@@ -263,17 +263,25 @@ class StreamQueue:
             if sock is None or self._writing or self._partial is not None:
                 return
             q = self._outq
-            popleft = q.popleft
-            k = len(q)
-            items: list[Any] = [popleft() for _ in range(k if k < BATCH_ITEMS else BATCH_ITEMS)]
+            count = len(q)
+            # Joined where they lie, then cleared: nothing else changes the
+            # queue meanwhile (pushers hold the context lock, as we do, and
+            # the sender task takes from it only while ``_writing``).
+            items: Any = q
+            if count > BATCH_ITEMS:
+                popleft = q.popleft
+                items = [popleft() for _ in range(BATCH_ITEMS)]
+                count = BATCH_ITEMS
             try:
                 data = b"".join(items)
             except TypeError:  # a large package's (header, payload): the sender's work
-                q.extendleft(reversed(items))
+                if items is not q:
+                    q.extendleft(reversed(items))
                 self._batch_blocked = True
                 self._request_wake()
                 return
-            count = len(items)
+            if items is q:
+                q.clear()
             self._send_frames(sock, data, count, len(data) - HEADER_SIZE * count)
             # A stream, not a quiet link: the push that finds the queue empty
             # after this batch queues its package (the "quiet" rule of
