@@ -470,6 +470,25 @@ def test_a_bad_block_is_refused_also_when_a_message_is_waiting() -> None:
     ctx.close()
 
 
+def test_recv_remembers_only_a_block_it_found_valid() -> None:
+    """recv skips the checks for the very number it last waited with (a loop's
+    timeout); a refused one, given again, is refused again."""
+    ctx = yoton.Context()
+    pub, sub = yoton.PubChannel(ctx, "b"), yoton.SubChannel(ctx, "b")
+    timeout = 0.01
+    assert sub.recv(timeout) == ""  # nothing came: waited, and found the number valid
+    pub.send("one")
+    pub.send("two")
+    assert sub.recv(timeout) == "one"
+    nan, negative = float("nan"), -1.5
+    for bad in (nan, nan, negative, negative, "yes", "yes"):  # each object twice
+        with pytest.raises((TypeError, ValueError), match="block must be"):
+            sub.recv(bad)
+    assert sub.recv(timeout) == "two"  # nothing was taken by the refused calls
+    assert sub.recv(timeout) == ""  # and the remembered timeout still times out
+    ctx.close()
+
+
 def test_block_inf_waits_like_true() -> None:
     """2.x programs pass float("inf"); a deadline at infinity used to overflow."""
     ctx = yoton.Context()

@@ -30,7 +30,8 @@ def normalize_block(block: Any) -> float | None:
         return None
     if block is False or block is None:
         return 0.0
-    if isinstance(block, numbers.Real):
+    # (exact int and float first: the ABC check costs more than a wait's set-up)
+    if block.__class__ is float or block.__class__ is int or isinstance(block, numbers.Real):
         if block != block or block < 0:  # NaN or negative
             raise InvalidArgumentError(
                 f"block must be True, False or a number of seconds >= 0, got {block!r}"

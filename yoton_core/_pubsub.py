@@ -150,6 +150,9 @@ class SubChannel(BaseChannel):
         # BINARY payloads are the messages: recv() returns them without a call.
         self._binary = type(self._message_type) is BinaryMessageType
         self._ref_seq: int | None = None
+        # The last number ``recv`` was given as ``block`` and found valid: the
+        # same object again (a loop's timeout) needs no look at its type and value.
+        self._block_seen: Any = True
 
     def recv(self, block: Any = True) -> Any:
         """Return the next message.
@@ -162,25 +165,21 @@ class SubChannel(BaseChannel):
             The message, or the message type's empty message ("", b"", None)
             when none arrived in time or the channel is closed.
         """
-        q = self._queue
-        # The fast path: a message is waiting and ``block`` is surely valid
-        # (anything else, NaN included, goes on to be checked by _recv).
-        if (
-            q
-            and self._sync is None
-            and (
-                block is True
-                or block is False
-                or ((block.__class__ is float or block.__class__ is int) and block >= 0)
-            )
-        ):
+        # The fast path: not in sync mode, a message waiting, and ``block``
+        # surely valid (anything else, NaN included, is checked by _recv).
+        # Per message this is the cost of a subscriber's loop: identity tests
+        # only, and an empty inbox found by popleft's IndexError (once per
+        # batch that arrived) instead of a test of the inbox per message.
+        if (block is True or block is self._block_seen or block is False) and self._sync is None:
             try:
-                item = q.popleft()
-            except IndexError:  # another reader took it
+                item = self._queue.popleft()
+            except IndexError:  # empty (or another reader took it): wait as asked
                 pass
             else:
                 return item if self._binary else self._decode(item)
-        got = self._recv(block)
+        got = self._recv(block)  # (raises for a ``block`` that is not valid)
+        if block.__class__ is float or block.__class__ is int:
+            self._block_seen = block
         self._check_sync()
         if got is None:
             return self._message_type.empty_message()
