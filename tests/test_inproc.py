@@ -163,6 +163,34 @@ def test_full_outgoing_queue_discards_by_policy_and_counts(contexts, mode, kept)
     assert conn.stats.packages_sent == 6
 
 
+def test_a_backlog_is_routed_in_batches_of_max_batch_in_order(contexts, monkeypatch):
+    monkeypatch.setattr("yoton_inproc._inproc.MAX_BATCH", 3)
+    a, b = contexts(2)
+    ca = a.bind("inproc://backlog")
+    cb = b.connect("inproc://backlog", timeout=TIMEOUT)
+    pub, sub = yoton.PubChannel(a, "q"), yoton.SubChannel(b, "q")
+    ca.flush(TIMEOUT)
+    sent = ca.stats.packages_sent
+    sizes = []
+    deliver = cb.deliver
+
+    def recording(batch):
+        sizes.append(len(batch) // 2)
+        deliver(batch)
+
+    monkeypatch.setattr(cb, "deliver", recording)
+    with b._lock:  # stalls the engine in the first delivery (as above)
+        pub.send("0")
+        wait_for(lambda: ca.stats.queued == 0, TIMEOUT, "the first package to leave")
+        for i in range(1, 11):
+            pub.send(str(i))
+        assert ca.stats.queued == 10
+    ca.flush(TIMEOUT)
+    assert [sub.recv(TIMEOUT) for _ in range(11)] == [str(i) for i in range(11)]
+    assert sizes == [1, 3, 3, 3, 1]  # the ten taken at once, routed three at a time
+    assert ca.stats.queued == 0 and ca.stats.packages_sent - sent == 11
+
+
 def test_counters_count_payload_bytes(contexts):
     a, b = contexts(2)
     ca = a.bind("inproc://count")

@@ -10,7 +10,7 @@ Design:
 
 * A process-wide registry maps a name to the bound connection waiting for a
   peer. ``connect`` takes it out of the registry and pairs the two.
-* ``send_package`` (any thread) appends to a deque and schedules at most one
+* ``send_package`` (any thread) appends to a list and schedules at most one
   delivery per batch in the IO engine's thread, where the peer context routes
   the whole batch. Delivery never runs in the sender's thread, so a sender
   holding its context lock never runs another context's routing, and the
@@ -31,7 +31,6 @@ Design:
 
 from __future__ import annotations
 
-import collections
 import errno
 import itertools
 import logging
@@ -39,7 +38,6 @@ import os
 import random
 import threading
 import time
-from itertools import repeat, starmap
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -140,6 +138,8 @@ class InprocConnection(Connection):
         "_key",
         "_peer",
         "_outq",
+        "_taken_flat",
+        "_taken_pos",
         "_head_lock",
         "_wake_pending",
         "_end_reason",
@@ -162,7 +162,14 @@ class InprocConnection(Connection):
         self._key = ""
         self._peer: InprocConnection | None = None
         # Flat: header, payload, header, payload... (see send_package).
-        self._outq: collections.deque[Header | bytes] = collections.deque()
+        self._outq: list[Header | bytes] = []
+        # What the engine took from it and routes MAX_BATCH packages at a
+        # time, from _taken_pos on (engine thread only; see _deliver_batch).
+        # Like bytes a socket accepted, taken packages are past the queue
+        # limit's reach; there are more than MAX_BATCH only after senders
+        # stopped waiting for a stalled peer (wait_writable).
+        self._taken_flat: list[Header | bytes] = []
+        self._taken_pos = 0
         # Taken by whoever pops from the queue's head (the engine delivering,
         # a sender discarding the oldest package), so that a pair is never
         # split; appending (the hot path) needs no lock.
@@ -302,8 +309,7 @@ class InprocConnection(Connection):
             with self._head_lock:  # (the engine may have taken the head meanwhile)
                 full = len(q) >= 2 * self._queue_limit
                 if full:
-                    q.popleft()
-                    q.popleft()
+                    del q[:2]
                     self._discarded += 1
             if full:
                 self.count_dropped()
@@ -325,27 +331,48 @@ class InprocConnection(Connection):
             self._end_reason = self._end_reason or f"Error while delivering packages: {exc!r}"
             self._close_in_engine(notify_peer=False)
             return
-        if len(self._outq) >= 2 and not self._wake_pending:  # (a whole package)
+        if self._has_work() and not self._wake_pending:
             self._wake_pending = True
             self._engine.run_sync_soon(self._deliver)
 
+    def _has_work(self) -> bool:
+        """A whole package is queued, or taken and not routed yet."""
+        return len(self._outq) >= 2 or self._taken_pos < len(self._taken_flat)
+
     def _deliver_batch(self) -> None:
-        q = self._outq
-        if len(q) < 2:  # (nothing, or a header whose payload is on its way)
+        """Route the next (at most MAX_BATCH) packages in the peer context."""
+        if not self._has_work():  # (or a header whose payload is on its way)
             return
         peer = self._peer
         if peer is None or self._finished or peer._finished:
             self._drop_queue()
             return
-        with self._head_lock:
-            # The complete packages queued so far (a sender may be between
-            # appending a header and its payload), popped by a loop in C.
-            n = min(len(q) >> 1, MAX_BATCH)
-            flat: list[Any] = list(starmap(q.popleft, repeat((), 2 * n)))
-            self._taken += n
-        nbytes = sum(map(_LENGTH_OF, flat[0::2]))
+        flat = self._taken_flat
+        pos = self._taken_pos
+        if pos >= len(flat):  # take every whole package queued
+            q = self._outq
+            with self._head_lock:
+                # Two steps in C, a copy and a cut of the head, ~20 ns a
+                # package less than two deque.popleft() calls. Senders only
+                # append meanwhile, and taking all leaves little to move.
+                m = len(q) & ~1  # (a sender may be between header and payload)
+                flat = q[:m]
+                del q[:m]
+                self._taken += m >> 1
+            pos = 0
+        end = pos + 2 * MAX_BATCH
+        if pos == 0 and len(flat) <= end:  # all of it (the usual case): no copy
+            batch: list[Any] = flat
+            self._taken_flat, self._taken_pos = [], 0
+        else:
+            batch = flat[pos:end]
+            self._taken_flat, self._taken_pos = flat, end
+            if end >= len(flat):
+                self._taken_flat, self._taken_pos = [], 0
+        n = len(batch) >> 1
+        nbytes = sum(map(_LENGTH_OF, batch[0::2]))
         try:
-            peer.deliver(flat)
+            peer.deliver(batch)
         finally:
             self.count_sent(n, nbytes)
             peer.count_received(n, nbytes)
@@ -365,8 +392,10 @@ class InprocConnection(Connection):
     def _drop_queue(self) -> None:
         with self._head_lock:
             n = len(self._outq) >> 1
-            self._outq.clear()
+            del self._outq[: 2 * n]
             self._taken += n
+        n += (len(self._taken_flat) - self._taken_pos) >> 1
+        self._taken_flat, self._taken_pos = [], 0
         self._retired += n
         if self._noted:
             self.set_congested(False)
@@ -375,7 +404,7 @@ class InprocConnection(Connection):
             self._cond.notify_all()
 
     def queued_count(self) -> int:
-        return len(self._outq) >> 1
+        return (len(self._outq) + len(self._taken_flat) - self._taken_pos) >> 1
 
     def wait_writable(self) -> None:
         q = self._outq
@@ -455,7 +484,7 @@ class InprocConnection(Connection):
         if notify_peer:
             # A graceful close delivers what is queued, then tells the peer.
             try:
-                while len(self._outq) >= 2 and not peer._finished:
+                while self._has_work() and not peer._finished:
                     self._deliver_batch()
             except Exception:  # never let a routing bug escape into the engine
                 logger.exception("inproc delivery failed while closing %r", self)
