@@ -267,17 +267,52 @@ def test_runs_with_odd_packages_and_any_chunking_decode_the_same(
 
 
 @pytest.mark.parametrize("cut", [1, 30, 55, 56, 57, 120, 155])
-def test_a_run_after_a_package_cut_by_the_chunk_still_comes_whole(
+def test_a_run_after_a_package_cut_by_the_chunk_comes_whole_with_it(
     cut: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The chunk ends inside the header (or the payload) of package 1: the
-    # next chunk completes it by itself, and packages 2.. come as one run.
+    # next chunk completes it by itself, and it begins the run of 2..41.
     monkeypatch.setattr(_decoder, "RUN_MIN", 8)
     data = b"".join(uniform_frame(i) for i in range(1, 42))
     dec = FrameDecoder()
     assert dec.feed_runs(data[:cut]) == []
     flat = dec.feed_runs(data[cut:])
-    assert flat[0] == (CONTROL, SLOT, 0xABC, 1, 7, 9, 100) and flat[1] == uniform_frame(1)[56:]
-    assert flat[2] == Run((CONTROL, SLOT, 0xABC, 2, 7, 9, 100, 40)) and len(flat) == 4
-    assert flat[3] == [uniform_frame(i)[56:] for i in range(2, 42)]
+    assert flat == [
+        Run((CONTROL, SLOT, 0xABC, 1, 7, 9, 100, 41)),
+        [uniform_frame(i)[56:] for i in range(1, 42)],
+    ]
+    assert dec.run_extra == 40
     assert dec.buffered == 0
+
+
+def _other_dest(seq: int) -> bytes:
+    return HEADER.pack(CONTROL, SLOT, 0xABC, seq, 8, 9, 100) + bytes([seq & 0xFF]) * 100
+
+
+def _other_dest_seq(seq: int) -> bytes:
+    return HEADER.pack(CONTROL, SLOT, 0xABC, seq, 7, 10, 100) + bytes([seq & 0xFF]) * 100
+
+
+@pytest.mark.parametrize(
+    "cut_package",
+    [
+        uniform_frame(1, slot=SLOT + 1),  # another slot
+        uniform_frame(1, source=0xABD),  # another source
+        uniform_frame(0),  # a gap in the seqs
+        uniform_frame(2),  # the run's own first seq again
+        uniform_frame(1, size=99),  # another size
+        _other_dest(1),
+        _other_dest_seq(1),
+    ],
+)
+def test_a_cut_package_that_does_not_begin_the_run_stays_apart(
+    cut_package: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_decoder, "RUN_MIN", 8)
+    data = cut_package + b"".join(uniform_frame(i) for i in range(2, 42))
+    dec = FrameDecoder()
+    assert dec.feed_runs(data[:100]) == []
+    flat = dec.feed_runs(data[100:])
+    assert flat[0] == HEADER.unpack(cut_package[:56]) and flat[1] == cut_package[56:]
+    assert flat[2] == Run((CONTROL, SLOT, 0xABC, 2, 7, 9, 100, 40)) and len(flat) == 4
+    assert dec.run_extra == 39

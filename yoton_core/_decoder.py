@@ -197,6 +197,25 @@ def _decode_run(data: bytes, at: int, flat: list[Any], limit: int, runs: bool) -
     return end, 0
 
 
+def _join_run(flat: list[Any], extra: int) -> int:
+    """``flat`` is a package, then a run: make it one run if the package begins it.
+
+    A chunk read from a stream seldom ends where a package does: the next one
+    starts by completing that package (decoded on its own), and the run comes
+    after it. Routed apart, that one package cost a pass of the per-package
+    router per chunk (~25,000 instructions); it is the run's predecessor
+    whenever the stream is one publisher's. Nothing lies between the two in
+    the stream (the run starts where the package ended), so no connection-level
+    item's position moves. Returns the new :attr:`run_extra`.
+    """
+    head, payload, run, payloads = flat
+    if head[3] + 1 != run[3] or head[:3] != run[:3] or head[4:] != run[4:7]:
+        return extra
+    payloads.insert(0, payload)
+    flat[:] = (Run((*head, len(payloads))), payloads)
+    return extra + 1
+
+
 class FrameDecoder:
     """Incremental decoder of a yoton package stream.
 
@@ -461,7 +480,10 @@ class FrameDecoder:
         n = len(data)
         control_word, hsize, dummy = CONTROL, HEADER_SIZE, SLOT_DUMMY  # (locals: per package)
         if n - off >= RUN_MIN * (hsize + 1):
-            off, self.run_extra = _decode_run(data, off, flat, limit, runs)
+            off, extra = _decode_run(data, off, flat, limit, runs)
+            if extra and len(flat) == 4:  # (a package the tail began, then the run)
+                extra = _join_run(flat, extra)
+            self.run_extra = extra
         append = flat.append
         while n - off >= hsize:
             h = unpack(data, off)
