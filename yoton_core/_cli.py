@@ -109,7 +109,7 @@ def _seconds(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the ``yoton`` command (all subcommands)."""
-    from . import __version__
+    from . import __version__, _frames
 
     parser = _Parser(
         prog="yoton",
@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"yoton {__version__}")
+    build = "compiled accelerator" if _frames.ACCELERATED else "pure Python"
+    parser.add_argument("--version", action="version", version=f"yoton {__version__} ({build})")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "-v",
