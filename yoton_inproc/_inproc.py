@@ -282,7 +282,7 @@ class InprocConnection(Connection):
 
     def send_package(self, header: Header, data: bytes) -> None:
         # Called under our context's lock (one sender at a time); the engine
-        # may pop from the head concurrently. The header and the payload go
+        # may take from the head concurrently. The header and the payload go
         # in as two items, never as a (header, payload) tuple: that tuple is
         # a container the garbage collector tracks, and thousands of them
         # queued made its collections cost ~0.17 us per message. (The
@@ -294,7 +294,7 @@ class InprocConnection(Connection):
             if not self._send_crowded(header, data):
                 return
         else:
-            q += (header, data)  # (one call; the tuple is freed at once, untracked)
+            q += (header, data)  # (one call; the tuple dies at once, unseen by the GC)
         if not self._wake_pending:
             self._wake_pending = True
             self._engine.run_sync_soon(self._deliver)
@@ -313,8 +313,7 @@ class InprocConnection(Connection):
                     self._discarded += 1
             if full:
                 self.count_dropped()
-        q.append(header)
-        q.append(data)
+        q += (header, data)
         if len(q) >= 2 * HIGH_WATER_PACKAGES and not (self._noted or self._gave_up):
             self.set_congested(True)  # (told first, as it is cleared: see _after_drain)
             self._noted = True
