@@ -170,7 +170,7 @@ class SubChannel(BaseChannel):
         # Per message this is the cost of a subscriber's loop: identity tests
         # only, and an empty inbox found by popleft's IndexError (once per
         # batch that arrived) instead of a test of the inbox per message.
-        if (block is True or block is self._block_seen or block is False) and self._sync is None:
+        if (block is self._block_seen or block is True or block is False) and self._sync is None:
             try:
                 item = self._queue.popleft()
             except IndexError:  # empty (or another reader took it): wait as asked

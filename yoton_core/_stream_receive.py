@@ -123,6 +123,9 @@ class StreamReceiver:
         if not self._decoder.run_extra:
             self._route(self._conn, flat)
             return
+        if len(flat) == 2:  # one run: the usual chunk of a publisher's stream
+            self._route_run(self._conn, flat[0], flat[1])
+            return
         route = self._route
         conn = self._conn
         start = 0
