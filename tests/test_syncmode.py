@@ -241,6 +241,24 @@ def test_publisher_blocks_while_the_subscriber_is_full_and_wakes_on_ok(made_cont
     wait_until(lambda: not pub._sync_blocked, what="the final ok")
 
 
+def test_reading_in_batches_releases_the_publisher_too(made_contexts):
+    """recv_many does sync mode's bookkeeping after each batch, as recv does."""
+    n = 20_000
+    pub, sub, sender = blocked_pair(made_contexts, n)
+    got = [as_int(m) for m in sub.recv_many(n)]  # all it holds, below its low mark
+    sync = sub._sync
+    assert sync is not None and (sync._scheduled or not sync.full)  # the "ok" is on its way
+    deadline = time.monotonic() + 60
+    while len(got) < n:
+        assert time.monotonic() < deadline, f"only {len(got)} of {n} messages arrived"
+        got += [as_int(m) for m in sub.recv_many(100, 1.0)]
+    sender.join(GENEROUS)
+    assert not sender.is_alive() and sender.error is None
+    assert got == list(range(n))
+    assert sub.dropped == 0
+    wait_until(lambda: not pub._sync_blocked, what="the final ok")
+
+
 def test_sync_mode_does_not_drop_at_the_queue_limit(made_contexts):
     """queue_params N bounds a normal inbox; in sync mode the publisher waits instead."""
     p = yoton.Context()
