@@ -1,4 +1,5 @@
-"""The publisher's frames (_frames.py), pure Python and the compiled accelerator.
+"""The compiled accelerator against pure Python: the publisher's frames (_frames.py)
+and the subscriber's uniform runs (``_decoder._uniform_payloads``).
 
 The accelerator is optional: CI installs no build of it, so this module
 compiles ``yoton_core/_speedups.pyx`` itself (Cython is in the test extra) into
@@ -155,3 +156,89 @@ def test_yoton_pure_python_turns_the_accelerator_off(compiled) -> None:  # type:
         [sys.executable, "-c", program], capture_output=True, text=True, env=env, timeout=60
     )
     assert done.stdout.split() == ["False", "True"], done.stderr[-3000:]
+
+
+# -- the subscriber's side: a uniform run's payloads (_decoder._uniform_payloads) ---------
+
+
+def _run(first: int, k: int, size: int, source: int = 0xABC, slot: int = 12345) -> bytes:
+    return b"".join(
+        HEADER.pack(CONTROL, slot, source, first + i, 7, 9, size)
+        + bytes([(first + i) & 0xFF]) * size
+        for i in range(k)
+    )
+
+
+@given(
+    st.integers(min_value=1, max_value=2**64 - 2_000),
+    st.integers(min_value=1, max_value=300),
+    st.integers(min_value=1, max_value=300),
+    st.integers(min_value=0, max_value=200),
+)
+def test_the_compiled_run_gives_the_payloads_the_pure_path_gives(
+    compiled, first, k, size, at
+) -> None:  # type: ignore[no-untyped-def]
+    from yoton_core import _decoder
+
+    data = b"z" * at + _run(first, k, size) + b"tail"
+    expected = [bytes([(first + i) & 0xFF]) * size for i in range(k)]
+    assert compiled.run_payloads(data, at, size, k) == expected
+    if (first & 0xFFFF) + k <= 0x10000:  # (else the pure path leaves it to the general one)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(_decoder, "_run_payloads", None)
+            first_header = HEADER.unpack_from(data, at)
+            assert _decoder._uniform_payloads(data, at, size, k, first_header) == expected
+
+
+@pytest.mark.parametrize("byte", range(56))
+@pytest.mark.parametrize("package", [1, 17, 39])
+def test_the_compiled_run_refuses_any_other_header_byte(compiled, byte, package) -> None:  # type: ignore[no-untyped-def]
+    data = bytearray(_run(0x12_3456_FF00, 40, 100))
+    data[package * 156 + byte] ^= 0x01
+    assert compiled.run_payloads(bytes(data), 0, 100, 40) is None
+
+
+def test_the_compiled_run_refuses_what_is_not_there(compiled) -> None:  # type: ignore[no-untyped-def]
+    data = _run(1, 10, 100)
+    for args in ((data, 0, 100, 11), (data, 1, 100, 10), (data, -1, 100, 1), (data, 0, 0, 1)):
+        with pytest.raises(ValueError):
+            compiled.run_payloads(*args)
+    with pytest.raises(TypeError):
+        compiled.run_payloads(bytearray(data), 0, 100, 10)
+
+
+def test_a_subscriber_with_the_accelerator_decodes_runs_with_it(compiled) -> None:  # type: ignore[no-untyped-def]
+    # A fresh interpreter where yoton_core._speedups is the module built
+    # above: the decoder's runs go through it, and a stream over TCP (chunks
+    # of any length, runs cut anywhere) arrives whole and in order.
+    program = _with_compiled(compiled) + textwrap.dedent(
+        """
+        import yoton
+        from yoton_core import _decoder
+        from yoton_core.testing import recv_n, wait_for
+        assert _decoder._run_payloads is module.run_payloads
+        calls = []
+        def counted(*args, run=module.run_payloads):
+            calls.append(args[3])
+            return run(*args)
+        _decoder._run_payloads = counted
+        a, b = yoton.Context(), yoton.Context(queue_params=(40000, "old"))
+        pub = yoton.PubChannel(a, "accel", yoton.BINARY)
+        sub = yoton.SubChannel(b, "accel", yoton.BINARY)
+        bound = b.bind("localhost:0")
+        a.connect(f"localhost:{bound.port1}", timeout=5)
+        wait_for(lambda: a.connection_count and b.connection_count, what="the link")
+        msgs = [b"%06d" % i + b"." * 94 for i in range(20000)]
+        for m in msgs:
+            pub.send(m)
+        assert recv_n(sub, len(msgs)) == msgs and sub.dropped == 0
+        assert sum(calls) > len(msgs) // 2, calls[:10]  # most came as runs
+        for ctx in (a, b):
+            ctx.close()
+        print("OK")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "OK", done.stderr[-3000:]

@@ -30,6 +30,13 @@ from yoton_core._wire import (
 SLOT = 12345678901234
 
 
+@pytest.fixture(autouse=True)
+def _pure_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pure-Python path, also where the compiled accelerator is built
+    (tests/test_frames.py checks that against this one)."""
+    monkeypatch.setattr(_decoder, "_run_payloads", None)
+
+
 def frame(seq: int, size: int, slot: int = SLOT, control: int = CONTROL) -> bytes:
     payload = bytes((seq + i) & 0xFF for i in range(size))
     return HEADER.pack(control, slot, 0xABC, seq, 0, 0, size) + payload

@@ -20,8 +20,10 @@ payload, and more to route.
 from __future__ import annotations
 
 import operator
+import os
 import struct
 from array import array
+from collections.abc import Callable
 from itertools import chain
 from typing import Any
 
@@ -111,6 +113,16 @@ def _ramp16() -> array[int]:
     return ramp
 
 
+#: ``_speedups.run_payloads`` when the optional compiled accelerator is built
+#: (README, "Fast build"; ``YOTON_PURE_PYTHON=1`` turns it off): what
+#: :func:`_uniform_payloads` does after its first checks, in C.
+_run_payloads: Callable[[bytes, int, int, int], list[bytes] | None] | None = None
+if os.environ.get("YOTON_PURE_PYTHON", "") in ("", "0"):
+    try:
+        from ._speedups import run_payloads as _run_payloads
+    except ImportError:  # not built (or built before it had run_payloads)
+        pass
+
 #: The low 16 bits of consecutive seqs (a header's 13th 16-bit word): see _uniform_payloads.
 _RAMP16 = _ramp16()
 _SEQ_WORD = 24 // 2
@@ -135,6 +147,8 @@ def _uniform_payloads(data: bytes, at: int, size: int, k: int, first: Header) ->
     stride = HEADER_SIZE + size
     if HEADER.unpack_from(data, at + (k - 1) * stride) != (*first[:3], seq + k - 1, *first[4:]):
         return None  # (the common way not to be one, found before unpacking anything)
+    if _run_payloads is not None:  # the compiled accelerator: every header compared in place
+        return _run_payloads(data, at, size, k)
     blocks, rest = divmod(k, _BLOCK)
     end = at + blocks * _BLOCK * stride
     items: list[Any] = []

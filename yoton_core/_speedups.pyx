@@ -17,7 +17,7 @@ instructions with the call.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport uint8_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 
 
 cdef inline void _put64(uint8_t* p, uint64_t v) noexcept nogil:
@@ -46,4 +46,40 @@ def frame(bytes prefix not None, uint64_t seq, uint64_t dest_seq, bytes data not
     _put64(p + 40, dest_seq)
     _put64(p + 48, <uint64_t>n)
     memcpy(p + 56, PyBytes_AS_STRING(data), n)
+    return out
+
+
+cdef inline uint64_t _get64(const uint8_t* p) noexcept nogil:
+    return (<uint64_t>p[0] | (<uint64_t>p[1] << 8) | (<uint64_t>p[2] << 16)
+            | (<uint64_t>p[3] << 24) | (<uint64_t>p[4] << 32) | (<uint64_t>p[5] << 40)
+            | (<uint64_t>p[6] << 48) | (<uint64_t>p[7] << 56))
+
+
+def run_payloads(bytes data not None, Py_ssize_t at, Py_ssize_t size, Py_ssize_t k):
+    """The payloads of the ``k`` packages of ``size`` bytes at ``data[at:]``, if a uniform run.
+
+    The subscriber's side (``_decoder._uniform_payloads``): every header must
+    be the first one's but for the seq, which counts up by one from the
+    first's. All headers are compared before any payload is made; None if
+    one differs. In pure Python each package costs a header ``bytes``, its
+    share of a join and of a comparison with a template (~800 instructions);
+    here a comparison in place and the payload's ``bytes``.
+    """
+    cdef Py_ssize_t stride = 56 + size
+    if at < 0 or size < 1 or k < 1 or at + k * stride > PyBytes_GET_SIZE(data):
+        raise ValueError(f"no run of {k} packages of {size} bytes at {at} in {PyBytes_GET_SIZE(data)} bytes")
+    cdef const uint8_t* first = <const uint8_t*>PyBytes_AS_STRING(data) + at
+    cdef const uint8_t* p = first
+    cdef uint64_t seq = _get64(first + 24)
+    cdef Py_ssize_t i
+    for i in range(1, k):
+        p += stride
+        if (memcmp(p, first, 24) != 0 or _get64(p + 24) != seq + <uint64_t>i
+                or memcmp(p + 32, first + 32, 24) != 0):
+            return None
+    cdef list out = [None] * k
+    p = first + 56
+    for i in range(k):
+        out[i] = PyBytes_FromStringAndSize(<const char*>p, size)
+        p += stride
     return out
