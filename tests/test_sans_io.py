@@ -51,8 +51,15 @@ def _is_type_checking(node: ast.If) -> bool:
 
 def imports_of(module: str) -> tuple[set[str], set[str]]:
     """``(yoton_core modules, other top-level modules)`` that ``module`` imports at
-    run time (anywhere in it, functions included; not under ``if TYPE_CHECKING``)."""
-    tree = ast.parse((CORE / f"{module}.py").read_text())
+    run time (anywhere in it, functions included; not under ``if TYPE_CHECKING``).
+
+    The optional compiled accelerator has Cython source (``_speedups.pyx``):
+    its ``import`` and ``cimport`` lines are read as text.
+    """
+    source = CORE / f"{module}.py"
+    if not source.exists() and source.with_suffix(".pyx").exists():
+        return _pyx_imports(source.with_suffix(".pyx").read_text())
+    tree = ast.parse(source.read_text())
     skip: set[int] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.If) and _is_type_checking(node):
@@ -78,6 +85,31 @@ def imports_of(module: str) -> tuple[set[str], set[str]]:
             elif node.module:
                 other.add(node.module.split(".")[0])
     return core, other
+
+
+def _pyx_imports(text: str) -> tuple[set[str], set[str]]:
+    core: set[str] = set()
+    other: set[str] = set()
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] in ("import", "cimport"):
+            names = [words[1]]
+        elif len(words) >= 3 and words[0] == "from" and words[2] in ("import", "cimport"):
+            names = [words[1]]
+        else:
+            continue
+        for name in names:
+            if name.startswith("."):
+                core.add(name.lstrip(".").split(".")[0])
+            else:
+                other.add(name.split(".")[0])
+    return core, other
+
+
+def test_the_accelerators_imports_are_read_too() -> None:
+    core, other = imports_of("_speedups")
+    assert not core and {"cpython", "libc"} <= other
+    assert not other & FORBIDDEN
 
 
 def closure(module: str) -> tuple[set[str], set[str]]:
