@@ -72,18 +72,30 @@ def read_all(sub: yoton.SubChannel, n: int) -> list[int]:
     return out
 
 
-def blocked_pair(made_contexts, n):  # type: ignore[no-untyped-def]
-    """A sync-mode sub that does not read and a publisher thread it blocked."""
-    p, s = yoton.Context(), yoton.Context()
+def sync_pair(made_contexts, slot, queue_n=None):  # type: ignore[no-untyped-def]
+    """Two linked contexts, a publisher and a sync-mode subscriber on ``slot``.
+
+    Returned once the publisher heard the subscriber's window: from then on it
+    is held to it from the first message; a burst sent before the
+    announcement came is bounded by "full" only.
+    """
+    p = yoton.Context()
+    s = yoton.Context(queue_params=(queue_n, "old")) if queue_n else yoton.Context()
     made_contexts += [p, s]
-    pub = yoton.PubChannel(p, "data", yoton.BINARY)
-    sub = yoton.SubChannel(s, "data", yoton.BINARY)
+    pub = yoton.PubChannel(p, slot, yoton.BINARY)
+    sub = yoton.SubChannel(s, slot, yoton.BINARY)
     sub.set_sync_mode(True)
     join(p, s)
+    wait_until(lambda: pub._sync_windows, what="the subscriber's window")
+    return p, s, pub, sub
+
+
+def blocked_pair(made_contexts, n):  # type: ignore[no-untyped-def]
+    """A sync-mode sub that does not read and a publisher thread it blocked."""
     # Held to the subscriber's window from the first message: before its
     # announcement arrives only "full" holds a publisher back, and under load
     # the whole burst could go out before that came (seen beside a CPU hog).
-    wait_until(lambda: pub._sync_windows, what="the subscriber's window")
+    _p, _s, pub, sub = sync_pair(made_contexts, "data")
     sender = Publisher(pub, n)
     sender.start()
     wait_until(
@@ -261,27 +273,35 @@ def test_reading_in_batches_releases_the_publisher_too(made_contexts):
 
 def test_sync_mode_does_not_drop_at_the_queue_limit(made_contexts):
     """queue_params N bounds a normal inbox; in sync mode the publisher waits instead."""
-    p = yoton.Context()
-    s = yoton.Context(queue_params=(100, "old"))
-    made_contexts += [p, s]
-    pub = yoton.PubChannel(p, "data", yoton.BINARY)
-    sync_sub = yoton.SubChannel(s, "data", yoton.BINARY)
+    p, s, pub, sync_sub = sync_pair(made_contexts, "data", queue_n=100)
     plain_sub = yoton.SubChannel(s, "DATA2", yoton.BINARY)
     plain_pub = yoton.PubChannel(p, "data2", yoton.BINARY)
-    sync_sub.set_sync_mode(True)
-    join(p, s)
     n = 20_000
     for i in range(n):
         plain_pub.send(i.to_bytes(4, "little"))
     wait_until(lambda: plain_sub.dropped == n - 100, what="the plain inbox overflowing")
-    # Held to the window from the first message (see blocked_pair): a burst
-    # sent before the announcement came is bounded by "full" only.
-    wait_until(lambda: pub._sync_windows, what="the subscriber's window")
     sender = Publisher(pub, n)
     sender.start()
     assert read_all(sync_sub, n) == list(range(n))
     sender.join(GENEROUS)
     assert sync_sub.dropped == 0
+
+
+def test_send_many_waits_for_a_sync_subscriber_as_send_does(made_contexts):
+    """A batch far larger than a paused subscriber's queue: held back, nothing dropped."""
+    _p, _s, pub, sub = sync_pair(made_contexts, "batch", queue_n=100)
+    n = 5_000
+    done: list[int] = []
+    sender = threading.Thread(
+        target=lambda: done.append(pub.send_many(i.to_bytes(4, "little") for i in range(n))),
+        daemon=True,
+    )
+    sender.start()
+    wait_until(lambda: pub._sync_waiting, what="the batch held back by the subscriber")
+    assert not done and sub.pending <= 100  # within the paused subscriber's queue
+    assert read_all(sub, n) == list(range(n))
+    sender.join(GENEROUS)
+    assert done == [n] and sub.dropped == 0
 
 
 def test_pub_and_sync_sub_in_one_context(made_contexts):
