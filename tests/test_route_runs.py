@@ -133,13 +133,19 @@ def test_a_run_of_our_own_packages_or_for_another_context_is_not_delivered(
     assert both_ways(scenario)["inbox"] == []
 
 
+def relay_line(contexts: Any) -> tuple[yoton.Context, Any, yoton.SubChannel, yoton.SubChannel]:
+    """a -> relay -> c: the relay, its connection from a, and a subscriber in each of relay, c."""
+    a, relay, c = contexts(3)
+    _s, from_a = join(a, relay)
+    join(relay, c)
+    here = yoton.SubChannel(relay, "runs", yoton.BINARY)
+    there = yoton.SubChannel(c, "runs", yoton.BINARY)
+    return relay, from_a, here, there
+
+
 def test_a_relay_passes_a_run_on_and_delivers_it(contexts: Any) -> None:
     def scenario(at_once: bool) -> dict[str, Any]:
-        a, relay, c = contexts(3)
-        _s, from_a = join(a, relay)
-        join(relay, c)
-        here = yoton.SubChannel(relay, "runs", yoton.BINARY)
-        there = yoton.SubChannel(c, "runs", yoton.BINARY)
+        relay, from_a, here, there = relay_line(contexts)
         route(relay, from_a, *run_of(here._slot_in, 1, 30), at_once)
         return {**outcome(relay, here), "there": recv_n(there, 30, timeout=10)}
 
@@ -234,11 +240,7 @@ def test_a_batch_from_a_transport_ends_as_routed_package_by_package(
 def test_a_relay_passes_on_a_delivered_batch_with_its_lengths(contexts: Any) -> None:
     # Not a leaf: the batch goes package by package, with the headers it came with.
     def scenario(at_once: bool) -> dict[str, Any]:
-        a, relay, c = contexts(3)
-        _s, from_a = join(a, relay)
-        join(relay, c)
-        here = yoton.SubChannel(relay, "runs", yoton.BINARY)
-        there = yoton.SubChannel(c, "runs", yoton.BINARY)
+        relay, from_a, here, there = relay_line(contexts)
         flat = mixed_sizes(*run_of(here._slot_in, 1, 40))
         if at_once:
             from_a.deliver(flat)
