@@ -100,7 +100,7 @@ def main(argv: list[str]) -> int:
     if cmd == "accel":
         ensure_env("")
         build_accel(required=True)
-        check = "from yoton_core import _frames; print(_frames.ACCELERATED)"
+        check = "from yoton_core import _accel; print(_accel.ACCELERATED)"
         done = subprocess.run([str(PY), "-c", check], capture_output=True, text=True)
         print(f"dev.py: accelerator built; in use: {done.stdout.strip()}")
         return 0 if done.stdout.strip() == "True" else 1

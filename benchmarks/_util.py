@@ -61,9 +61,9 @@ US_PURE = "yoton 3, pure Python (accelerator off)"
 
 def accelerator_state() -> str:
     """How this project runs here: with or without its compiled accelerator."""
-    from yoton_core import _frames
+    from yoton_core import _accel
 
-    if _frames.ACCELERATED:
+    if _accel.ACCELERATED:
         return "yoton runs with its compiled accelerator (python3 dev.py accel)"
     return "yoton runs in pure Python (the compiled accelerator is not built)"
 

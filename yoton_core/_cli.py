@@ -109,7 +109,7 @@ def _seconds(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the ``yoton`` command (all subcommands)."""
-    from . import __version__, _frames
+    from . import __version__, _accel
 
     parser = _Parser(
         prog="yoton",
@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    build = "compiled accelerator" if _frames.ACCELERATED else "pure Python"
+    build = "compiled accelerator" if _accel.ACCELERATED else "pure Python"
     parser.add_argument("--version", action="version", version=f"yoton {__version__} ({build})")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(

@@ -174,8 +174,8 @@ class Context(Router, JoinAnnouncer, LinkKeeper):
         # The stream queues of all connected links, when every one is ours
         # (_stream_queue.fan_links): _send then packs a small frame once and
         # appends it itself; None otherwise.
+        # (_fan_limit, the queue length up to which it does, is set with queue_params.)
         self._fan_out: tuple[StreamQueue, ...] | None = None
-        self._fan_limit = DIRECT_BATCH
         # The first 24 bytes of the frames of the last slot sent on (_frames.py).
         self._prefix_slot: int | None = None
         self._prefix = b""
@@ -490,7 +490,7 @@ class Context(Router, JoinAnnouncer, LinkKeeper):
                     self._prefix_slot = slot
                 if _compiled_frame is not None:  # the optional accelerator (_frames.py)
                     frame = _compiled_frame(self._prefix, seq, dest_seq, data)
-                else:
+                else:  # (_frames._frame, inline: a call would cost ~450 instructions)
                     frame = self._prefix + _pack_tail(seq, 0, dest_seq, n) + data
                 lim = self._fan_limit
                 header = None

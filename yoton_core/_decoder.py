@@ -20,7 +20,6 @@ payload, and more to route.
 from __future__ import annotations
 
 import operator
-import os
 import struct
 from array import array
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from itertools import chain
 from typing import Any
 
 from . import _bytesfill
+from ._accel import speedups
 from ._errors import FrameError
 from ._wire import (
     CLOSE_REQUEST,
@@ -113,15 +113,12 @@ def _ramp16() -> array[int]:
     return ramp
 
 
-#: ``_speedups.run_payloads`` when the optional compiled accelerator is built
-#: (README, "Fast build"; ``YOTON_PURE_PYTHON=1`` turns it off): what
+#: ``_speedups.run_payloads`` when the optional compiled accelerator is used
+#: (``_accel.py``; a build older than run_payloads lacks it): what
 #: :func:`_uniform_payloads` does after its first checks, in C.
-_run_payloads: Callable[[bytes, int, int, int], list[bytes] | None] | None = None
-if os.environ.get("YOTON_PURE_PYTHON", "") in ("", "0"):
-    try:
-        from ._speedups import run_payloads as _run_payloads
-    except ImportError:  # not built (or built before it had run_payloads)
-        pass
+_run_payloads: Callable[[bytes, int, int, int], list[bytes] | None] | None = getattr(
+    speedups, "run_payloads", None
+)
 
 #: The low 16 bits of consecutive seqs (a header's 13th 16-bit word): see _uniform_payloads.
 _RAMP16 = _ramp16()

@@ -10,15 +10,15 @@ package's own fields are packed per message (:func:`frame`).
 was built (README, "Fast build"), else the pure-Python function below; both
 return the same bytes (tests/test_frames.py). ``YOTON_PURE_PYTHON=1`` in the
 environment makes the pure-Python path be used even when the extension is
-there (benchmarks compare the two; tests run both).
+there (``_accel.py``; benchmarks compare the two; tests run both).
 """
 
 from __future__ import annotations
 
-import os
 import struct
 from collections.abc import Callable
 
+from ._accel import ACCELERATED, speedups
 from ._wire import CONTROL
 
 __all__ = ["ACCELERATED", "TAIL", "frame", "prefix"]
@@ -39,12 +39,6 @@ def _frame(prefix: bytes, seq: int, dest_seq: int, data: bytes) -> bytes:
     return prefix + _pack_tail(seq, 0, dest_seq, len(data)) + data
 
 
-frame: Callable[[bytes, int, int, bytes], bytes] = _frame
-ACCELERATED = False
-if os.environ.get("YOTON_PURE_PYTHON", "") in ("", "0"):
-    try:
-        from ._speedups import frame  # (optional extension; its stub: _speedups.pyi)
-    except ImportError:
-        pass
-    else:
-        ACCELERATED = True
+frame: Callable[[bytes, int, int, bytes], bytes] = (
+    speedups.frame if speedups is not None else _frame
+)

@@ -542,9 +542,9 @@ def send_package(self: StreamConnection, header: Header, payload: bytes) -> None
 def fan_links(conns: tuple[Any, ...]) -> tuple[StreamQueue, ...] | None:
     """The stream queues behind ``conns``, if the context may append frames itself.
 
-    That is when every connection is a :class:`StreamConnection` whose class
-    keeps our ``send_package`` (a subclass that overrides it must see every
-    package); otherwise None, and the context calls ``send_package`` on each.
+    That is when every connection is a :class:`StreamConnection` (its
+    ``send_package`` is this module's, which subclasses may not redefine);
+    otherwise None, and the context calls each one's ``send_package``.
     """
     links = []
     for conn in conns:
