@@ -70,6 +70,8 @@ _LINGER_ERRORS: tuple[type[Exception], ...] = (*LINK_ERRORS, trio.BusyResourceEr
 class StreamLink(StreamQueue, StreamReceiver):
     """The core-owned state and tasks of one :class:`StreamConnection`."""
 
+    __slots__ = ()  # (all in LinkSlots)
+
     def __init__(self, conn: StreamConnection, context: Context) -> None:
         self._conn = conn
         self._log = conn.log

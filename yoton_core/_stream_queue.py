@@ -73,6 +73,7 @@ import trio
 
 from ._errors import BrokenConnectionError, ConnectionClosedError
 from ._errors import TimeoutError as YotonTimeoutError
+from ._link_slots import LinkSlots
 from ._wire import HEADER, HEADER_SIZE, HEARTBEAT_BYTES
 
 if TYPE_CHECKING:
@@ -129,8 +130,10 @@ _monotonic = time.monotonic
 _pack = HEADER.pack
 
 
-class StreamQueue:
+class StreamQueue(LinkSlots):
     """Mixin of :class:`~._stream_link.StreamLink`: between ``send_package`` and the socket."""
+
+    __slots__ = ()  # (all in LinkSlots)
 
     _conn: StreamConnection
     _context: Context

@@ -22,6 +22,7 @@ from ._decoder import Run
 from ._engine import LINK_ERRORS
 from ._errors import FrameError
 from ._joins import JOINS_OFF, JOINS_ON
+from ._link_slots import LinkSlots
 from ._poller import CHUNK, MAX_CHUNK
 from ._wire import CloseRequest, ConnectionMessage
 
@@ -36,8 +37,10 @@ if TYPE_CHECKING:
 __all__ = ["StreamReceiver", "exc_text"]
 
 
-class StreamReceiver:
+class StreamReceiver(LinkSlots):
     """Decode what the stream delivers and route it (mixin, see the module doc)."""
+
+    __slots__ = ()  # (all in LinkSlots)
 
     _conn: StreamConnection
     _route: Callable[[StreamConnection, list[Any]], None]  # Context._route
