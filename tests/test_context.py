@@ -706,6 +706,24 @@ def test_local_delivery_pub_and_sub_in_one_context(contexts: Any) -> None:
     assert sub.recv(5) == "to myself"
 
 
+def test_local_delivery_follows_channels_that_come_and_go(contexts: Any) -> None:
+    """A sending stream looks its local receiver up once (Context._send's cache):
+    a SubChannel opened, closed or replaced between sends must still be seen."""
+    a = contexts()
+    pub = yoton.PubChannel(a, "self")
+    pub.send("nobody")  # (no receiver yet: what is remembered is "none")
+    sub = yoton.SubChannel(a, "self")
+    pub.send("first")
+    assert sub.recv(5) == "first"
+    sub.close()
+    pub.send("closed")  # must not reach the closed channel
+    assert sub.pending == 0
+    again = yoton.SubChannel(a, "self")
+    pub.send("second")
+    assert again.recv(5) == "second"
+    assert again.pending == 0  # nothing from before it was opened
+
+
 def test_select_sub_channel_keeps_arrival_order(contexts: Any) -> None:
     a, b = contexts(), contexts()
     pubs = {k: yoton.PubChannel(a, k) for k in "xyz"}

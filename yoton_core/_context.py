@@ -179,6 +179,11 @@ class Context(Router, JoinAnnouncer, LinkKeeper):
         # The first 24 bytes of the frames of the last slot sent on (_frames.py).
         self._prefix_slot: int | None = None
         self._prefix = b""
+        # _send's local delivery: the receiving channel of _local_slot (None:
+        # none), so that a stream of sends looks it up once; reset whenever
+        # a channel comes or goes (all under the context lock).
+        self._local_slot: int | None = None
+        self._local_ch: BaseChannel | None = None
         self.queue_params = queue_params if queue_params is not None else DEFAULT_QUEUE_PARAMS
         if transport is not None:
             if not isinstance(transport, str):
@@ -436,6 +441,7 @@ class Context(Router, JoinAnnouncer, LinkKeeper):
                 self._send_channels[slot_out] = channel
             if slot_in is not None:
                 self._recv_channels[slot_in] = channel
+                self._local_slot = None
             if channel._wants_joins:
                 self._joins_refresh()
         if slot_in is not None:
@@ -449,6 +455,7 @@ class Context(Router, JoinAnnouncer, LinkKeeper):
                     del table[key]
                     if table is self._recv_channels:
                         removed = frozenset((key,))
+                        self._local_slot = None
             if channel._wants_joins:
                 self._joins_refresh()
         if removed:
@@ -530,7 +537,11 @@ class Context(Router, JoinAnnouncer, LinkKeeper):
                     if startup is not None:
                         startup.append((header, data))
             if dest_id == 0 or dest_id == my_id:
-                ch = self._recv_channels.get(slot)
+                if slot is self._local_slot:  # (a channel passes the same int each time)
+                    ch = self._local_ch
+                else:  # (looked up per slot: channels change only under this lock)
+                    ch = self._local_ch = self._recv_channels.get(slot)
+                    self._local_slot = slot
                 if ch is not None and ch is not origin:
                     rseq = self._recv_seq + 1
                     self._recv_seq = rseq
