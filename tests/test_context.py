@@ -403,6 +403,37 @@ def test_outgoing_queue_discards_and_counts(
     assert conn.stats.packages_sent >= n - dropped
 
 
+@needs_sigstop
+def test_large_packages_congest_a_stopped_peer_by_their_bytes(
+    contexts: Any, peer_proc: Yoton2Proc
+) -> None:
+    """The byte mark (16 MiB) holds a sender long before the package mark (4,096).
+
+    Only large packages count towards it (_stream_queue.py, "Counters"): 1 MiB
+    payloads report congestion after a few dozen, whatever the socket buffers
+    took; once the peer reads again it clears, and every one arrives.
+    """
+    ctx = contexts()
+    pub = yoton.PubChannel(ctx, "big", yoton.BINARY)
+    conn, _props = attach_peer(peer_proc, ctx, "big")
+    chunk = b"x" * 2**20
+    sent = 0
+    os.kill(peer_proc.pid, signal.SIGSTOP)
+    try:
+        while not conn.congested and sent < 200:
+            pub.send(chunk)
+            sent += 1
+        assert conn.congested, f"{sent} MiB queued for a stopped peer, not congested"
+        assert sent < 100  # the socket buffers on the way and 16 MiB, not 4,096 packages
+    finally:
+        os.kill(peer_proc.pid, signal.SIGCONT)
+    conn.flush(30)
+    wait_for(lambda: not conn.congested, 10)
+    peer_proc.send_line("drain")
+    peer_proc.send_line(str(sent))
+    assert peer_proc.expect_line("COUNT", 40).split()[0] == str(sent)
+
+
 # -- routing -----------------------------------------------------------------------
 
 

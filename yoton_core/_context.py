@@ -507,7 +507,6 @@ class Context(Router, JoinAnnouncer, LinkKeeper):
                     if 0 < nq < lim and nq & 63 and link._wake_pending:
                         q.append(frame)
                         link._pushed += 1
-                        link._bytes_pushed += n
                     else:
                         if header is None:
                             header = (CONTROL, slot, my_id, seq, 0, dest_seq, n)

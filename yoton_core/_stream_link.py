@@ -431,7 +431,7 @@ class StreamLink(StreamQueue, StreamReceiver):
         """
         pack = HEADER.pack
         parts: list[bytes] = []
-        size = count = 0
+        size = count = large = 0  # (large: the byte mark's share, _stream_queue "Counters")
         for item in items:
             count += 1
             if item.__class__ is bytes:  # a small package's frame
@@ -442,22 +442,23 @@ class StreamLink(StreamQueue, StreamReceiver):
                 parts.append(pack(*header))
                 n = header[6]
                 size += n + HEADER_SIZE
+                large += n
                 if n >= LARGE_PAYLOAD:
                     await stream.send_all(b"".join(parts))
                     await self._send_large(stream, d)
-                    self._written_batch(count, size)
+                    self._written_batch(count, size, large)
                     parts = []
-                    size = count = 0
+                    size = count = large = 0
                     continue
                 parts.append(d)
             if size >= BATCH_BYTES:
                 await stream.send_all(b"".join(parts))
-                self._written_batch(count, size)
+                self._written_batch(count, size, large)
                 parts = []
-                size = count = 0
+                size = count = large = 0
         if parts:
             await stream.send_all(b"".join(parts))
-            self._written_batch(count, size)
+            self._written_batch(count, size, large)
 
     async def _send_large(self, stream: trio.abc.Stream, data: bytes) -> None:
         """Write a large payload, on a plain socket without a trio round per ``send``.
