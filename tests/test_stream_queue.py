@@ -197,19 +197,75 @@ def test_a_broadcast_packs_each_frame_once_and_never_mixes_them(contexts) -> Non
         pub.send(b"%06d" % i)
     for sub in subs:
         assert recv_n(sub, n) == [b"%06d" % i for i in range(n)]
-    # Most of them took Context._send's fan-out path, which counts for each
-    # link itself: every package pushed is written (none left, none counted
-    # twice), so flushing ends.
+    # Most of them took Context._send's fan-out path, whose appends each link
+    # counts from its _fan_base: every package pushed is written (none left,
+    # none counted twice), so flushing ends.
     assert pub_ctx._fan_out is not None and len(pub_ctx._fan_out) == 3
     for conn in pub_ctx.connections:
         conn.flush(10)
         q = link_of(conn)
-        assert q.queued_count() == 0 and q._retired() == q._pushed >= n
+        assert q.queued_count() == 0 and q._retired() == q._pushed_now() >= n
+
+
+def test_fan_out_counts_hold_through_large_packages_and_links_that_come_and_go(contexts) -> None:  # type: ignore[no-untyped-def]
+    # The fan-out path does not count its appends one by one: a link counts
+    # every package its context numbered since its _fan_base (_stream_queue,
+    # "Counters"). Large packages (through send_package), a link that joins
+    # mid-stream and one that leaves must keep the count exact: flush must
+    # neither end early (a count too low) nor time out (too high), and once
+    # all is out, what was written is what was pushed.
+    pub_ctx, a, b = contexts(3)
+    pub = yoton.PubChannel(pub_ctx, "count", yoton.BINARY)
+    sub_a = yoton.SubChannel(a, "count", yoton.BINARY)
+    sub_b = yoton.SubChannel(b, "count", yoton.BINARY)
+    big = b"L" * (FRAME_MAX + 1)
+    msgs = [b"%06d" % i for i in range(3000)]
+    sent = [big if i % 500 == 250 else m for i, m in enumerate(msgs)]
+
+    def stream() -> None:
+        for m in sent:
+            pub.send(m)
+
+    def check() -> None:
+        for conn in pub_ctx._connected:
+            conn.flush(10)
+            q = link_of(conn)
+            assert q.queued_count() == 0
+            assert q._retired() == q._pushed_now() >= len(sent)
+
+    def uncounted() -> list[bytes]:
+        # Small sends until every link holds appends its _pushed does not count
+        # yet, so that the fan's change that follows has some to settle.
+        tail = []
+        while any(q._fan_base == pub_ctx._send_seq for q in pub_ctx._fan_out or ()):
+            assert len(tail) < 10_000, "the fan-out path appended nothing"
+            tail.append(b"t%05d" % len(tail))
+            pub.send(tail[-1])
+        return tail
+
+    bound_a = a.bind("localhost:0")
+    to_a = pub_ctx.connect(f"localhost:{bound_a.port1}", timeout=5)
+    wait_for(lambda: bound_a.is_connected, what="the link to a")
+    stream()
+    check()
+    tail_1 = uncounted()
+    bound_b = b.bind("localhost:0")
+    pub_ctx.connect(f"localhost:{bound_b.port1}", timeout=5)
+    wait_for(lambda: pub_ctx._fan_out is not None and len(pub_ctx._fan_out) == 2, what="b")
+    stream()
+    check()
+    tail_2 = uncounted()
+    to_a.close()
+    wait_for(lambda: len(pub_ctx._connected) == 1, what="the link to a to go")
+    stream()
+    check()
+    assert recv_n(sub_a, 2 * len(sent) + len(tail_1) + len(tail_2)) == sent + tail_1 + sent + tail_2
+    assert recv_n(sub_b, 2 * len(sent) + len(tail_2)) == sent + tail_2 + sent
 
 
 def test_links_of_other_transports_turn_the_fan_out_path_off(contexts) -> None:  # type: ignore[no-untyped-def]
     # Context._send appends frames to queues itself only while every link is
-    # a stream queue of ours (_stream_queue.fan_links); beside an inproc link
+    # a stream queue of ours (_fan.fan_links); beside an inproc link
     # each package goes through every connection's send_package, and both
     # subscribers still get everything in order. When the inproc link goes,
     # the path comes back for the TCP link alone.

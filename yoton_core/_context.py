@@ -26,6 +26,7 @@ from ._channels import BaseChannel
 from ._connection import Connection
 from ._ctxlock import ContextLock
 from ._errors import InvalidArgumentError
+from ._fan import settle_fan
 from ._joins import JoinAnnouncer
 from ._links import LinkKeeper
 from ._log import apply_verbose, endpoint, get_logger
@@ -172,7 +173,7 @@ class Context(Router, JoinAnnouncer, LinkKeeper):
         self._frame_of: Any = None
         self._frame = b""
         # The stream queues of all connected links, when every one is ours
-        # (_stream_queue.fan_links): _send then packs a small frame once and
+        # (_fan.fan_links): _send then packs a small frame once and
         # appends it itself; None otherwise.
         # (_fan_limit, the queue length up to which it does, is set with queue_params.)
         self._fan_out: tuple[StreamQueue, ...] | None = None
@@ -505,15 +506,18 @@ class Context(Router, JoinAnnouncer, LinkKeeper):
                     q = link._outq
                     nq = len(q)
                     if 0 < nq < lim and nq & 63 and link._wake_pending:
-                        q.append(frame)
-                        link._pushed += 1
+                        q.append(frame)  # (counted by its _fan_base: _stream_queue, "Counters")
                     else:
                         if header is None:
                             header = (CONTROL, slot, my_id, seq, 0, dest_seq, n)
                             self._frame_of = header
                             self._frame = frame
-                        link._conn.send_package(header, data)
+                        link._pushed += seq - 1 - link._fan_base  # (appends so far)
+                        link._fan_base = seq
+                        link._conn.send_package(header, data)  # (which counts this one)
             else:
+                if fan is not None:  # not for every link, or large: settle the fan's counts
+                    settle_fan(fan, seq)
                 header = (CONTROL, slot, my_id, seq, dest_id, dest_seq, n)
                 conns = self._connected
                 if len(conns) == 1:  # the common case, without a loop

@@ -45,6 +45,7 @@ class LinkSlots:
         # -- the send side (_stream_queue.py)
         "_outq",
         "_pushed",
+        "_fan_base",
         "_bytes_pushed",
         "_discarded",
         "_bytes_discarded",

@@ -14,8 +14,8 @@ from __future__ import annotations
 import collections
 from typing import TYPE_CHECKING
 
+from ._fan import refan
 from ._log import describe_link, get_logger
-from ._stream_queue import fan_links
 
 if TYPE_CHECKING:
     from ._channels import BaseChannel
@@ -38,6 +38,7 @@ class LinkKeeper:
     _connections: list[Connection]
     _connected: tuple[Connection, ...]
     _fan_out: tuple[StreamQueue, ...] | None
+    _send_seq: int
     _readers: tuple[PolledSocket, ...]
     _routes: dict[int, Connection]
     _startup_queue: collections.deque[tuple[Header, bytes]]
@@ -58,7 +59,7 @@ class LinkKeeper:
             if conn not in self._connections:
                 self._connections.append(conn)
             self._connected = (*self._connected, conn)
-            self._fan_out = fan_links(self._connected)
+            self._fan_out = refan(self._fan_out, self._connected, self._send_seq)
             self._joins_link_up(conn)
             startup, self._startup_queue = self._startup_queue, collections.deque()
             for header, data in startup:
@@ -81,7 +82,7 @@ class LinkKeeper:
                 self._connections.remove(conn)
             if conn in self._connected:
                 self._connected = tuple(c for c in self._connected if c is not conn)
-                self._fan_out = fan_links(self._connected)
+                self._fan_out = refan(self._fan_out, self._connected, self._send_seq)
                 self._joins_link_down(conn)
             else:  # (a handshake's answer for a link never established)
                 self._joins_told.pop(conn, None)

@@ -335,9 +335,9 @@ class StreamLink(StreamQueue, StreamReceiver):
                 await self._send_event.wait()
                 self._send_event = trio.Event()
                 while True:  # rounds, until the queue stays empty
-                    if self._pushed != self._wake_pushed:
+                    if self._pushed_now() != self._wake_pushed:
                         await self._defer_to_pusher()
-                    self._wake_pushed = self._pushed
+                    self._wake_pushed = self._pushed_now()
                     moved = await self._drain(stream)
                     if self._graceful:
                         self._enable_direct(None)  # nothing may follow CLOSE
@@ -357,7 +357,7 @@ class StreamLink(StreamQueue, StreamReceiver):
                     if not self._release_writing():
                         continue
                     await trio.sleep(SENDER_DEFER)
-                    if self._pushed == self._wake_pushed and self._stop_writing():
+                    if self._pushed_now() == self._wake_pushed and self._stop_writing():
                         break
         except LINK_ERRORS as exc:
             self._end(f"Other end dropped the connection ({exc_text(exc)}).")
@@ -412,12 +412,12 @@ class StreamLink(StreamQueue, StreamReceiver):
         pushed = self._wake_pushed
         written = self._direct_written
         while (
-            self._pushed != pushed
+            self._pushed_now() != pushed
             and len(self._outq) < batch
             and self._partial is None
             and not (self._graceful or self._hb_due or self._batch_blocked)
         ):
-            pushed = self._pushed
+            pushed = self._pushed_now()
             await trio.sleep(SENDER_DEFER)
             if self._direct_written == written:
                 return  # no batch of its own in that time: ours

@@ -29,14 +29,9 @@ order). Three ways lead from there to the socket:
   stream costs the engine about one wake-up per batch that the pusher left,
   and the data leaves as it is produced.
 
-**The fan-out path.** When every link of a context is a stream queue of ours
-(:func:`fan_links`), ``Context._send`` packs a small package's frame once and
-appends it itself to each queue that is streaming (a queue holding 1 to
-:data:`DIRECT_BATCH` - 1 frames, not at a multiple of 64, with a wake-up of the
-sender pending): exactly what ``send_package``'s streaming branch does there,
-without a call and a header tuple per link (measured with callgrind, per
-message: 1 link 10,787 -> 9,506 instructions, 4 links 20,697 -> 14,728). Every
-other case, on any link, goes through ``send_package``, which reuses that frame.
+**The fan-out path** (``_fan.py``): when every link of a context is a stream
+queue of ours, ``Context._send`` appends a small package's frame itself to
+each queue that is streaming; every other case goes through ``send_package``.
 
 Ownership protocol of the socket's write side: ``_wlock`` guards ``_writing``,
 ``_partial`` and ``_direct_sock``. The sender task sets ``_writing`` (under the
@@ -57,9 +52,12 @@ just before that last look (:meth:`StreamQueue._stop_writing`).
 
 Counters: pushers (under the context lock) own "pushed"/"discarded", the engine
 owns "written", and pushers writing themselves (under ``_wlock``) own "direct
-written", so no counter is ever updated from two threads. The byte counters,
-which the byte high-water mark (:data:`HIGH_WATER_BYTES`) reads, count the
-payloads of large packages only (over :data:`FRAME_MAX`, queued as ``(header,
+written", so no counter is ever updated from two threads. The fan-out path's
+appends are counted from each link's ``_fan_base`` (``_fan.py``), not one by
+one: ``_pushed_now()`` is the whole count, exact under the context lock, where
+``flush`` reads it (the sender task's heuristics need no exact count). The
+byte counters, which the byte high-water mark (:data:`HIGH_WATER_BYTES`)
+reads, count the payloads of large packages only (over :data:`FRAME_MAX`, queued as ``(header,
 payload)``): small frames are held to the package mark, which caps them at
 :data:`HIGH_WATER_PACKAGES` x 4 KiB, the byte mark itself. Not counting them
 spares the hottest line of all, the fan-out path's append, one addition per
@@ -96,7 +94,6 @@ __all__ = [
     "FRAME_MAX",
     "SENDER_DEFER",
     "StreamQueue",
-    "fan_links",
     "send_package",
 ]
 
@@ -164,6 +161,10 @@ class StreamQueue(LinkSlots):
         # payload is small, else (header tuple, payload); see send_package.
         self._outq: collections.deque[bytes | tuple[Header, bytes]] = collections.deque()
         self._pushed = 0
+        # While this link is in its context's fan (Context._fan_out): the
+        # context's _send_seq up to which _pushed counts the fan-out path's
+        # appends; -1 outside it (see "Counters" in the module doc).
+        self._fan_base = -1
         self._bytes_pushed = 0
         self._discarded = 0
         self._bytes_discarded = 0
@@ -202,6 +203,17 @@ class StreamQueue(LinkSlots):
     def _queued_bytes(self) -> int:
         """Payload bytes of the large packages queued (see "Counters" in the module doc)."""
         return self._bytes_pushed - self._bytes_discarded - self._bytes_written - self._direct_bytes
+
+    def _pushed_now(self) -> int:
+        """Packages pushed so far, the fan-out path's appends included.
+
+        Exact under the context lock; from another thread an estimate, off by
+        the appends of a concurrent settlement (see "Counters").
+        """
+        base = self._fan_base
+        if base < 0:
+            return self._pushed
+        return self._pushed + self._context._send_seq - base
 
     def _retired(self) -> int:
         """Packages that left the queue: written to the OS or discarded."""
@@ -313,7 +325,7 @@ class StreamQueue(LinkSlots):
         """Wake the sender task unless a wake-up is on its way (any thread)."""
         if not self._wake_pending and self._send_event is not None:
             self._wake_pending = True
-            self._wake_pushed = self._pushed
+            self._wake_pushed = self._pushed_now()
             if self._engine.in_engine_thread():
                 self._send_event.set()
             else:
@@ -468,7 +480,14 @@ class StreamQueue(LinkSlots):
             return
         if self._engine.in_engine_thread():
             raise RuntimeError("flush() cannot be called from the engine thread")
-        target = self._pushed
+        # The count is exact only under the context lock (the fan-out path's
+        # appends are settled there); it is held for a moment, not while waiting.
+        if not self._context._lock.acquire(timeout=timeout):
+            raise YotonTimeoutError(f"Flushing timed out after {timeout} s (context busy).")
+        try:
+            target = self._pushed_now()
+        finally:
+            self._context._lock.release()
         with self._flush_cond:
             self._flush_waiters += 1
             try:
@@ -557,23 +576,8 @@ def send_package(self: StreamConnection, header: Header, payload: bytes) -> None
     # emptied the queue and gone to sleep since len(q) was read).
     if not link._wake_pending and link._send_event is not None:
         link._wake_pending = True
-        link._wake_pushed = link._pushed
+        link._wake_pushed = link._pushed_now()
         if link._engine.in_engine_thread():
             link._send_event.set()
         else:
             link._engine.run_sync_soon(link._wake)
-
-
-def fan_links(conns: tuple[Any, ...]) -> tuple[StreamQueue, ...] | None:
-    """The stream queues behind ``conns``, if the context may append frames itself.
-
-    That is when every connection is a :class:`StreamConnection` (its
-    ``send_package`` is this module's, which subclasses may not redefine);
-    otherwise None, and the context calls each one's ``send_package``.
-    """
-    links = []
-    for conn in conns:
-        if getattr(type(conn), "send_package", None) is not send_package:
-            return None
-        links.append(conn._StreamConnection__link)
-    return tuple(links) if links else None
