@@ -440,3 +440,21 @@ def test_the_sender_is_not_woken_while_it_writes(link) -> None:  # type: ignore[
     _busy(conn)
     _push(conn, _pkg(3))  # after that, a push wakes it again
     assert conn._send_event.wait(10) and conn._wake_pending
+
+
+def test_flush_reads_its_count_under_the_context_lock_within_its_timeout(contexts) -> None:  # type: ignore[no-untyped-def]
+    # flush takes the context lock a moment to read the fan's count exactly
+    # (_fan.py); a lock that is not free within the timeout is a timeout, not
+    # a hang, and None still means no limit.
+    pub_ctx, sub_ctx = contexts(2)
+    bound = sub_ctx.bind("localhost:0")
+    conn = pub_ctx.connect(f"localhost:{bound.port1}", timeout=5)
+    yoton.PubChannel(pub_ctx, "f").send("x")
+    conn.flush(None)
+    pub_ctx._lock.acquire()
+    try:
+        with pytest.raises(yoton.TimeoutError, match="context busy"):
+            conn.flush(0.05)
+    finally:
+        pub_ctx._lock.release()
+    conn.flush(5)

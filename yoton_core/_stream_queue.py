@@ -482,7 +482,8 @@ class StreamQueue(LinkSlots):
             raise RuntimeError("flush() cannot be called from the engine thread")
         # The count is exact only under the context lock (the fan-out path's
         # appends are settled there); it is held for a moment, not while waiting.
-        if not self._context._lock.acquire(timeout=timeout):
+        lock_wait = -1.0 if timeout is None else max(float(timeout), 0.0)  # (None: no limit)
+        if not self._context._lock.acquire(timeout=lock_wait):
             raise YotonTimeoutError(f"Flushing timed out after {timeout} s (context busy).")
         try:
             target = self._pushed_now()
