@@ -458,3 +458,36 @@ def test_flush_reads_its_count_under_the_context_lock_within_its_timeout(context
     finally:
         pub_ctx._lock.release()
     conn.flush(5)
+
+
+def test_a_send_interrupted_in_the_fan_loop_counts_nothing_a_link_did_not_get(contexts) -> None:  # type: ignore[no-untyped-def]
+    # The fan's bases count each package for every link of the fan (_fan.py).
+    # A send that fails half way -- here the second link's send_package
+    # raises, as a Ctrl-C could -- must not leave the third link counting a
+    # package it never got: its flush would wait for it forever.
+    pub_ctx, *peers = contexts(4)
+    pub = yoton.PubChannel(pub_ctx, "intr", yoton.BINARY)
+    subs = {}
+    for peer in peers:
+        sub = yoton.SubChannel(peer, "intr", yoton.BINARY)
+        bound = peer.bind("localhost:0")
+        subs[pub_ctx.connect(f"localhost:{bound.port1}", timeout=5)] = sub
+    wait_for(lambda: pub_ctx._fan_out is not None and len(pub_ctx._fan_out) == 3, what="3 links")
+    first, failing, last = (link._conn for link in pub_ctx._fan_out)
+
+    def interrupted(header, data):  # type: ignore[no-untyped-def]
+        raise RuntimeError("interrupted")
+
+    failing.send_package = interrupted  # (the loop calls link._conn.send_package)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        pub.send(b"lost")  # (idle queues: every link takes send_package)
+    del failing.send_package
+    pub.send(b"after")
+    for conn in (first, failing, last):
+        conn.flush(5)  # none waits for the package that the failure stopped
+    for conn in (first, last):
+        q = link_of(conn)
+        assert q._retired() == q._pushed_now()
+    assert recv_n(subs[first], 2) == [b"lost", b"after"]
+    assert recv_n(subs[last], 1) == [b"after"]
+    assert recv_n(subs[failing], 1) == [b"after"]

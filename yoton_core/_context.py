@@ -502,19 +502,28 @@ class Context(Router, JoinAnnouncer, LinkKeeper):
                     frame = self._prefix + _pack_tail(seq, 0, dest_seq, n) + data
                 lim = self._fan_limit
                 header = None
-                for link in fan:
-                    q = link._outq
-                    nq = len(q)
-                    if 0 < nq < lim and nq & 63 and link._wake_pending:
-                        q.append(frame)  # (counted by its _fan_base: _stream_queue, "Counters")
-                    else:
-                        if header is None:
-                            header = (CONTROL, slot, my_id, seq, 0, dest_seq, n)
-                            self._frame_of = header
-                            self._frame = frame
-                        link._pushed += seq - 1 - link._fan_base  # (appends so far)
-                        link._fan_base = seq
-                        link._conn.send_package(header, data)  # (which counts this one)
+                link = None
+                try:
+                    for link in fan:
+                        q = link._outq
+                        nq = len(q)
+                        if 0 < nq < lim and nq & 63 and link._wake_pending:
+                            q.append(frame)  # (counted by its _fan_base: _fan.py)
+                        else:
+                            if header is None:
+                                header = (CONTROL, slot, my_id, seq, 0, dest_seq, n)
+                                self._frame_of = header
+                                self._frame = frame
+                            link._pushed += seq - 1 - link._fan_base  # (appends so far)
+                            link._fan_base = seq
+                            link._conn.send_package(header, data)  # (which counts this one)
+                except BaseException:
+                    # Interrupted (Ctrl-C; an engine shut down under a
+                    # send_package): the fan's bases count this package for
+                    # links that did not get it. Count it for none from here
+                    # on, so that flush cannot wait for it forever.
+                    settle_fan(fan[fan.index(link) :] if link is not None else fan, seq)
+                    raise
             else:
                 if fan is not None:  # not for every link, or large: settle the fan's counts
                     settle_fan(fan, seq)
