@@ -36,8 +36,8 @@ def fan_links(conns: tuple[Any, ...]) -> tuple[StreamQueue, ...] | None:
 
     That is when every connection is a :class:`StreamConnection` (its
     ``send_package`` is ``_stream_queue.send_package``, which subclasses may
-    not redefine);
-    otherwise None, and the context calls each one's ``send_package``.
+    not redefine); otherwise None, and the context calls each one's
+    ``send_package``.
     """
     links = []
     for conn in conns:
