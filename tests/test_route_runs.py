@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 
 import yoton
+from yoton_core import _fan, _routing
 from yoton_core._decoder import Run, expand_run
 from yoton_core._routing import DELIVER_RUN_MIN
+from yoton_core._stream import link_of
 from yoton_core._wire import CONTROL, SLOT_CONTEXT
 from yoton_core.testing import recv_n, wait_for
 
@@ -151,6 +153,59 @@ def test_a_relay_passes_a_run_on_and_delivers_it(contexts: Any) -> None:
 
     got = both_ways(scenario)
     assert got["there"] == got["inbox"] == [f"{SOURCE:x}-{i:06d}".encode() for i in range(1, 31)]
+
+
+def test_a_relay_passes_a_run_on_in_one_step(
+    contexts: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every link a stream queue of ours: the run's frames are packed once and
+    # queued on each other link at once (Router._relay_run, _fan.push_frames).
+    relay, from_a, here, there = relay_line(contexts)
+    pushed: list[int] = []
+    real = _fan.push_frames
+
+    def spy(link: Any, frames: list[bytes]) -> bool:
+        pushed.append(len(frames))
+        return real(link, frames)
+
+    monkeypatch.setattr(_routing, "push_frames", spy)
+    relay._route_run(from_a, *run_of(here._slot_in, 1, 30))
+    assert pushed == [30]  # (one other link: to c)
+    expected = [f"{SOURCE:x}-{i:06d}".encode() for i in range(1, 31)]
+    assert recv_n(there, 30, timeout=10) == expected == here.recv_all()
+    to_c = next(conn for conn in relay._connected if conn is not from_a)
+    to_c.flush(5)  # counted as pushed, as written: nothing missing, nothing twice
+    assert link_of(to_c)._retired() == link_of(to_c)._pushed_now()
+
+
+def test_a_relay_passes_on_a_run_once_and_drops_it_the_second_time(contexts: Any) -> None:
+    # The second run repeats 11-20: the relay drops those (it passes nothing
+    # on twice, so c drops nothing) and passes on 21-30.
+    def scenario(at_once: bool) -> dict[str, Any]:
+        relay, from_a, here, there = relay_line(contexts)
+        route(relay, from_a, *run_of(here._slot_in, 1, 20), at_once)
+        route(relay, from_a, *run_of(here._slot_in, 11, 20), at_once)
+        got = recv_n(there, 30, timeout=10)
+        return {
+            **outcome(relay, here),
+            "there": got,
+            "c_dropped": there._context.statistics()["duplicates_dropped"],
+        }
+
+    got = both_ways(scenario)
+    assert got["duplicates_dropped"] == 10 and got["c_dropped"] == 0
+    assert got["there"] == got["inbox"] == [f"{SOURCE:x}-{i:06d}".encode() for i in range(1, 31)]
+
+
+def test_a_relay_that_does_not_listen_passes_a_run_on_and_counts_it(contexts: Any) -> None:
+    def scenario(at_once: bool) -> dict[str, Any]:
+        relay, from_a, here, there = relay_line(contexts)
+        here.close()
+        route(relay, from_a, *run_of(there._slot_in, 1, 25), at_once)
+        return {"there": recv_n(there, 25, timeout=10), "unroutable": relay._n_unroutable}
+
+    got = both_ways(scenario)
+    assert got["unroutable"] == 25 and len(got["there"]) == 25
 
 
 def test_a_sync_mode_subscriber_gets_a_run_through_its_own_deposit(contexts: Any) -> None:

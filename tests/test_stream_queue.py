@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 import yoton
-from yoton_core import _stream_queue
+from yoton_core import _fan, _stream_queue
 from yoton_core._decoder import FrameDecoder
 from yoton_core._stream import link_of
 from yoton_core._stream_link import StreamLink
@@ -491,3 +491,19 @@ def test_a_send_interrupted_in_the_fan_loop_counts_nothing_a_link_did_not_get(co
     assert recv_n(subs[first], 2) == [b"lost", b"after"]
     assert recv_n(subs[last], 1) == [b"after"]
     assert recv_n(subs[failing], 1) == [b"after"]
+
+
+def test_push_frames_queues_a_relayed_run_at_once_or_not_at_all(link) -> None:  # type: ignore[no-untyped-def]
+    # A relay's run (Router._relay_run): all its frames are queued and, the
+    # link idle, sent by the pushing thread in one go; past the context's
+    # queue limit none is, and each goes through send_package instead.
+    conn, _a, b = link
+    pkgs = [_pkg(i) for i in range(6)]
+    frames = [encode_package(p) for p in pkgs]
+    conn._context.queue_params = (5, "new")
+    assert not _fan.push_frames(conn, frames)
+    assert not conn._outq and conn._pushed == 0
+    conn._context.queue_params = (100, "new")
+    assert _fan.push_frames(conn, frames)
+    assert [p.data for p in _read_all(b, 6)] == [p.data for p in pkgs]
+    assert not conn._outq and conn._pushed == conn._direct_written == 6

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._stream_queue import StreamQueue, send_package
+from ._stream_queue import HIGH_WATER_PACKAGES, StreamQueue, send_package
 
-__all__ = ["fan_links", "refan", "settle_fan"]
+__all__ = ["fan_links", "push_frames", "refan", "settle_fan"]
 
 
 def fan_links(conns: tuple[Any, ...]) -> tuple[StreamQueue, ...] | None:
@@ -76,3 +76,28 @@ def settle_fan(fan: tuple[StreamQueue, ...], seq: int) -> None:
     for link in fan:
         link._pushed += seq - 1 - link._fan_base
         link._fan_base = seq
+
+
+def push_frames(link: StreamQueue, frames: list[bytes]) -> bool:
+    """Queue a relayed run's small frames on ``link`` at once; the context lock held.
+
+    What ``send_package`` does for each package of a stream, once for the
+    lot: counted, queued, and sent by this thread in one ``send`` when the
+    sender task is not writing (the thread that read them, often the
+    poller), else left to the sender task, woken. False, with nothing done,
+    when they would pass the context's queue limit: then each package goes
+    through ``send_package``, whose discard policy applies.
+    """
+    q = link._outq
+    k = len(frames)
+    if len(q) + k > link._context._queue_n:
+        return False
+    link._pushed += k
+    q.extend(frames)
+    if not link._writing and link._direct_sock is not None and not link._batch_blocked:
+        link._write_batch()
+    if len(q) >= HIGH_WATER_PACKAGES and not (link._congestion_check or link._gave_up):
+        link._congest()
+    if q:
+        link._request_wake()
+    return True
