@@ -171,6 +171,7 @@ def test_a_relay_passes_a_run_on_in_one_step(
     monkeypatch.setattr(_routing, "push_frames", spy)
     relay._route_run(from_a, *run_of(here._slot_in, 1, 30))
     assert pushed == [30]  # (one other link: to c)
+    assert relay._routes[SOURCE] is from_a  # the way back to the source, learned
     expected = [f"{SOURCE:x}-{i:06d}".encode() for i in range(1, 31)]
     assert recv_n(there, 30, timeout=10) == expected == here.recv_all()
     to_c = next(conn for conn in relay._connected if conn is not from_a)
