@@ -1,4 +1,7 @@
-"""The context's fan-out path: which links it covers, and how their pushes are counted.
+"""The context's fan-out path: which links it covers, how their pushes are counted.
+
+A relay uses it too: :func:`push_frames` queues a run it passes on, on one
+link of the fan, in one step (``Router._route_run``).
 
 When every link of a context is a stream queue of ours
 (:func:`fan_links`), ``Context._send`` packs a small package's frame once and
