@@ -99,7 +99,7 @@ def push_frames(link: StreamQueue, frames: list[bytes]) -> bool:
     q.extend(frames)
     if not link._writing and link._direct_sock is not None and not link._batch_blocked:
         link._write_batch()
-    if len(q) >= HIGH_WATER_PACKAGES and not (link._congestion_check or link._gave_up):
+    if len(q) >= HIGH_WATER_PACKAGES:
         link._congest()
     if q:
         link._request_wake()

@@ -243,7 +243,13 @@ class StreamQueue(LinkSlots):
         return False
 
     def _congest(self) -> None:
-        """The queue passed its high-water mark: the context makes senders wait."""
+        """The queue passed its high-water mark: the context makes senders wait.
+
+        Once per episode: not again while reported, nor while senders have
+        given up waiting for a stalled peer.
+        """
+        if self._congestion_check or self._gave_up:
+            return
         self._conn.set_congested(True)  # (told first, as it is cleared: see _after_drain)
         self._congestion_check = True
 
@@ -551,8 +557,7 @@ def send_package(self: StreamConnection, header: Header, payload: bytes) -> None
                 link._write_batch()
                 nq = len(q)
         if nq >= HIGH_WATER_PACKAGES or (n > 4096 or not nq & 63) and link._over_bytes():
-            if not (link._congestion_check or link._gave_up):  # (once per episode)
-                link._congest()
+            link._congest()
     else:
         if link._direct_sock is not None:
             # The link looks idle. Write the package ourselves, unless
@@ -571,7 +576,7 @@ def send_package(self: StreamConnection, header: Header, payload: bytes) -> None
                 finally:
                     link._wlock.release()
         q.append(_pack(*header) + payload if n <= FRAME_MAX else (header, payload))
-        if n > HIGH_WATER_BYTES and not (link._congestion_check or link._gave_up):
+        if n > HIGH_WATER_BYTES:
             link._congest()
     # Wake the sender unless a wake-up is on its way (it may also have
     # emptied the queue and gone to sleep since len(q) was read).
