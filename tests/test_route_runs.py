@@ -179,6 +179,20 @@ def test_a_relay_passes_a_run_on_in_one_step(
     assert link_of(to_c)._retired() == link_of(to_c)._pushed_now()
 
 
+def test_a_link_without_room_for_a_relayed_run_takes_it_package_by_package(
+    contexts: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # push_frames refuses a run past the queue limit (nothing queued); the
+    # relay then hands the link each package through send_package, with the
+    # headers the packages came with.
+    relay, from_a, here, there = relay_line(contexts)
+    monkeypatch.setattr(_routing, "push_frames", lambda link, frames: False)
+    relay._route_run(from_a, *run_of(here._slot_in, 1, 30))
+    expected = [f"{SOURCE:x}-{i:06d}".encode() for i in range(1, 31)]
+    assert recv_n(there, 30, timeout=10) == expected == here.recv_all()
+    assert there._context.statistics()["duplicates_dropped"] == 0
+
+
 def test_a_relay_passes_on_a_run_once_and_drops_it_the_second_time(contexts: Any) -> None:
     # The second run repeats 11-20: the relay drops those (it passes nothing
     # on twice, so c drops nothing) and passes on 21-30.

@@ -315,13 +315,14 @@ class Router:
         package by package through ``send_package`` (its discard policy). The
         way back to the source is learned, as :meth:`_route` learns it.
         """
-        c, slot, sid, first, _dest, dseq, size, _k = run
+        _c, slot, sid, first, _dest, dseq, _size, _k = run
         head = prefix(slot, sid)
         frames = [frame(head, first + i, dseq, p) for i, p in enumerate(payloads)]
         for peer, link in zip(self._connected, self._fan_out or (), strict=True):
             if peer is not conn and not push_frames(link, frames):
-                for i, p in enumerate(payloads):
-                    peer.send_package((c, slot, sid, first + i, 0, dseq, size), p)
+                it = iter(expand_run(run, payloads))
+                for header, p in zip(it, it, strict=True):
+                    peer.send_package(header, p)
         self._routes[sid] = conn
 
     def _on_context_message(self, pkg: Package) -> None:
