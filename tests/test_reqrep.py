@@ -16,7 +16,7 @@ import pytest
 from reqrep_helpers import GENEROUS, Calc, MyError, join, wait_until
 
 import yoton
-from yoton_core import _repchannel
+from yoton_core import _machinery, _repchannel
 from yoton_core._eventloop import app
 
 # made_contexts, pair and clean_event_queue: fixtures of reqrep_helpers (a plugin, see conftest.py)
@@ -185,6 +185,138 @@ def test_a_handler_named_like_the_machinery_is_refused_when_the_class_is_made(na
     """It would replace the channel's own (and not be served): say so at once."""
     with pytest.raises(TypeError, match=f"defines '{name}', which RepChannel uses itself"):
         type("Clash", (yoton.RepChannel,), {name: lambda self: 1, "add": lambda self: 2})
+
+
+def _define(tmp_path, name, source):
+    """Import ``source`` as module ``name`` from a real file (the check reads the source)."""
+    import importlib.util
+    import textwrap
+
+    path = tmp_path / f"{name}.py"
+    path.write_text(textwrap.dedent(source))
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("statement", "attr"),
+    [
+        ("me._queue = []", "_queue"),  # the inbox: requests would vanish
+        ("me._cond = threading.Condition()", "_cond"),  # what the workers wait on
+        ("me._mode += 1", "_mode"),
+        ("del me._served", "_served"),
+        ("with contextlib.nullcontext() as me._closed: pass", "_closed"),
+        ("me.received = None", "received"),
+    ],
+)
+def test_a_subclass_setting_the_channels_own_state_is_refused_when_the_class_is_made(
+    tmp_path, statement, attr
+):
+    """``self._queue = []`` in a subclass would silently replace the channel's inbox."""
+    source = f"""
+        import contextlib, threading
+        import yoton
+
+        class Counter(yoton.RepChannel):
+            def __init__(me, context, slot):
+                super().__init__(context, slot)
+                {statement}
+        """
+    with pytest.raises(TypeError) as info:
+        _define(tmp_path, f"clash_{attr.strip('_')}", source)
+    text = str(info.value)
+    assert f"Counter.__init__ sets self.{attr} (clash_{attr.strip('_')}.py:8)" in text
+    assert "RepChannel uses for its own state" in text
+    assert f"self._counter_{attr.lstrip('_')}" in text  # a name it may take instead
+
+
+def test_the_channels_state_set_in_a_decorated_handler_or_a_setter_is_refused(tmp_path):
+    source = """
+        import functools
+        import yoton
+
+        def logged(f):
+            @functools.wraps(f)
+            def wrapper(*args):
+                return f(*args)
+            return wrapper
+
+        class Handlers(yoton.RepChannel):
+            @logged
+            def add(self, a, b):
+                self._work = a + b
+                return self._work
+        """
+    with pytest.raises(TypeError, match=r"Handlers\.add sets self\._work \(handlers\.py:14\)"):
+        _define(tmp_path, "handlers", source)
+    source = """
+        import yoton
+
+        class Settable(yoton.RepChannel):
+            @property
+            def limit(self):
+                return 1
+
+            @limit.setter
+            def limit(self, value):
+                self._pre = value
+        """
+    with pytest.raises(TypeError, match=r"Settable\.limit sets self\._pre"):
+        _define(tmp_path, "settable", source)
+
+
+def test_a_subclass_with_state_of_its_own_is_served(tmp_path, pair):
+    """Private names the channel does not use are the subclass's to take (no false alarm)."""
+    a, b = pair
+    module = _define(
+        tmp_path,
+        "own_state",
+        """
+        import threading
+        import yoton
+
+        class Tally(yoton.RepChannel):
+            def __init__(self, context, slot):
+                super().__init__(context, slot)
+                self._lock = threading.Lock()  # (RepChannel's own is called _cond)
+                self._total = 0
+                self.acked = "public names are the subclass's too"
+
+            def add(self, n):
+                with self._lock:
+                    self._total += n
+                    return self._total
+
+        class Resetting(Tally):  # a subclass of a subclass may set its parent's names
+            def reset(self):
+                self._total = 0
+        """,
+    )
+    rep = module.Resetting(a, "tally")
+    rep.set_mode("thread")
+    req = yoton.ReqChannel(b, "tally")
+    assert req.add(2).result(GENEROUS) == 2
+    assert req.add(3).result(GENEROUS) == 5
+    assert req.reset().result(GENEROUS) is None
+    assert req.add(1).result(GENEROUS) == 1
+
+
+def test_the_machinery_names_cover_every_attribute_a_replier_has(pair):
+    """The names are read from our bytecode: an attribute set some other way escapes it."""
+    a, _b = pair
+
+    class Plain(yoton.RepChannel):
+        pass
+
+    rep = Plain(a, "machinery")
+    rep.set_mode("thread")  # (a mode sets more of them)
+    own = _machinery.machinery_of(Plain)
+    assert set(vars(rep)) <= own, sorted(set(vars(rep)) - own)
+    assert {"_queue", "_cond", "_served", "received"} <= own
+    assert {n for n in own if not n.startswith("_")} == {"received"}  # users' names are free
 
 
 def test_echo_and_close_may_be_overridden(pair):

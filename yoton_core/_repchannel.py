@@ -29,6 +29,7 @@ from ._engine import get_engine
 from ._errors import ConnectionClosedError, InvalidArgumentError
 from ._eventloop import post_event
 from ._log import get_logger
+from ._machinery import refuse_clashes
 from ._message_types import OBJECT, decode_object, encode_object
 from ._reqrep_wire import (
     DIRECT_ACK_DELAY,
@@ -98,8 +99,6 @@ class _Work:
 
 #: Names of RepChannel a subclass may define itself (see __init_subclass__).
 _OVERRIDABLE = frozenset({"echo", "close"})
-#: Public attributes every channel sets on itself (BaseChannel.__init__).
-_INSTANCE_NAMES = frozenset({"received"})
 
 
 class RepChannel(RepChannel2x, BaseChannel):
@@ -160,23 +159,14 @@ class RepChannel(RepChannel2x, BaseChannel):
 
         A handler called ``pending`` or ``_deposit`` would not be served (it is
         machinery, see :meth:`_resolve`) and would silently break the channel
-        that calls it; say so when the class is defined instead. ``echo`` and
-        ``close`` may be overridden (``close`` must call ``super().close()``).
+        that calls it; and ``self._queue = []`` or ``self._cond = ...`` in a
+        subclass would replace the state the channel's threads use, so that
+        requests hang with no error anywhere (:mod:`._machinery` says how both
+        are found). Say so when the class is defined instead. ``echo``
+        and ``close`` may be overridden (``close`` must call ``super().close()``).
         """
         super().__init_subclass__(**kwargs)
-        clashes = sorted(
-            name
-            for name in vars(cls)
-            if not (name.startswith("__") and name.endswith("__"))
-            and name not in _OVERRIDABLE
-            and (hasattr(RepChannel, name) or name in _INSTANCE_NAMES)
-        )
-        if clashes:
-            raise InvalidArgumentError(
-                f"{cls.__name__} defines {', '.join(map(repr, clashes))}, which RepChannel "
-                "uses itself: a handler of that name would replace the channel's own and "
-                "could not be called remotely; choose another name"
-            )
+        refuse_clashes(cls, RepChannel, _OVERRIDABLE)
 
     @classmethod
     def _served_names(cls) -> frozenset[str]:
