@@ -426,13 +426,14 @@ class FrameDecoder:
             self._complete(self._fill, flat)
         return flat
 
-    def feed_raw(self, data: bytes) -> list[Any]:
+    def feed_raw(self, data: bytes | bytearray | memoryview) -> list[Any]:
         """Consume ``data``; return the packages it completed as a flat list.
 
         The list alternates header tuples (:data:`Header`, as ``HEADER``
         unpacks them) and payloads: ``[header, payload, header, payload, ...]``,
         in stream order. Connection-level items are put in :attr:`controls`.
-        This is the receive path's form: no object per package.
+        This is the receive path's form: no object per package. ``data`` may
+        be any bytes-like object (a bytearray or memoryview is copied once).
 
         Raises:
             FrameError: the stream is invalid (or was found invalid earlier);
@@ -441,7 +442,7 @@ class FrameDecoder:
         """
         return self._feed(data, False)
 
-    def feed_runs(self, data: bytes) -> list[Any]:
+    def feed_runs(self, data: bytes | bytearray | memoryview) -> list[Any]:
         """:meth:`feed_raw`, with each uniform run as one ``Run, payloads`` pair.
 
         The core's stream links read this form (``Router._route_run``); a
@@ -452,7 +453,7 @@ class FrameDecoder:
         """
         return self._feed(data, True)
 
-    def _feed(self, data: bytes, runs: bool) -> list[Any]:
+    def _feed(self, data: bytes | bytearray | memoryview, runs: bool) -> list[Any]:
         if self._error is not None:
             raise FrameError(self._error)
         if type(data) is not bytes:
@@ -528,7 +529,7 @@ class FrameDecoder:
             self._tail = tail
         return flat
 
-    def feed(self, data: bytes) -> list[Item]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Item]:
         """Consume ``data`` and return every item completed by it, in stream order.
 
         Like :meth:`feed_raw`, with packages as :class:`Package` objects and
