@@ -155,14 +155,22 @@ class Future(concurrent.futures.Future[Any]):
         self._wakers: list[Waker] = []
 
     # -- what concurrent.futures' module functions read ----------------------------
+    # The stdlib's Future has plain attributes for these three, and the type of
+    # ``as_completed`` (typeshed: a protocol) wants them settable: without
+    # setters, mypy rejected ``as_completed([yoton futures])``. The stdlib never
+    # assigns them; the setters refuse.
 
     @property
-    def _state(self) -> str:  # type: ignore[override]
+    def _state(self) -> str:
         """The stdlib's state string (read by ``wait`` and ``as_completed``)."""
         return _CF_STATES[self._status]
 
+    @_state.setter
+    def _state(self, value: str) -> None:
+        raise AttributeError("Future._state is derived from _status")
+
     @property
-    def _condition(self) -> threading.Condition:  # type: ignore[override]
+    def _condition(self) -> threading.Condition:
         """A Condition on the Future's lock (``with f._condition`` guards the state)."""
         cond = self._cond
         if cond is None:
@@ -172,13 +180,21 @@ class Future(concurrent.futures.Future[Any]):
                     cond = self._cond = threading.Condition(self._lock)
         return cond
 
+    @_condition.setter
+    def _condition(self, value: threading.Condition) -> None:
+        raise AttributeError("Future._condition is made on the Future's lock")
+
     @property
-    def _waiters(self) -> list[Any]:  # type: ignore[override]
+    def _waiters(self) -> list[Any]:
         """The stdlib's waiters; it reads and changes them under ``_condition``."""
         waiters = self._cf_waiters
         if waiters is None:
             waiters = self._cf_waiters = []
         return waiters
+
+    @_waiters.setter
+    def _waiters(self, value: list[Any]) -> None:
+        raise AttributeError("Future._waiters is changed in place only")
 
     # -- state ------------------------------------------------------------------
 
@@ -370,11 +386,13 @@ class Future(concurrent.futures.Future[Any]):
         if not self._finish(SUCCEEDED, result, None):
             raise concurrent.futures.InvalidStateError(f"{self!r} is already done")
 
-    def set_exception(self, exception: BaseException | str | None) -> None:
+    def set_exception(self, exception: BaseException | type[BaseException] | str | None) -> None:
         """Complete the Future with an exception; a str becomes ``Exception(str)``.
 
+        An exception class is instantiated without arguments (as asyncio.Future does).
+
         Raises:
-            TypeError: ``exception`` is neither an exception nor a str.
+            TypeError: ``exception`` is neither an exception (or its class) nor a str.
             concurrent.futures.InvalidStateError: the Future is already done.
         """
         if isinstance(exception, str):
