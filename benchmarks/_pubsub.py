@@ -66,7 +66,13 @@ NNG_BUFFER = 8192
 Reader = tuple[Callable[[], Any], tuple[type[BaseException], ...]]
 
 
-class Receiver(Protocol):
+class Receives(Protocol):
+    """What :func:`wait_warm` needs of a receiver (a bench's own wrapper will do)."""
+
+    def recv(self, timeout: float) -> bytes | bytearray | None: ...
+
+
+class Receiver(Receives, Protocol):
     """The subscribing end: binds (port 0), receives bytes, reports its counters.
 
     ``recv(timeout)`` is for warm-up and set-up; the counting loop uses
@@ -77,8 +83,6 @@ class Receiver(Protocol):
 
     def bind(self) -> int: ...
 
-    def recv(self, timeout: float) -> bytes | bytearray | None: ...
-
     def reader(self, timeout: float) -> Reader: ...
 
     def stats(self) -> dict[str, Any]: ...
@@ -86,14 +90,18 @@ class Receiver(Protocol):
     def close(self) -> None: ...
 
 
-class Sender(Protocol):
-    """The publishing end: connects to one or more ports, sends, flushes batches."""
-
-    def connect(self, port: int) -> None: ...
+class Sends(Protocol):
+    """What the sending loops (:func:`send_counted`, :func:`send_until`) need."""
 
     def send(self, data: bytes) -> Any: ...
 
     def flush(self) -> None: ...
+
+
+class Sender(Sends, Protocol):
+    """The publishing end: connects to one or more ports, sends, flushes batches."""
+
+    def connect(self, port: int) -> None: ...
 
     def stats(self) -> dict[str, Any]: ...
 
@@ -194,7 +202,7 @@ class ZmqReceiver:
             self.sock.setsockopt(self.zmq.RCVTIMEO, ms)
             self._timeout = ms
         try:
-            return self.sock.recv()  # type: ignore[no-any-return]
+            return self.sock.recv()
         except self.zmq.Again:
             return None
 
@@ -267,7 +275,7 @@ class NngReceiver:
             self.sock.recv_timeout = ms
             self._timeout = ms
         try:
-            return self.sock.recv()  # type: ignore[no-any-return]
+            return self.sock.recv()
         except self.pynng.Timeout:
             return None
 
@@ -344,7 +352,7 @@ def payload(head: bytes, size: int) -> bytes:
     return head + b"x" * (size - len(head))
 
 
-def wait_warm(r: Receiver, deadline_s: float = 60.0) -> bool:
+def wait_warm(r: Receives, deadline_s: float = 60.0) -> bool:
     """Wait for the first (warm-up) message: then the subscription is live."""
     deadline = time.monotonic() + deadline_s
     while r.recv(0.5) is None:
@@ -408,7 +416,7 @@ def count_messages(
 
 
 def send_counted(
-    s: Sender, msg: bytes, n: int, time_limit: float, step: int = 1000
+    s: Sends, msg: bytes, n: int, time_limit: float, step: int = 1000
 ) -> dict[str, Any]:
     """Send ``msg`` ``n`` times, or as many as fit in ``time_limit`` s; then flush.
 
@@ -432,7 +440,7 @@ def send_counted(
     return {"sent": sent, "seconds": clock() - t0}
 
 
-def send_until(s: Sender, msg: bytes, stop: Callable[[], bool], pause: float) -> None:
+def send_until(s: Sends, msg: bytes, stop: Callable[[], bool], pause: float) -> None:
     """Send ``msg`` every ``pause`` s until ``stop()``: warm-up messages, end markers."""
     while not stop():
         s.send(msg)

@@ -196,7 +196,7 @@ def measure(lib: str, n: int) -> dict[str, Any]:
         raise RuntimeError(result["error"])
     if (lib == "yoton2") != str(result.get("version", "")).startswith("2."):
         raise RuntimeError(f"the {lib} roles imported the wrong yoton ({result.get('version')})")
-    return result  # type: ignore[no-any-return]
+    return result
 
 
 def run(opts: Namespace) -> list[dict[str, Any]]:

@@ -105,7 +105,7 @@ async def _natspy_subscriber(url: str, n: int) -> None:
 
     nc = await nats.connect(url)
     done = asyncio.Event()
-    state = {"count": 0, "first": 0.0, "last": 0.0, "ready": False, "end": ""}
+    state: dict[str, Any] = {"count": 0, "first": 0.0, "last": 0.0, "ready": False, "end": ""}
     clock = time.perf_counter
 
     async def cb(msg: Any) -> None:

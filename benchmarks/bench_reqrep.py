@@ -179,7 +179,7 @@ def measure(lib: str, n: int, warmup: int) -> dict[str, Any]:
         result = req.expect_json("RESULT", timeout=300)
         rep.send("STOP")
         result["cpu_us"] = [(b - a) / max(n, 1) * 1e6 for a, b in zip(cpu0, cpu1, strict=True)]
-        return result  # type: ignore[no-any-return]
+        return result
 
 
 def run(opts: argparse.Namespace) -> list[dict[str, Any]]:

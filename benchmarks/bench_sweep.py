@@ -173,7 +173,11 @@ def publisher(lib: str, ports: list[int]) -> None:
         result = send_phase(s, phase, int(size), int(n), float(limit))
         result.update(stats_delta(before, s.stats()))
         say_json("SENT", result)
-        send_end_markers(s, phase, lambda p=phase: cmds.seen(f"STOP{p}") or cmds.seen("EOF"))
+
+        def stopped(phase: int = phase) -> bool:
+            return cmds.seen(f"STOP{phase}") or cmds.seen("EOF")
+
+        send_end_markers(s, phase, stopped)
         phase += 1
     s.close()
 
@@ -242,7 +246,7 @@ def measure(lib: str, quick: bool) -> list[dict[str, Any]]:
         with roles() as started:
             pair = start_role("bench_sweep", "inproc_pair", plan, name="inproc pair")
             started.append(pair)
-            return pair.expect_json("RESULTS", 300)  # type: ignore[no-any-return]
+            return pair.expect_json("RESULTS", 300)
     out = []
     with roles() as started:
         pub, (sub,) = start_pubsub(started, "bench_sweep", lib, (), ())
