@@ -68,9 +68,9 @@ class Ide:
         self.s_request = yoton.ReqChannel(sct, "reqp-introspect", 30.0)
         self.text = {name: "" for name in STREAMS}
         self.prompts = 0
-        self.process = None
-        self.kernel_con = None
-        self.kernel_closed = None
+        self.process: subprocess.Popen[bytes] | None = None  # (set by op_start)
+        self.kernel_con: yoton.Connection | None = None
+        self.kernel_closed: threading.Event | None = None
 
     # -- the IDE's event loop ------------------------------------------------------------
 
@@ -85,7 +85,7 @@ class Ide:
                 if name == "prompt":
                     self.prompts += 1
 
-    def wait_until(self, predicate, timeout):  # type: ignore[no-untyped-def]
+    def wait_until(self, predicate, timeout):
         deadline = time.monotonic() + timeout
         while True:
             self.pump()
@@ -97,7 +97,7 @@ class Ide:
 
     # -- commands ---------------------------------------------------------------------------
 
-    def op_start(self, pyzo_dir, start_dir, env, timeout):  # type: ignore[no-untyped-def]
+    def op_start(self, pyzo_dir, start_dir, env, timeout):
         info = {
             "name": "Python",
             "exe": sys.executable,
@@ -130,8 +130,8 @@ class Ide:
         )
         threading.Thread(target=self._read_raw, daemon=True).start()
         con.timeout = 0.5  # as the broker: "very busy" notices (not used here)
-        self.kernel_closed = threading.Event()
-        con.closed.bind(lambda *args: self.kernel_closed.set())
+        self.kernel_closed = kernel_closed = threading.Event()
+        con.closed.bind(lambda *args: kernel_closed.set())
         ready = self.wait_until(lambda: self.s_stat_interpreter.recv() == "Ready", timeout)
         return {
             "ready": ready,
@@ -142,17 +142,18 @@ class Ide:
 
     def _read_raw(self) -> None:
         # kernelbroker.StreamReader: the kernel's own stdout/stderr, to strm-raw.
+        assert self.process is not None and self.process.stdout is not None  # op_start's pipe
         for line in self.process.stdout:
             try:
                 self.b_strm_raw.send(line.decode("utf-8", "replace"))
             except OSError:
                 break
 
-    def op_command(self, text):  # type: ignore[no-untyped-def]
+    def op_command(self, text):
         self.s_ctrl_command.send(text)  # shell.executeCommand
         return {}
 
-    def op_code(self, source, fname, lineno, cell_name):  # type: ignore[no-untyped-def]
+    def op_code(self, source, fname, lineno, cell_name):
         msg = {  # shell.executeCode
             "source": source,
             "fname": fname,
@@ -163,15 +164,15 @@ class Ide:
         self.s_ctrl_code.send(msg)
         return {}
 
-    def op_wait(self, stream, contains, timeout, count=1):  # type: ignore[no-untyped-def]
+    def op_wait(self, stream, contains, timeout, count=1):
         ok = self.wait_until(lambda: self.text[stream].count(contains) >= count, timeout)
         return {"ok": ok, "text": self.text[stream]}
 
-    def op_wait_state(self, value, timeout):  # type: ignore[no-untyped-def]
+    def op_wait_state(self, value, timeout):
         ok = self.wait_until(lambda: self.s_stat_interpreter.recv() == value, timeout)
         return {"ok": ok, "state": self.s_stat_interpreter.recv()}
 
-    def op_introspect(self, method, args, timeout):  # type: ignore[no-untyped-def]
+    def op_introspect(self, method, args, timeout):
         future = getattr(self.s_request, method)(*args)
         ok = self.wait_until(future.done, timeout)
         if not ok:
@@ -182,20 +183,23 @@ class Ide:
             return {"ok": False, "why": f"error: {future.exception()}"}
         return {"ok": True, "result": future.result()}
 
-    def op_interrupt_signal(self):  # type: ignore[no-untyped-def]
+    def op_interrupt_signal(self):
+        assert self.kernel_con is not None, "op_start first"
         os.kill(self.kernel_con.pid2, signal.SIGINT)  # the broker's way on POSIX
         return {}
 
-    def op_interrupt_request(self):  # type: ignore[no-untyped-def]
+    def op_interrupt_request(self):
         self.b_reqp_control.interrupt()  # the broker's way on Windows
         return {}
 
-    def op_terminate(self, timeout):  # type: ignore[no-untyped-def]
+    def op_terminate(self, timeout):
         # KernelTerminator's first action: ask the kernel to close its stdin.
+        process, kernel_closed = self.process, self.kernel_closed
+        assert process is not None and kernel_closed is not None, "op_start first"
         self.b_reqp_control.terminate()
-        exited = self.wait_until(lambda: self.process.poll() is not None, timeout)
-        closed = self.wait_until(self.kernel_closed.is_set, timeout)
-        return {"exited": exited, "returncode": self.process.poll(), "closed": closed}
+        exited = self.wait_until(lambda: process.poll() is not None, timeout)
+        closed = self.wait_until(kernel_closed.is_set, timeout)
+        return {"exited": exited, "returncode": process.poll(), "closed": closed}
 
     def close(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -78,7 +78,7 @@ def join(a: yoton.Context, b: yoton.Context) -> None:
 class Calc(yoton.RepChannel):
     """A replier with a few methods; ``hold`` blocks until ``release`` is set."""
 
-    def __init__(self, context, slot="calc", mode="thread"):  # type: ignore[no-untyped-def]
+    def __init__(self, context, slot="calc", mode="thread"):
         super().__init__(context, slot)
         self.release = threading.Event()
         self.entered = threading.Event()
@@ -87,39 +87,39 @@ class Calc(yoton.RepChannel):
         self.secret_value = "s3cret"
         self.set_mode(mode)
 
-    def add(self, a, b):  # type: ignore[no-untyped-def]
+    def add(self, a, b):
         self.threads.add(threading.get_ident())
         return a + b
 
-    def divide(self, a, b):  # type: ignore[no-untyped-def]
+    def divide(self, a, b):
         return a / b
 
-    def kw(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def kw(self, *args, **kwargs):
         return [list(args), kwargs]
 
-    def record(self, value):  # type: ignore[no-untyped-def]
+    def record(self, value):
         self.calls.append(value)
         return value
 
-    def hold(self, value):  # type: ignore[no-untyped-def]
+    def hold(self, value):
         self.calls.append(value)
         self.entered.set()
         self.release.wait(GENEROUS)
         return value
 
-    def bad_result(self):  # type: ignore[no-untyped-def]
+    def bad_result(self):
         return {1, 2, 3}
 
-    def error_tuple(self):  # type: ignore[no-untyped-def]
+    def error_tuple(self):
         return ("yoton_ERROR_HANDLING_REQUEST", "not an error")
 
-    def custom_error(self):  # type: ignore[no-untyped-def]
+    def custom_error(self):
         raise MyError("custom failure")
 
-    def quit(self, code):  # type: ignore[no-untyped-def]
+    def quit(self, code):
         raise SystemExit(code)
 
-    def _private(self):  # type: ignore[no-untyped-def]
+    def _private(self):
         return self.secret_value
 
 

@@ -60,7 +60,7 @@ def no_stale_events() -> Iterator[None]:
     app.embed_event_loop(None)
 
 
-async def wait_until(predicate, timeout: float = GENEROUS) -> None:  # type: ignore[no-untyped-def]
+async def wait_until(predicate, timeout: float = GENEROUS) -> None:
     """Check a condition each tick-ish (never a fixed sleep as synchronisation)."""
     with anyio.fail_after(timeout):
         while not predicate():
@@ -120,7 +120,7 @@ async def test_recv_async_argument_errors(pair) -> None:
     with pytest.raises(TypeError, match="timeout"):
         await sub.recv_async(timeout="1")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="timeout"):
-        await sub.recv_async(timeout=True)  # type: ignore[arg-type]
+        await sub.recv_async(timeout=True)
 
 
 async def test_recv_async_on_closed_channel_returns_at_once(pair) -> None:
@@ -170,7 +170,7 @@ async def test_cancel_after_wakeup_was_scheduled_keeps_the_message(pair) -> None
     local_pub = yoton.PubChannel(b, "s")  # same context: deposits right here, in this thread
     outcome = []
 
-    async def reader(task_status=anyio.TASK_STATUS_IGNORED) -> None:  # type: ignore[no-untyped-def]
+    async def reader(task_status=anyio.TASK_STATUS_IGNORED) -> None:
         with anyio.CancelScope() as scope:
             task_status.started(scope)
             outcome.append(await sub.recv_async())
@@ -191,7 +191,7 @@ async def test_timeout_while_message_races_in_keeps_order(pair) -> None:
     pub, sub = yoton.PubChannel(a, "s"), yoton.SubChannel(b, "s")
     for i in range(50):
         pub.send(f"m{i}")
-    received = []
+    received: list[str] = []
     with anyio.fail_after(GENEROUS):
         while len(received) < 50:
             msg = await sub.recv_async(timeout=0.001)  # often times out mid-stream
@@ -225,6 +225,7 @@ async def test_async_for_yields_everything_then_ends_on_close(pair) -> None:
 async def test_async_for_drains_the_queue_after_close(pair) -> None:
     a, b = pair
     pub, sub = yoton.PubChannel(a, "s", yoton.OBJECT), yoton.SubChannel(b, "s", yoton.OBJECT)
+    value: object
     for value in (0, False, "", [], None):  # falsy messages do not end the loop
         pub.send(value)
     await wait_until(lambda: sub.pending == 5)
@@ -304,7 +305,7 @@ async def test_trio_waiting_reader_does_not_poll(pair, monkeypatch) -> None:
     waits = []
     real = _async._wait_for_change
 
-    async def counting(channel, loop, deadline):  # type: ignore[no-untyped-def]
+    async def counting(channel, loop, deadline):
         waits.append(1)
         await real(channel, loop, deadline)
 
@@ -315,9 +316,14 @@ async def test_trio_waiting_reader_does_not_poll(pair, monkeypatch) -> None:
 
 @trio_autojump
 async def test_trio_event_loop_does_not_poll(no_stale_events, monkeypatch) -> None:
-    rounds = []
+    rounds: list[int] = []
     real = app.process_events
-    monkeypatch.setattr(app, "process_events", lambda *a: (rounds.append(1), real(*a)))
+
+    def counted(*a):
+        rounds.append(1)
+        real(*a)
+
+    monkeypatch.setattr(app, "process_events", counted)
     async with yoton.event_loop_async():
         await trio.sleep(1000)  # virtual seconds; no events were posted
         assert rounds == []
@@ -340,7 +346,7 @@ def watch_asyncio_idle() -> threading.Event:
     real = selector.select
     idle = threading.Event()
 
-    def select(timeout=None):  # type: ignore[no-untyped-def]
+    def select(timeout=None):
         if timeout is None:
             idle.set()
         return real(timeout)
@@ -349,7 +355,7 @@ def watch_asyncio_idle() -> threading.Event:
     return idle
 
 
-def after(event: threading.Event, action) -> threading.Thread:  # type: ignore[no-untyped-def]
+def after(event: threading.Event, action) -> threading.Thread:
     """Run ``action()`` in a thread once ``event`` is set (or after GENEROUS seconds)."""
 
     def run() -> None:
@@ -374,9 +380,14 @@ async def test_asyncio_waiting_reader_does_not_poll(pair) -> None:
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_asyncio_event_loop_does_not_poll(no_stale_events, monkeypatch) -> None:
-    rounds = []
+    rounds: list[int] = []
     real = app.process_events
-    monkeypatch.setattr(app, "process_events", lambda *a: (rounds.append(1), real(*a)))
+
+    def counted(*a):
+        rounds.append(1)
+        real(*a)
+
+    monkeypatch.setattr(app, "process_events", counted)
     ran = anyio.Event()
     async with yoton.event_loop_async():
         idle = watch_asyncio_idle()
@@ -457,22 +468,22 @@ async def test_run_event_loop_async_in_a_nursery(no_stale_events) -> None:
 # -- futures ------------------------------------------------------------------------------
 
 
-def make_replier(context: yoton.Context, mode: str = "thread"):  # type: ignore[no-untyped-def]
+def make_replier(context: yoton.Context, mode: str = "thread"):
     """A RepChannel with a blocking method (released by the returned Event)."""
     release = threading.Event()
 
     class Replier(yoton.RepChannel):
-        def add(self, a, b):  # type: ignore[no-untyped-def]
+        def add(self, a, b):
             return a + b
 
-        def slow(self, value):  # type: ignore[no-untyped-def]
+        def slow(self, value):
             release.wait(GENEROUS)
             return value
 
-        def divide(self, a, b):  # type: ignore[no-untyped-def]
+        def divide(self, a, b):
             return a / b
 
-        def thread_ident(self):  # type: ignore[no-untyped-def]
+        def thread_ident(self):
             return threading.get_ident()
 
     rep = Replier(context, "calc")
@@ -578,7 +589,7 @@ async def test_send_async_waits_for_a_full_sync_mode_subscriber_in_the_loop(pair
     held = []
     real = _async._wait_for_sync
 
-    async def counting(*args):  # type: ignore[no-untyped-def]
+    async def counting(*args):
         held.append(1)
         await real(*args)
 
@@ -676,7 +687,7 @@ async def test_send_async_waits_for_a_congested_connection_off_the_loop(contexts
                 eased.append(threading.get_ident() == loop_thread)
             real()
 
-        ctx._ease_congestion = spy  # type: ignore[method-assign]
+        ctx._ease_congestion = spy
         os.kill(child.pid, signal.SIGSTOP)  # the peer reads nothing: the queue fills
         try:
             with anyio.fail_after(60):

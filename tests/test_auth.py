@@ -240,7 +240,11 @@ def test_keyed_bind_side_routes_to_the_peer_before_its_connect_returns(
         pub, sub = yoton.PubChannel(a, "news"), yoton.SubChannel(c, "news")
         first = a.bind(f"{scheme}://localhost:0")
         b.connect(f"{scheme}://localhost:{first.port1}", timeout=TIMEOUT)
-        wait_for(lambda first=first: first.is_connected, TIMEOUT, "the bound end")
+
+        def linked(first: yoton.Connection = first) -> bool:
+            return first.is_connected
+
+        wait_for(linked, TIMEOUT, "the bound end")
         hop = b.bind(f"{scheme}://localhost:0")
         c.connect(f"{scheme}://localhost:{hop.port1}", timeout=TIMEOUT)  # (no waiting for b)
         pub.send(f"try {attempt}")

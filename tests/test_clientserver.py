@@ -390,9 +390,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _request_once_listening(address: str, text: str) -> str:
+def _request_once_listening(address: str, text: str) -> str | None:
     """``do_request``, retried (with a deadline) while nobody listens at ``address``."""
-    replies: list[str] = []
+    replies: list[str | None] = []
 
     def answered() -> bool:
         try:

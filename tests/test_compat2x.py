@@ -55,7 +55,7 @@ def test_run_mode_is_the_2x_mode_number(pair):
         rep.set_mode(mode)
         assert rep._run_mode == number
     with pytest.raises(AttributeError):
-        rep._run_mode = 1  # read-only: set_mode is the way
+        rep._run_mode = 1  # type: ignore[misc]  # read-only: set_mode is the way
 
 
 def test_process_events_local_serves_in_the_calling_thread_while_off(pair):

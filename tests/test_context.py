@@ -137,11 +137,11 @@ def test_timeout_property_validation(contexts: Any) -> None:
     with pytest.raises(ValueError, match="Connection.timeout must be .* >= 0.5, got 0.1"):
         conn.timeout = 0.1
     with pytest.raises(TypeError, match="timeout"):
-        conn.timeout = "1"  # type: ignore[assignment]
+        conn.timeout = "1"
     with pytest.raises(TypeError):
-        conn.timeout = True  # type: ignore[assignment]
+        conn.timeout = True
     with pytest.raises(TypeError, match="name"):
-        conn.name = 5  # type: ignore[assignment]
+        conn.name = 5
     conn.name = "renamed"
     assert conn.name == "renamed"
 
@@ -244,7 +244,7 @@ def test_close_right_after_connect_still_tells_the_peer(contexts: Any) -> None:
     dropped connection), as could a CLOSE followed by a reset from unread data.
     """
     a, b = contexts(), contexts()
-    reasons = collections.Counter()
+    reasons: collections.Counter[str | None] = collections.Counter()
     for _ in range(30):
         s = a.bind("localhost:0")
         c = b.connect(f"localhost:{s.port1}", timeout=5)
@@ -622,6 +622,7 @@ def test_duplicate_suppression_keeps_each_sources_sequence_within_a_batch(
     _s, conn = join(a, b)
     sub = yoton.SubChannel(b, "batch")
     slot = sub._slot_in
+    assert slot is not None
     x, y = 0xAAAA0001, 0xBBBB0002
 
     def pkg(source: int, seq: int) -> list[Any]:

@@ -28,6 +28,7 @@ import yoton_core
 from yoton_core import _errors
 from yoton_core._decoder import FrameDecoder
 from yoton_core._wire import CONTROL_BYTES, encode_package
+from yoton_core.testing import wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -202,7 +203,7 @@ def test_a_second_peer_at_a_one_peer_bind_is_told_that_one_bind_serves_one_peer(
     conn = a.bind(f"{scheme}://localhost:0")
     address = f"{scheme}://localhost:{conn.port1}"
     b.connect(address)
-    yoton_core.testing.wait_for(lambda: conn.is_connected, what="the first peer")
+    wait_for(lambda: conn.is_connected, what="the first peer")
     with pytest.raises(yoton.ConnectError, match="One bind.. serves one peer") as info:
         c.connect(address, timeout=0.2)
     assert str(info.value).startswith(f"Cannot connect to {address!r}: ")
@@ -367,7 +368,7 @@ def test_an_object_channel_refusing_a_value_lists_what_it_holds(contexts: Any) -
         lambda: yoton.Context().bind("nohost"),
         lambda: yoton.Context(queue_params=(0, "old")),
         lambda: yoton.SubChannel(yoton.Context(), "s").recv(block="yes"),
-        lambda: yoton.PubChannel(yoton.Context(), 5),
+        lambda: yoton.PubChannel(yoton.Context(), 5),  # type: ignore[arg-type]  # under test
         lambda: yoton.PubChannel(yoton.Context(), "s").send(b"bytes on TEXT"),
         lambda: yoton.slot_hash(5),
         lambda: yoton.Context(auth_key=""),

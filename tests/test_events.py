@@ -494,13 +494,13 @@ def test_call_later_ordering() -> None:
 
 
 def test_call_later_with_delay_and_arguments() -> None:
-    got: list[object] = []
+    got: list[tuple[tuple[object, ...], dict[str, object], float]] = []
     started = time.monotonic()
     ev.call_later(lambda *a, **k: got.append((a, k, time.monotonic())), 0.05, 1, x=2)
     by_keyword = threading.Event()
     ev.call_later(by_keyword.set, timeout=0.01)
     pump_until(lambda: len(got) >= 1 and by_keyword.is_set())
-    a, k, t = got[0]  # type: ignore[misc]
+    a, k, t = got[0]
     assert a == (1,) and k == {"x": 2} and t - started >= 0.05
 
 

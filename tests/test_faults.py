@@ -465,7 +465,9 @@ def test_sync_subscriber_that_drained_while_disconnected_releases_its_publisher(
     t = _FullBehindRelay(contexts, monkeypatch)
     t.drop_link()  # the subscriber's link drops while it is full...
     got = t.sub.recv_all()  # ...and it drains its inbox meanwhile: "ok" is due now
-    wait_for(lambda: not t.sub._sync._scheduled, DEADLINE, "the sync update to run")
+    sync = t.sub._sync
+    assert sync is not None
+    wait_for(lambda: not sync._scheduled, DEADLINE, "the sync update to run")
     t.reconnect()
     got = t.finish_reading(got)
     # In order, none twice (what reached the hub while s was away is gone: gaps are fine).
@@ -489,6 +491,7 @@ def test_publisher_that_reconnects_is_not_held_by_a_lost_ok(
 
     def drained_and_ok() -> bool:  # ...and the subscriber says "ok" meanwhile: lost
         got.extend(t.sub.recv_all())  # (packages still on their way may come after a read)
+        assert t.sub._sync is not None
         return not t.sub._sync.full
 
     wait_for(drained_and_ok, DEADLINE, "the subscriber to say ok")

@@ -38,7 +38,7 @@ def _expected(slot: int, source: int, seq: int, dest_seq: int, data: bytes) -> b
 
 
 @given(U64, U64, U64, U64, st.binary(max_size=300))
-def test_the_pure_python_frame_is_the_wire_frame(slot, source, seq, dest_seq, data) -> None:  # type: ignore[no-untyped-def]
+def test_the_pure_python_frame_is_the_wire_frame(slot, source, seq, dest_seq, data) -> None:
     prefix = _frames.prefix(slot, source)
     assert _frames._frame(prefix, seq, dest_seq, data) == _expected(
         slot, source, seq, dest_seq, data
@@ -82,7 +82,7 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
 
 
 @given(U64, U64, U64, U64, st.binary(max_size=300))
-def test_the_compiled_frame_is_the_wire_frame(compiled, slot, source, seq, dest_seq, data) -> None:  # type: ignore[no-untyped-def]
+def test_the_compiled_frame_is_the_wire_frame(compiled, slot, source, seq, dest_seq, data) -> None:
     prefix = _frames.prefix(slot, source)
     assert compiled.frame(prefix, seq, dest_seq, data) == _expected(
         slot, source, seq, dest_seq, data
@@ -99,7 +99,7 @@ def test_the_compiled_frame_is_the_wire_frame(compiled, slot, source, seq, dest_
         ((None, 1, 0, b"x"), TypeError),
     ],
 )
-def test_the_compiled_frame_refuses_what_it_cannot_pack(compiled, args, error) -> None:  # type: ignore[no-untyped-def]
+def test_the_compiled_frame_refuses_what_it_cannot_pack(compiled, args, error) -> None:
     with pytest.raises(error):
         compiled.frame(*args)
 
@@ -130,7 +130,7 @@ def _run_ok(program: str) -> None:
     assert done.returncode == 0 and done.stdout.strip() == "OK", done.stderr[-3000:]
 
 
-def test_a_publisher_with_the_accelerator_delivers_everything_in_order(compiled) -> None:  # type: ignore[no-untyped-def]
+def test_a_publisher_with_the_accelerator_delivers_everything_in_order(compiled) -> None:
     # In a fresh interpreter where yoton_core._speedups is the module built
     # above: the context's fan-out path then packs every frame with it.
     program = _with_compiled(compiled) + textwrap.dedent(
@@ -160,7 +160,7 @@ def test_a_publisher_with_the_accelerator_delivers_everything_in_order(compiled)
     _run_ok(program)
 
 
-def test_yoton_pure_python_turns_the_accelerator_off(compiled) -> None:  # type: ignore[no-untyped-def]
+def test_yoton_pure_python_turns_the_accelerator_off(compiled) -> None:
     program = _with_compiled(compiled) + textwrap.dedent(
         """
         from yoton_core import _frames
@@ -193,7 +193,7 @@ def _run(first: int, k: int, size: int, source: int = 0xABC, slot: int = 12345) 
 )
 def test_the_compiled_run_gives_the_payloads_the_pure_path_gives(
     compiled, first, k, size, at
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     from yoton_core import _decoder
 
     data = b"z" * at + _run(first, k, size) + b"tail"
@@ -208,13 +208,13 @@ def test_the_compiled_run_gives_the_payloads_the_pure_path_gives(
 
 @pytest.mark.parametrize("byte", range(56))
 @pytest.mark.parametrize("package", [1, 17, 39])
-def test_the_compiled_run_refuses_any_other_header_byte(compiled, byte, package) -> None:  # type: ignore[no-untyped-def]
+def test_the_compiled_run_refuses_any_other_header_byte(compiled, byte, package) -> None:
     data = bytearray(_run(0x12_3456_FF00, 40, 100))
     data[package * 156 + byte] ^= 0x01
     assert compiled.run_payloads(bytes(data), 0, 100, 40) is None
 
 
-def test_the_compiled_run_refuses_what_is_not_there(compiled) -> None:  # type: ignore[no-untyped-def]
+def test_the_compiled_run_refuses_what_is_not_there(compiled) -> None:
     data = _run(1, 10, 100)
     for args in ((data, 0, 100, 11), (data, 1, 100, 10), (data, -1, 100, 1), (data, 0, 0, 1)):
         with pytest.raises(ValueError):
@@ -223,7 +223,7 @@ def test_the_compiled_run_refuses_what_is_not_there(compiled) -> None:  # type: 
         compiled.run_payloads(bytearray(data), 0, 100, 10)
 
 
-def test_a_subscriber_with_the_accelerator_decodes_runs_with_it(compiled) -> None:  # type: ignore[no-untyped-def]
+def test_a_subscriber_with_the_accelerator_decodes_runs_with_it(compiled) -> None:
     # A fresh interpreter where yoton_core._speedups is the module built
     # above: the decoder's runs go through it, and a stream over TCP (chunks
     # of any length, runs cut anywhere) arrives whole and in order.

@@ -169,7 +169,7 @@ def test_set_auto_cancel_timeout_checks():
 
 def test_callbacks_run_through_the_event_loop():
     f = yoton.Future()
-    calls = []
+    calls: list[yoton.Future] = []
     f.add_done_callback(calls.append)
     f.set_result(1)
     assert calls == []  # posted, not called
@@ -180,7 +180,7 @@ def test_callbacks_run_through_the_event_loop():
 def test_callback_on_a_done_future_runs_at_once():
     f = yoton.Future()
     f.set_result(1)
-    calls = []
+    calls: list[tuple[yoton.Future, int]] = []
     f.add_done_callback(lambda fut: calls.append((fut, threading.get_ident())))
     assert calls == [(f, threading.get_ident())]
 
@@ -188,7 +188,7 @@ def test_callback_on_a_done_future_runs_at_once():
 def test_callback_runs_for_cancel_and_error_and_must_be_callable():
     f = yoton.Future()
     g = yoton.Future()
-    calls = []
+    calls: list[yoton.Future] = []
     f.add_done_callback(calls.append)
     g.add_done_callback(calls.append)
     f.cancel()
@@ -203,9 +203,9 @@ def test_callback_runs_for_cancel_and_error_and_must_be_callable():
 
 def test_a_failing_callback_does_not_stop_the_others():
     f = yoton.Future()
-    calls = []
+    calls: list[yoton.Future] = []
 
-    def bad(_fut):  # type: ignore[no-untyped-def]
+    def bad(_fut):
         raise RuntimeError("callback failed")
 
     f.add_done_callback(bad)
@@ -250,13 +250,14 @@ def test_is_a_concurrent_futures_future_with_2x_status_numbers():
 def test_takes_user_attributes():
     """2.x programs (and 2.x's own unit tests) tag their Futures: ``f.reqnr = 1``."""
     f = yoton.Future()
-    f.reqnr = 1
-    f.tag = {"who": "me"}
+    # (attributes of the user's own, which mypy rightly does not know)
+    f.reqnr = 1  # type: ignore[attr-defined]
+    f.tag = {"who": "me"}  # type: ignore[attr-defined]
     f.set_result(2)
-    assert (f.reqnr, f.tag, f.result()) == (1, {"who": "me"}, 2)
+    assert (f.reqnr, f.tag, f.result()) == (1, {"who": "me"}, 2)  # type: ignore[attr-defined]
 
 
-def _complete_later(*steps):  # type: ignore[no-untyped-def]
+def _complete_later(*steps):
     """Run each ``(gate, action)`` in a thread: wait for the gate, then act."""
 
     def run() -> None:
@@ -403,4 +404,4 @@ def test_remote_error_without_type_name_and_pickling():
     assert str(exc) == "text from a 2.x replier"
     again = pickle.loads(pickle.dumps(make_remote_error("ValueError", "v", "tb", 7)))
     assert isinstance(again, ValueError) and str(again) == "ValueError: v"
-    assert again.replier_id == 7
+    assert isinstance(again, yoton.RemoteError) and again.replier_id == 7

@@ -128,6 +128,7 @@ def test_bind_not_yoton() -> None:
     reply = b.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert reply == b"ERROR: this is Yoton.\r\n"
     assert b.state == Handshake.FAILED
+    assert b.error is not None
     assert "does not speak yoton" in b.error
     assert "GET / HTTP" in b.error
 
@@ -140,6 +141,7 @@ def test_bind_not_yoton_decided_on_first_byte() -> None:
     assert b2.receive_data(b"YOT") == b""
     assert b2.state == Handshake.AWAITING
     assert b2.receive_data(b"A") == b"ERROR: this is Yoton.\r\n"
+    assert b2.error is not None
     assert "b'YOTA'" in b2.error
 
 
@@ -149,6 +151,7 @@ def test_bind_line_too_long() -> None:
     reply = b.receive_data(b"1" * 20)
     assert reply == b"ERROR: could not parse id.\r\n"
     assert b.state == Handshake.FAILED
+    assert b.error is not None
     assert "handshake line too long" in b.error
 
 
@@ -156,6 +159,7 @@ def test_line_with_crlf_beyond_max_line() -> None:
     b = Handshake("bind", MY_ID, 1, max_line=48)
     line = b"YOTON!abc." + b"1" * 37 + b"\r\n"  # 49 bytes
     assert b.receive_data(line) == b"ERROR: could not parse id.\r\n"
+    assert b.error is not None
     assert "handshake line too long" in b.error
     ok = Handshake("bind", MY_ID, 1, max_line=48)
     assert ok.receive_data(line[:10] + line[11:]) == ok.line  # 48 bytes: fine
@@ -209,6 +213,7 @@ def test_connect_error_reply(reply: bytes) -> None:
     assert c.state == Handshake.AWAITING  # waits for the whole line to report it
     assert c.receive_data(reply[5:]) == b""
     assert c.state == Handshake.FAILED
+    assert c.error is not None
     assert reply[:-2].decode() in c.error
 
 
@@ -216,6 +221,7 @@ def test_connect_garbage_reply() -> None:
     c = connect()
     c.receive_data(b"SSH-2.0-OpenSSH_9.0\r\n")
     assert c.state == Handshake.FAILED
+    assert c.error is not None
     assert "SSH-2.0-OpenSSH_9.0" in c.error
 
 
@@ -231,6 +237,7 @@ def test_connect_unparsable_yoton_line() -> None:
     c = connect()
     assert c.receive_data(b"YOTON!zz.1\r\n") == b""  # the connect side never replies
     assert c.state == Handshake.FAILED
+    assert c.error is not None
     assert "could not parse the peer's id" in c.error
 
 
@@ -253,6 +260,7 @@ def test_receive_eof() -> None:
     c.receive_data(b"ERROR: this is")
     c.receive_eof()
     assert c.state == Handshake.FAILED
+    assert c.error is not None
     assert "closed the connection" in c.error and "ERROR: this is" in c.error
 
 

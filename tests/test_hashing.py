@@ -113,6 +113,6 @@ def test_slot_hash_is_cached() -> None:
 @pytest.mark.parametrize("bad", [b"foo", 3, None])
 def test_non_str_rejected(bad: object) -> None:
     with pytest.raises(TypeError):
-        slot_hash(bad)  # type: ignore[arg-type]
+        slot_hash(bad)
     with pytest.raises(TypeError):
         port_hash(bad)  # type: ignore[arg-type]

@@ -38,6 +38,7 @@ def test_the_runs_give_every_payload_its_recv_seq(
     ctx = yoton.Context(queue_params=queue)
     try:
         sub = yoton.SubChannel(ctx, "inbox", yoton.BINARY)
+        assert sub._slot_in is not None
         model: list[tuple[int, bytes]] = []
         rseq = 0
         for op, n, gap in steps:
@@ -112,7 +113,7 @@ def test_select_after_discards_still_orders_what_is_left(contexts: Any, mode: st
     for i in range(50):
         (x if i % 5 else y).send(f"{i}")
     wait_for(lambda: sx.pending == 20 and sy.pending == 10)
-    got = []
+    got: list[int] = []
     while (ch := yoton.select_sub_channel(sx, sy)) is not None:
         got.extend(int(m) for m in ch.recv_selected())
     assert got == sorted(got) and len(got) == 30

@@ -122,7 +122,11 @@ def test_connect_waits_for_a_bind_that_comes_later(contexts):
     t = threading.Thread(target=connect)
     t.start()
     registry = yoton_inproc._inproc._registry_cond
-    wait_for(lambda: registry._waiters, TIMEOUT, "connect() to wait for the name")
+    wait_for(
+        lambda: registry._waiters,  # type: ignore[attr-defined]  # CPython's Condition internals
+        TIMEOUT,
+        "connect() to wait for the name",
+    )
     bound = a.bind("inproc://later")
     t.join(TIMEOUT)
     assert result["conn"].is_connected

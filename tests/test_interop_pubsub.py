@@ -38,8 +38,8 @@ def gen_payload(kind: str, size: int, seed: int) -> Any:
         base = bytes((i * 7 + seed) & 0xFF for i in range(256))
         return (base * (size // 256 + 1))[:size]
     if kind == "txt":
-        base = f"{seed}: yoton é€ 😀 жёлтый 漢字 "
-        return (base * (size // len(base) + 1))[:size]
+        text = f"{seed}: yoton é€ 😀 жёлтый 漢字 "
+        return (text * (size // len(text) + 1))[:size]
     # obj: nested values of every supported kind; ``size`` scales a list of ints
     return {
         "seed": seed,
@@ -254,7 +254,7 @@ def test_all_types_and_sizes_both_directions(peer: Peer, we_bind: bool) -> None:
 
         obj_sizes = [1, 100, 9000, 100_000]
         sizes = {"txt": SIZES, "bin": SIZES, "obj": obj_sizes}
-        special = {
+        special: dict[str, list[Any]] = {
             "txt": ["é", "😀" * 3, " ", "\x00\r\n"],
             "bin": [b"\x00", b"\xff" * 3, bytes(range(256))],
             "obj": [None, 0, False, "", [], {}, 2**63 - 1, -(2**63), 1.5, (None,)],

@@ -122,13 +122,13 @@ read_line()
 
 
 class Calc(yoton.RepChannel):
-    def add(self, a, b):  # type: ignore[no-untyped-def]
+    def add(self, a, b):
         return a + b
 
-    def divide(self, a, b):  # type: ignore[no-untyped-def]
+    def divide(self, a, b):
         return a / b
 
-    def bad_result(self):  # type: ignore[no-untyped-def]
+    def bad_result(self):
         return {1, 2}
 
 
@@ -274,7 +274,9 @@ def test_our_sync_subscriber_throttles_a_2x_publisher(ctx):
         child.send_line(str(conn.port1))
         wait_until(lambda: ctx.connection_count == 1)
         child.send_line(f"{n} {n // 4}")  # "full" is due after 256
-        wait_until(lambda: sub._sync.full, what="our subscriber saying full")
+        sync = sub._sync
+        assert sync is not None
+        wait_until(lambda: sync.full, what="our subscriber saying full")
         # Until we read, the 2.x publisher is stuck (at 1 message per second).
         # "Stuck" is the absence of progress, which only shows over time: this
         # observes that ``pending`` stops growing (0.3 s without a change)

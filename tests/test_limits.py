@@ -149,6 +149,7 @@ def test_replier_work_queue_is_bounded(contexts) -> None:
     conn = a.bind("inproc://bounded-rep")
     b.connect("inproc://bounded-rep", timeout=TIMEOUT)
     wait_for(lambda: conn.is_connected, TIMEOUT, "the link")
+    assert rep._slot_in is not None
     for k in range(1, 21):
         b._send_package(Package(b"\x00request", rep._slot_in, b.id, 0, a.id, k))
     wait_for(lambda: rep.dropped == 16, TIMEOUT, "the excess requests to be dropped")
@@ -165,6 +166,7 @@ def test_sync_mode_inbox_has_a_hard_cap(contexts) -> None:
     b.connect("inproc://bounded-sync", timeout=TIMEOUT)
     wait_for(lambda: conn.is_connected, TIMEOUT, "the link")
     cap = 2 * SAFETY_FACTOR
+    assert sub._slot_in is not None
     for k in range(cap + 50):
         b._send_package(Package(b"%d" % k, sub._slot_in, b.id))
     wait_for(lambda: sub.dropped == 50, TIMEOUT, "the excess to be dropped")

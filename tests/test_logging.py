@@ -211,9 +211,12 @@ def test_timed_out_is_a_warning_and_recovery_is_info(contexts, peers, caplog) ->
 def test_packages_are_logged_at_debug_only_when_enabled(contexts, caplog, monkeypatch) -> None:
     calls: list[int] = []
     real = _routing._debug_batch
-    monkeypatch.setattr(
-        _routing, "_debug_batch", lambda conn, flat: (calls.append(len(flat)), real(conn, flat))
-    )
+
+    def counted(conn, flat):
+        calls.append(len(flat))
+        real(conn, flat)
+
+    monkeypatch.setattr(_routing, "_debug_batch", counted)
     a, b = contexts(2)
     port = a.bind("localhost:0").port1
     b.connect(f"localhost:{port}", timeout=TIMEOUT)

@@ -56,6 +56,7 @@ def child(code: str, *args: str) -> subprocess.Popen:
 
 
 def expect_line(proc: subprocess.Popen, word: str, timeout: float = 30.0) -> str:
+    assert proc.stdout is not None and proc.stderr is not None  # (pipes: child)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
@@ -103,6 +104,7 @@ def test_every_pattern_across_processes(bus, make):
         """,
         bus,
     )
+    assert proc.stdin is not None and proc.stderr is not None  # (pipes: child)
     try:
         expect_line(proc, "READY")
         a, _ = make(bus)
@@ -145,6 +147,8 @@ def test_a_context_joining_by_bind_takes_part_in_state_sync(bus, make):
 
 def test_reqrep_balances_between_repliers(bus, make):
     class Who(yoton.RepChannel):
+        tag: str
+
         def who(self):
             return self.tag
 
@@ -500,7 +504,9 @@ def test_the_readme_example_runs_as_written(tmp_path, nats_server):
     import re
 
     section = (pathlib.Path(__file__).parent.parent / "docs" / "nats.md").read_text()
-    code = re.search(r"```python\n(# (?:readme|docs)-test: skip.*?)```", section, re.S).group(1)
+    found = re.search(r"```python\n(# (?:readme|docs)-test: skip.*?)```", section, re.S)
+    assert found is not None, "the example is gone from docs/nats.md"
+    code = found.group(1)
     head, rest = code.split("# process 1\n")
     one, two = rest.split("# process 2\n")
     env = dict(os.environ, YOTON_NATS_URL=nats_server.url)

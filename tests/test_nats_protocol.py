@@ -112,14 +112,17 @@ def test_info_is_parsed_with_its_fields():
 def test_status_of_a_no_responders_message():
     wire = b"HMSG r.1 3 16 16\r\nNATS/1.0 503\r\n\r\n\r\n"
     (msg,) = ServerReader().feed(wire)
+    assert isinstance(msg, Msg)
     assert msg.status == 503 and msg.payload == b"" and msg.sid == 3
 
 
 def test_err_text_loses_its_quotes_and_says_what_it_is():
     (err,) = ServerReader().feed(b"-ERR 'Authorization Violation'\r\n")
+    assert isinstance(err, Err)
     assert err.message == "Authorization Violation"
     assert err.is_auth_failure and err.closes_connection
     (err,) = ServerReader().feed(b"-ERR 'Permissions Violation for Publish to x'\r\n")
+    assert isinstance(err, Err)
     assert not err.closes_connection
 
 

@@ -199,7 +199,7 @@ def test_block_runs_as_written(
     name = FILENAME.match(block.first_line)
     if name is not None and name.group(1).startswith("test_"):
         args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", name.group(1)]
-        programs = [(args, None)]
+        programs: list[tuple[list[str], str | None]] = [(args, None)]
     else:
         programs = [([sys.executable, "-c", code], code) for code in split_processes(block.code)]
     procs = [

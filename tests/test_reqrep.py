@@ -324,10 +324,10 @@ def test_echo_and_close_may_be_overridden(pair):
     closed = threading.Event()
 
     class Custom(yoton.RepChannel):
-        def echo(self, arg1, sleep=0.0):  # type: ignore[no-untyped-def]
+        def echo(self, arg1, sleep=0.0):
             return ["custom", arg1]
 
-        def close(self):  # type: ignore[no-untyped-def]
+        def close(self):
             closed.set()
             super().close()
 
@@ -350,7 +350,7 @@ def test_private_attribute_access_on_reqchannel_is_not_a_remote_method(pair):
 # -- modes ----------------------------------------------------------------------------------
 
 
-def _result_while_processing_events(future, timeout=GENEROUS):  # type: ignore[no-untyped-def]
+def _result_while_processing_events(future, timeout=GENEROUS):
     deadline = time.monotonic() + timeout
     while not future.done():
         assert time.monotonic() < deadline, "no reply in event mode"
@@ -363,7 +363,7 @@ def test_modes_switch_back_and_forth(pair):
     a, b = pair
     rep = Calc(a, mode="off")
     req = yoton.ReqChannel(b, "calc")
-    for mode, n in [
+    modes: list[tuple[str | int, int]] = [
         ("thread", 1),
         ("event", 2),
         (2, 3),
@@ -374,7 +374,8 @@ def test_modes_switch_back_and_forth(pair):
         ("event-driven", 8),
         (0, 9),
         ("thread", 10),
-    ]:
+    ]
+    for mode, n in modes:
         rep.set_mode(mode)
         future = req.record(n)
         if rep.mode == "off":

@@ -21,7 +21,7 @@ import yoton
 from yoton_core import _fan, _routing
 from yoton_core._decoder import Run, expand_run
 from yoton_core._routing import DELIVER_RUN_MIN
-from yoton_core._stream import link_of
+from yoton_core._stream import StreamConnection, link_of
 from yoton_core._wire import CONTROL, SLOT_CONTEXT
 from yoton_core.testing import recv_n, wait_for
 
@@ -35,7 +35,10 @@ def join(server: yoton.Context, client: yoton.Context) -> tuple[Any, Any]:
     return s, c
 
 
-def run_of(slot: int, first: int, k: int, dest: int = 0, source: int = SOURCE) -> tuple[Run, list]:
+def run_of(
+    slot: int | None, first: int, k: int, dest: int = 0, source: int = SOURCE
+) -> tuple[Run, list]:
+    assert slot is not None  # (a subscriber's _slot_in)
     payloads = [f"{source:x}-{first + i:06d}".encode() for i in range(k)]
     return Run((CONTROL, slot, source, first, dest, 0, len(payloads[0]), k)), payloads
 
@@ -115,6 +118,7 @@ def test_a_run_for_a_slot_nobody_listens_on_is_counted(contexts: Any) -> None:
         a, b = contexts(2)
         _s, conn = join(a, b)
         sub = yoton.SubChannel(b, "runs", yoton.BINARY)
+        assert sub._slot_in is not None
         route(b, conn, *run_of(sub._slot_in + 1, 1, 12), at_once)
         return {**outcome(b, sub), "unroutable": b._n_unroutable}
 
@@ -175,6 +179,7 @@ def test_a_relay_passes_a_run_on_in_one_step(
     expected = [f"{SOURCE:x}-{i:06d}".encode() for i in range(1, 31)]
     assert recv_n(there, 30, timeout=10) == expected == here.recv_all()
     to_c = next(conn for conn in relay._connected if conn is not from_a)
+    assert isinstance(to_c, StreamConnection)
     to_c.flush(5)  # counted as pushed, as written: nothing missing, nothing twice
     assert link_of(to_c)._retired() == link_of(to_c)._pushed_now()
 

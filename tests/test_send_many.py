@@ -8,7 +8,7 @@ import yoton
 from yoton_core.testing import recv_n, wait_for
 
 
-def _linked(contexts, message_type, **kw):  # type: ignore[no-untyped-def]
+def _linked(contexts, message_type, **kw):
     """A PubChannel in one context and its SubChannel in another, over TCP."""
     a, b = contexts(2, **kw)
     pub = yoton.PubChannel(a, "batch", message_type)
@@ -19,7 +19,7 @@ def _linked(contexts, message_type, **kw):  # type: ignore[no-untyped-def]
     return pub, sub
 
 
-def test_send_many_delivers_a_batch_in_order_and_skips_empty_messages(contexts) -> None:  # type: ignore[no-untyped-def]
+def test_send_many_delivers_a_batch_in_order_and_skips_empty_messages(contexts) -> None:
     pub, sub = _linked(contexts, yoton.BINARY)
     msgs = [b"%06d" % i if i % 100 else b"" for i in range(5000)]
     sent = [m for m in msgs if m]
@@ -28,14 +28,14 @@ def test_send_many_delivers_a_batch_in_order_and_skips_empty_messages(contexts) 
     assert sub.recv(False) == b""  # nothing more: the empty ones were not sent
 
 
-def test_send_many_encodes_like_send(contexts) -> None:  # type: ignore[no-untyped-def]
+def test_send_many_encodes_like_send(contexts) -> None:
     pub, sub = _linked(contexts, yoton.OBJECT)
     batch = [{"i": 1}, [2, 3], "four", None, 5.0]
     assert pub.send_many(batch) == len(batch)
     assert recv_n(sub, len(batch)) == batch
 
 
-def test_a_message_that_does_not_suit_the_channel_stops_the_whole_batch(contexts) -> None:  # type: ignore[no-untyped-def]
+def test_a_message_that_does_not_suit_the_channel_stops_the_whole_batch(contexts) -> None:
     pub, sub = _linked(contexts, yoton.TEXT)
     with pytest.raises(yoton.InvalidArgumentError):
         pub.send_many(["one", b"bytes on a TEXT channel", "three"])
@@ -43,7 +43,7 @@ def test_a_message_that_does_not_suit_the_channel_stops_the_whole_batch(contexts
     assert sub.recv(5.0) == "marker"  # the first message that came: none of the batch
 
 
-def test_a_message_over_the_size_limit_stops_the_whole_batch(contexts) -> None:  # type: ignore[no-untyped-def]
+def test_a_message_over_the_size_limit_stops_the_whole_batch(contexts) -> None:
     pub, sub = _linked(contexts, yoton.BINARY, max_message_size=100)
     with pytest.raises(yoton.InvalidArgumentError, match="exceeds the maximum message size of 100"):
         pub.send_many([b"fits", b"x" * 101])
@@ -51,7 +51,7 @@ def test_a_message_over_the_size_limit_stops_the_whole_batch(contexts) -> None: 
     assert sub.recv(5.0) == b"marker"
 
 
-def test_send_many_on_a_closed_channel_raises(contexts) -> None:  # type: ignore[no-untyped-def]
+def test_send_many_on_a_closed_channel_raises(contexts) -> None:
     pub = yoton.PubChannel(contexts(), "batch", yoton.BINARY)
     pub.close()
     with pytest.raises(yoton.ConnectionClosedError, match="Cannot send"):

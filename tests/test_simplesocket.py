@@ -422,6 +422,7 @@ def test_filewrapper_as_stdin_and_stdout_for_input(
 def test_filewrapper_wrong_direction_is_unsupported(pair: Pair) -> None:
     w, _ = pair.writer()
     r, _ = pair.reader()
+    call: Callable[[], object]
     for call in (lambda: r.write("x"), lambda: r.writelines(["x"])):
         with pytest.raises(io.UnsupportedOperation, match="wraps a SubChannel.*wrap a PubChannel"):
             call()

@@ -175,6 +175,7 @@ def sockpair() -> Iterator[None]:
 def join(server: yoton.Context, client: yoton.Context) -> tuple[Any, Any]:
     s = server.bind("sockpair://localhost:0")
     c = client.connect(f"sockpair://localhost:{s.port1}", timeout=5)
+    assert isinstance(s, SockPairConnection) and isinstance(c, SockPairConnection)
     assert s._watch is not None and c._watch is not None
     return s, c
 

@@ -205,12 +205,17 @@ def join(a: yoton.Context, b: yoton.Context) -> None:
     b.connect(f"localhost:{conn.port1}", timeout=GENEROUS)
 
 
+def reads(ch: yoton.StateChannel, value: object) -> Callable[[], bool]:
+    """A predicate for wait_until: ``ch`` holds ``value`` (one per channel of a loop)."""
+    return lambda: ch.recv() == value
+
+
 def count_arrivals(ch: yoton.StateChannel) -> list[object]:
     """Record every state package deposited into ``ch`` (wraps its deposit)."""
     seen: list[object] = []
     original = ch._deposit
 
-    def deposit(pkg):  # type: ignore[no-untyped-def]
+    def deposit(pkg):
         seen.append(pkg.data)
         original(pkg)
 
@@ -253,7 +258,7 @@ def test_state_goes_both_ways_and_emits_received(made_contexts):
     assert got == ["green"]  # b's own send does not emit received at b
 
 
-def _joined_pair(made_contexts, watch):  # type: ignore[no-untyped-def]
+def _joined_pair(made_contexts, watch):
     """Two contexts with a StateChannel "s" each, b connected to a, the join over.
 
     The binding end answers NEW_CONNECTION with its state (send_last): when
@@ -354,7 +359,7 @@ def test_state_set_before_connecting_reaches_contexts_that_join_later(made_conte
     sd = yoton.StateChannel(d, "cfg", yoton.OBJECT)
     join(c, d)
     for ch in (sb, sc, sd):
-        wait_until(lambda ch=ch: ch.recv() == {"mode": "fast"}, what=f"state at {ch.context}")
+        wait_until(reads(ch, {"mode": "fast"}), what=f"state at {ch.context}")
 
 
 def test_a_new_channel_on_a_connected_context_gets_the_state_on_the_next_join(made_contexts):
@@ -417,7 +422,7 @@ def test_a_late_channel_costs_about_one_answer(made_contexts, watch):
     assert len(arrivals) == 1, arrivals  # each holder answering: 6
 
 
-def _holders(made_contexts, watch, hub, n, holding):  # type: ignore[no-untyped-def]
+def _holders(made_contexts, watch, hub, n, holding):
     """n contexts around ``hub`` that all hold the same state, their joins over.
 
     ``holding``: the contexts that already have a StateChannel on the slot.
@@ -425,7 +430,7 @@ def _holders(made_contexts, watch, hub, n, holding):  # type: ignore[no-untyped-
     """
     holding = list(holding)
     handled = []
-    chans = []
+    chans: list[yoton.StateChannel] = []
     for ctx in new(made_contexts, n):
         join(hub, ctx)
         handled += [(h, ctx) for h in holding]
@@ -435,7 +440,7 @@ def _holders(made_contexts, watch, hub, n, holding):  # type: ignore[no-untyped-
         chans.append(ch)
         holding.append(ctx)
     for ch in chans:
-        wait_until(lambda ch=ch: ch.recv() == "shared")
+        wait_until(reads(ch, "shared"))
     # No re-send of the set-up may be on its way (through the hub) when the
     # joiner of the test comes.
     watch.settle(handled, senders=holding, receivers=[hub])
@@ -498,7 +503,7 @@ def test_two_networks_with_different_states_agree_after_joining(made_contexts, w
     wait_until(lambda: newer[0].recv() == "new")
     join(x1, y1)
     for ch in xs + ys:
-        wait_until(lambda ch=ch: ch.recv() == "new", what=f"agreement at {ch.context}")
+        wait_until(reads(ch, "new"), what=f"agreement at {ch.context}")
     everyone = [x1, x2, y1, y2]
     watch.settle([(c, y1) for c in (x1, x2, y2)], senders=everyone, receivers=everyone)
     assert [ch.recv() for ch in xs + ys] == ["new"] * 4  # and it stays that way

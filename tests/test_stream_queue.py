@@ -75,7 +75,7 @@ def _read_all(b: socket.socket, n_packages: int) -> list[Package]:
     return out
 
 
-def test_idle_push_is_written_by_the_pushing_thread(link) -> None:  # type: ignore[no-untyped-def]
+def test_idle_push_is_written_by_the_pushing_thread(link) -> None:
     conn, _a, b = link
     _idle(conn)
     _push(conn, _pkg(1))
@@ -85,9 +85,7 @@ def test_idle_push_is_written_by_the_pushing_thread(link) -> None:  # type: igno
     assert [p.data for p in _read_all(b, 1)] == [_pkg(1).data]
 
 
-def test_a_push_after_a_receive_is_written_at_once(  # type: ignore[no-untyped-def]
-    link, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_push_after_a_receive_is_written_at_once(link, monkeypatch: pytest.MonkeyPatch) -> None:
     # A push soon after another one is taken for part of a stream and queued
     # for the engine to batch -- unless the link received something in
     # between: then it answers (a reply) or goes on (the next request after a
@@ -108,7 +106,7 @@ def test_a_push_after_a_receive_is_written_at_once(  # type: ignore[no-untyped-d
     assert conn._direct_written == 1
 
 
-def test_no_direct_write_while_the_sender_owns_the_socket(link) -> None:  # type: ignore[no-untyped-def]
+def test_no_direct_write_while_the_sender_owns_the_socket(link) -> None:
     conn, _a, b = link
     assert conn._start_writing() is None
     _idle(conn)
@@ -119,7 +117,7 @@ def test_no_direct_write_while_the_sender_owns_the_socket(link) -> None:  # type
     assert conn._stop_writing()
 
 
-def test_switched_off_means_queued(link) -> None:  # type: ignore[no-untyped-def]
+def test_switched_off_means_queued(link) -> None:
     conn, _a, _b = link
     conn._enable_direct(None)
     _idle(conn)
@@ -128,7 +126,7 @@ def test_switched_off_means_queued(link) -> None:  # type: ignore[no-untyped-def
     assert conn._retired() == 0
 
 
-def test_partial_write_is_finished_first_and_counted_once(link) -> None:  # type: ignore[no-untyped-def]
+def test_partial_write_is_finished_first_and_counted_once(link) -> None:
     conn, a, b = link
     # Fill the socket buffer with whole packages, so the stream stays decodable.
     filler = encode_package(_pkg(0, 1000))
@@ -173,7 +171,7 @@ def test_partial_write_is_finished_first_and_counted_once(link) -> None:  # type
     assert got == [_pkg(0, 1000).data] * n_fill + [big.data, _pkg(2).data]
 
 
-def test_a_broadcast_packs_each_frame_once_and_never_mixes_them(contexts) -> None:  # type: ignore[no-untyped-def]
+def test_a_broadcast_packs_each_frame_once_and_never_mixes_them(contexts) -> None:
     # A broadcast pushes one header object to every link, and the frame packed
     # for the first link is reused for the others (Context._frame_of). Every
     # message here has the same size and its own content: a frame reused for
@@ -185,7 +183,11 @@ def test_a_broadcast_packs_each_frame_once_and_never_mixes_them(contexts) -> Non
     for ctx, server in ((a, pub_ctx), (b, pub_ctx), (relay, pub_ctx), (c, relay)):
         bound = server.bind("localhost:0")
         ctx.connect(f"localhost:{bound.port1}", timeout=5)
-        wait_for(lambda bound=bound: bound.is_connected, what="a link")
+
+        def linked(bound: yoton.Connection = bound) -> bool:
+            return bound.is_connected
+
+        wait_for(linked, what="a link")
     second = relay.bind("localhost:0")
     d = contexts()
     d.connect(f"localhost:{second.port1}", timeout=5)
@@ -207,7 +209,7 @@ def test_a_broadcast_packs_each_frame_once_and_never_mixes_them(contexts) -> Non
         assert q.queued_count() == 0 and q._retired() == q._pushed_now() >= n
 
 
-def test_fan_out_counts_hold_through_large_packages_and_links_that_come_and_go(contexts) -> None:  # type: ignore[no-untyped-def]
+def test_fan_out_counts_hold_through_large_packages_and_links_that_come_and_go(contexts) -> None:
     # The fan-out path does not count its appends one by one: a link counts
     # every package its context numbered since its _fan_base (_stream_queue,
     # "Counters"). Large packages (through send_package), a link that joins
@@ -236,7 +238,7 @@ def test_fan_out_counts_hold_through_large_packages_and_links_that_come_and_go(c
     def uncounted() -> list[bytes]:
         # Small sends until every link holds appends its _pushed does not count
         # yet, so that the fan's change that follows has some to settle.
-        tail = []
+        tail: list[bytes] = []
         while any(q._fan_base == pub_ctx._send_seq for q in pub_ctx._fan_out or ()):
             assert len(tail) < 10_000, "the fan-out path appended nothing"
             tail.append(b"t%05d" % len(tail))
@@ -263,7 +265,7 @@ def test_fan_out_counts_hold_through_large_packages_and_links_that_come_and_go(c
     assert recv_n(sub_b, 2 * len(sent) + len(tail_2)) == sent + tail_2 + sent
 
 
-def test_links_of_other_transports_turn_the_fan_out_path_off(contexts) -> None:  # type: ignore[no-untyped-def]
+def test_links_of_other_transports_turn_the_fan_out_path_off(contexts) -> None:
     # Context._send appends frames to queues itself only while every link is
     # a stream queue of ours (_fan.fan_links); beside an inproc link
     # each package goes through every connection's send_package, and both
@@ -309,7 +311,7 @@ def _fill_socket(a: socket.socket) -> tuple[int, bytes]:
             return n_fill, filler[n:]
 
 
-def test_a_stream_goes_out_in_the_pushers_own_batches(link) -> None:  # type: ignore[no-untyped-def]
+def test_a_stream_goes_out_in_the_pushers_own_batches(link) -> None:
     conn, _a, b = link
     n = 2 * DIRECT_BATCH + 50
     _idle(conn)
@@ -330,7 +332,7 @@ def test_a_stream_goes_out_in_the_pushers_own_batches(link) -> None:  # type: ig
     assert [p.data for p in b_reader_out] == [_pkg(i).data for i in range(n)]
 
 
-def test_the_push_after_a_pushers_batch_is_queued_not_written_alone(link) -> None:  # type: ignore[no-untyped-def]
+def test_the_push_after_a_pushers_batch_is_queued_not_written_alone(link) -> None:
     # A stream empties the queue only with the pusher's own batches; the push
     # that finds it empty then is part of the stream, whatever the "quiet"
     # rule's clock says (a batch takes longer than DIRECT_QUIET): written on
@@ -365,7 +367,7 @@ def _read_all_after(b: socket.socket, rest: bytes, conn: StreamLink, n: int) -> 
     return out
 
 
-def test_no_batch_of_the_pusher_while_the_sender_writes(link) -> None:  # type: ignore[no-untyped-def]
+def test_no_batch_of_the_pusher_while_the_sender_writes(link) -> None:
     conn, _a, _b = link
     assert conn._start_writing() is None
     for i in range(2 * DIRECT_BATCH):
@@ -374,7 +376,7 @@ def test_no_batch_of_the_pusher_while_the_sender_writes(link) -> None:  # type: 
     assert conn._retired() == 0
 
 
-def test_a_batch_the_socket_takes_in_part_is_finished_by_the_sender(link) -> None:  # type: ignore[no-untyped-def]
+def test_a_batch_the_socket_takes_in_part_is_finished_by_the_sender(link) -> None:
     conn, a, b = link
     n_fill, rest = _fill_socket(a)
     _busy(conn)
@@ -398,7 +400,7 @@ def test_a_batch_the_socket_takes_in_part_is_finished_by_the_sender(link) -> Non
     a.sendall(partial)
     conn._partial_written()
     assert conn._retired() == DIRECT_BATCH + 1  # the whole batch, once it is out
-    a.sendall(conn._outq.popleft())  # type: ignore[arg-type]
+    a.sendall(conn._outq.popleft())
     conn._written += 1
     a.setblocking(False)
     assert conn._stop_writing()
@@ -408,7 +410,7 @@ def test_a_batch_the_socket_takes_in_part_is_finished_by_the_sender(link) -> Non
     assert conn._retired() == conn._pushed == DIRECT_BATCH + 2
 
 
-def test_a_large_package_leaves_the_queue_to_the_sender(link) -> None:  # type: ignore[no-untyped-def]
+def test_a_large_package_leaves_the_queue_to_the_sender(link) -> None:
     conn, _a, _b = link
     _busy(conn)
     _push(conn, _pkg(0))  # queued
@@ -424,7 +426,7 @@ def test_a_large_package_leaves_the_queue_to_the_sender(link) -> None:  # type: 
     assert not conn._batch_blocked
 
 
-def test_the_sender_is_not_woken_while_it_writes(link) -> None:  # type: ignore[no-untyped-def]
+def test_the_sender_is_not_woken_while_it_writes(link) -> None:
     conn, _a, _b = link
     _busy(conn)
     _push(conn, _pkg(1))  # queued, and the sender is woken
@@ -442,7 +444,7 @@ def test_the_sender_is_not_woken_while_it_writes(link) -> None:  # type: ignore[
     assert conn._send_event.wait(10) and conn._wake_pending
 
 
-def test_flush_reads_its_count_under_the_context_lock_within_its_timeout(contexts) -> None:  # type: ignore[no-untyped-def]
+def test_flush_reads_its_count_under_the_context_lock_within_its_timeout(contexts) -> None:
     # flush takes the context lock a moment to read the fan's count exactly
     # (_fan.py); a lock that is not free within the timeout is a timeout, not
     # a hang, and None still means no limit.
@@ -460,7 +462,7 @@ def test_flush_reads_its_count_under_the_context_lock_within_its_timeout(context
     conn.flush(5)
 
 
-def test_a_send_interrupted_in_the_fan_loop_counts_nothing_a_link_did_not_get(contexts) -> None:  # type: ignore[no-untyped-def]
+def test_a_send_interrupted_in_the_fan_loop_counts_nothing_a_link_did_not_get(contexts) -> None:
     # The fan's bases count each package for every link of the fan (_fan.py).
     # A send that fails half way -- here the second link's send_package
     # raises, as a Ctrl-C could -- must not leave the third link counting a
@@ -475,7 +477,7 @@ def test_a_send_interrupted_in_the_fan_loop_counts_nothing_a_link_did_not_get(co
     wait_for(lambda: pub_ctx._fan_out is not None and len(pub_ctx._fan_out) == 3, what="3 links")
     first, failing, last = (link._conn for link in pub_ctx._fan_out)
 
-    def interrupted(header, data):  # type: ignore[no-untyped-def]
+    def interrupted(header, data):
         raise RuntimeError("interrupted")
 
     failing.send_package = interrupted  # (the loop calls link._conn.send_package)
@@ -493,7 +495,7 @@ def test_a_send_interrupted_in_the_fan_loop_counts_nothing_a_link_did_not_get(co
     assert recv_n(subs[failing], 1) == [b"after"]
 
 
-def test_push_frames_queues_a_relayed_run_at_once_or_not_at_all(link) -> None:  # type: ignore[no-untyped-def]
+def test_push_frames_queues_a_relayed_run_at_once_or_not_at_all(link) -> None:
     # A relay's run (Router._relay_run): all its frames are queued and, the
     # link idle, sent by the pushing thread in one go; past the context's
     # queue limit none is, and each goes through send_package instead.

@@ -72,7 +72,7 @@ def read_all(sub: yoton.SubChannel, n: int) -> list[int]:
     return out
 
 
-def sync_pair(made_contexts, slot, queue_n=None):  # type: ignore[no-untyped-def]
+def sync_pair(made_contexts, slot, queue_n=None):
     """Two linked contexts, a publisher and a sync-mode subscriber on ``slot``.
 
     Returned once the publisher heard the subscriber's window: from then on it
@@ -90,7 +90,7 @@ def sync_pair(made_contexts, slot, queue_n=None):  # type: ignore[no-untyped-def
     return p, s, pub, sub
 
 
-def blocked_pair(made_contexts, n):  # type: ignore[no-untyped-def]
+def blocked_pair(made_contexts, n):
     """A sync-mode sub that does not read and a publisher thread it blocked."""
     # Held to the subscriber's window from the first message: before its
     # announcement arrives only "full" holds a publisher back, and under load
@@ -435,7 +435,7 @@ def test_sync_mode_is_an_explicit_flag_and_subclasses_keep_their_deposit(context
     seen: list[bytes] = []
 
     class Counting(yoton.SubChannel):
-        def _deposit(self, pkg):  # type: ignore[no-untyped-def]
+        def _deposit(self, pkg):
             seen.append(pkg.data)
             super()._deposit(pkg)
 
@@ -476,7 +476,7 @@ def test_sync_words_are_said_in_the_engine_thread_only(made_contexts, monkeypatc
     said: list[tuple[bytes, bool]] = []
     real = _sync.SubSync._say
 
-    def say(self, word, dest_id=0, dest_seq=0):  # type: ignore[no-untyped-def]
+    def say(self, word, dest_id=0, dest_seq=0):
         said.append((word, engine.in_engine_thread()))
         return real(self, word, dest_id, dest_seq)
 
@@ -485,6 +485,8 @@ def test_sync_words_are_said_in_the_engine_thread_only(made_contexts, monkeypatc
     made_contexts += [hub, s]
     sub = yoton.SubChannel(s, "data", yoton.BINARY)
     sub.set_sync_mode(True)
+    sync = sub._sync
+    assert sync is not None
     join(hub, s)
     wait_until(lambda: said, what="the window announced")
     for full in (False, True):
@@ -492,11 +494,15 @@ def test_sync_words_are_said_in_the_engine_thread_only(made_contexts, monkeypatc
             pub = yoton.PubChannel(hub, "data", yoton.BINARY)
             for i in range(_sync.HIGH_WATER + 1):
                 pub.send(i.to_bytes(4, "little"))
-            wait_until(lambda: sub._sync.full, what="the subscriber full")
+            wait_until(lambda: sync.full, what="the subscriber full")
         del said[:]
         joiner = yoton.Context()
         made_contexts.append(joiner)
         join(hub, joiner)  # its NEW_CONNECTION reaches s
         word = _sync.FULL if full else _sync.OK
-        wait_until(lambda w=word: any(x == w for x, _ in said), what=f"{word!r} said")
+
+        def said_it(word: bytes = word) -> bool:
+            return any(x == word for x, _ in said)
+
+        wait_until(said_it, what=f"{word!r} said")
         assert [w for w, in_engine in said if not in_engine] == []

@@ -32,7 +32,7 @@ def pair(scheme: str, a: yoton.Context, b: yoton.Context, name: str = ""):
 
 
 def recv_n(sub: yoton.SubChannel, n: int) -> list:
-    out = []
+    out: list[object] = []
     deadline = time.monotonic() + TIMEOUT
     while len(out) < n and time.monotonic() < deadline:
         msg = sub.recv(0.5)

@@ -386,7 +386,12 @@ def test_slot_interest(contexts: Any) -> None:
         # The notification may block: the channel's constructor waits for it.
         conn.block = threading.Event()
         made = threading.Event()
-        maker = threading.Thread(target=lambda: (yoton.SubChannel(a, "late"), made.set()))
+
+        def make_a_channel() -> None:
+            yoton.SubChannel(a, "late")
+            made.set()
+
+        maker = threading.Thread(target=make_a_channel)
         maker.start()
         wait_for(lambda: len(conn.changes) == 4, TIMEOUT, "the notification")
         assert not made.wait(0.05), "the constructor returned while the transport was busy"
@@ -450,9 +455,14 @@ def test_congestion_makes_senders_wait_and_is_never_lost(contexts: Any) -> None:
         assert a.congested
         pub.send("congested")
         assert a.waits == [threading.get_ident()] and b.waits == []
+
         # While a waits, b reports congestion (as if from its IO thread), and
         # a drains: b's report must survive the context's pass over the links.
-        a.on_wait = lambda: (b.set_congested(True), a.set_congested(False))
+        def b_reports_a_drains() -> None:
+            b.set_congested(True)
+            a.set_congested(False)
+
+        a.on_wait = b_reports_a_drains
         pub.send("b reports while a waits")
         assert len(a.waits) == 2
         pub.send("b waits")

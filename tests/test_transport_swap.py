@@ -112,4 +112,4 @@ def test_scheme_and_transport_names_are_case_insensitive(ctx):
 
 def test_transport_argument_must_be_a_scheme_name():
     with pytest.raises(TypeError, match="transport must be a scheme name"):
-        yoton.Context(transport=yoton_tcp.TcpConnection)
+        yoton.Context(transport=yoton_tcp.TcpConnection)  # type: ignore[arg-type]  # under test

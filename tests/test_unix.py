@@ -103,12 +103,14 @@ def _run_binder(address: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         text=True,
     )
+    assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "READY"
     return proc
 
 
 def test_stale_socket_of_a_dead_process_is_cleaned_up(rundir, contexts):
     proc = _run_binder("unix://stale")
+    assert proc.stdin is not None and proc.stdout is not None  # (pipes)
     path = rundir / "stale.sock"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -124,6 +126,7 @@ def test_stale_socket_of_a_dead_process_is_cleaned_up(rundir, contexts):
 
 def test_live_socket_is_never_stolen(rundir, contexts):
     proc = _run_binder("unix://busy")
+    assert proc.stdin is not None and proc.stdout is not None  # (pipes)
     try:
         a = contexts()
         with pytest.raises(OSError, match="address in use: a live yoton peer is bound at .*busy"):

@@ -22,6 +22,7 @@ from yoton_core._wire import (
     CloseRequest,
     ConnectionMessage,
     Heartbeat,
+    Item,
     Package,
     decode_header,
     encode_connection_message,
@@ -40,6 +41,13 @@ EXAMPLE_HEX = (
 
 def example_package() -> Package:
     return Package(b"hello", 15285871923228, 0x0123456789ABCDEF, 5)
+
+
+def packages_of(items: list[Item]) -> list[Package]:
+    """``items``, checked to hold packages only (no connection-level item)."""
+    packages = [item for item in items if isinstance(item, Package)]
+    assert packages == items
+    return packages
 
 
 def test_constants() -> None:
@@ -142,7 +150,7 @@ def test_events_are_values() -> None:
 
 def test_decode_one_package() -> None:
     d = FrameDecoder()
-    items = d.feed(encode_package(example_package()))
+    items = packages_of(d.feed(encode_package(example_package())))
     assert items == [example_package()]
     assert type(items[0].data) is bytes
     assert d.buffered == 0
@@ -245,7 +253,7 @@ def test_decode_accepts_bytearray_and_memoryview() -> None:
     raw = encode_package(example_package())
     d = FrameDecoder()
     assert d.feed(bytearray(raw[:30])) == []
-    out = d.feed(memoryview(raw)[30:])
+    out = packages_of(d.feed(memoryview(raw)[30:]))
     assert out == [example_package()]
     assert type(out[0].data) is bytes
 
@@ -277,7 +285,7 @@ def test_payload_split_exactly_at_boundaries() -> None:
     raw = encode_package(Package(b"abcdef", 9)) * 3
     for cut in range(len(raw) + 1):
         d = FrameDecoder()
-        out = d.feed(raw[:cut]) + d.feed(raw[cut:])
+        out = packages_of(d.feed(raw[:cut]) + d.feed(raw[cut:]))
         assert [p.data for p in out] == [b"abcdef"] * 3, cut
 
 
@@ -396,7 +404,8 @@ def test_eof_inside_header() -> None:
 def test_eof_clean() -> None:
     d = FrameDecoder()
     assert d.feed(HEARTBEAT_BYTES * 2) == [HEARTBEAT, HEARTBEAT]
-    assert d.eof() is None and d.buffered == 0  # a clean end between packages
+    d.eof()  # a clean end between packages: no error
+    assert d.buffered == 0
     assert d.feed(b"") == []  # and the decoder is still usable, not failed
 
 
@@ -410,8 +419,8 @@ def test_many_small_packages_across_64k_chunks() -> None:
     pkgs = [Package(b"m" * 100, 1000 + i % 7, 42, i + 1) for i in range(5000)]
     stream = encode_packages(pkgs)
     d = FrameDecoder()
-    out = []
+    out: list[Package] = []
     for i in range(0, len(stream), 65536):
-        out += d.feed(stream[i : i + 65536])
+        out += packages_of(d.feed(stream[i : i + 65536]))
     assert out == pkgs
     assert [p.source_seq for p in out] == list(range(1, 5001))

@@ -25,6 +25,7 @@ from yoton_core._wire import (
     HEADER,
     HEARTBEAT,
     HEARTBEAT_BYTES,
+    ConnectionMessage,
     Package,
     encode_connection_message,
     encode_packages,
@@ -189,7 +190,7 @@ def test_a_large_connection_message_is_filled_too(fill: bool) -> None:
     flat = drive(decoder, stream, [65536])
     assert flat == []
     [(pos, item)] = decoder.controls
-    assert pos == 0 and item.payload == body
+    assert pos == 0 and isinstance(item, ConnectionMessage) and item.payload == body
 
 
 @pytest.mark.parametrize("bad", [0, -1, 10**9])
