@@ -1,4 +1,7 @@
-"""The shipped packages type-check clean with mypy (configuration: pyproject.toml).
+"""The shipped packages, the tests and the benchmarks type-check clean with mypy.
+
+One invocation over all of them (configuration and why: ``[tool.mypy]`` of
+pyproject.toml), sharing one cache: about 4 s cold, well under 1 s warm.
 
 Why mypy: it installs from PyPI as a Python package with nothing else to
 fetch (pyright's PyPI wrapper runs on Node.js and downloads it when the
