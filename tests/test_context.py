@@ -823,6 +823,19 @@ def test_channel_inbox_discards_by_policy(contexts: Any, mode: str) -> None:
     assert sub.recv_all() == expected
 
 
+@pytest.mark.parametrize("mode", ["old", "new"])
+def test_channel_inbox_discards_by_policy_in_one_context(contexts: Any, mode: str) -> None:
+    """Context._send appends to a local inbox itself: the same limit and policy."""
+    a = contexts(queue_params=(5, mode))
+    pub = yoton.PubChannel(a, "inbox")
+    sub = yoton.SubChannel(a, "inbox")
+    for i in range(12):
+        pub.send(str(i))
+    assert sub.dropped == 7 and sub.pending == 5  # (delivered in the sending thread)
+    expected = ["7", "8", "9", "10", "11"] if mode == "old" else ["0", "1", "2", "3", "4"]
+    assert sub.recv_all() == expected
+
+
 def test_queue_params_validation() -> None:
     assert yoton.Context().queue_params == (10000, "old")
     assert yoton.Context(queue_params=(10, "NEW")).queue_params == (10, "new")

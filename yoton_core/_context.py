@@ -469,11 +469,10 @@ class Context(Router, JoinAnnouncer, LinkKeeper):
     ) -> int:
         """Send a package from this context: number it and hand it to every link.
 
-        Called from user threads (and from IO threads for protocol answers).
-        Local channels get it too (a Pub and a Sub in one context talk to each
-        other), except ``origin``, the channel that sent it. The package
-        travels as a header tuple plus payload (see :data:`_wire.Header`).
-        Returns its sequence number (sync mode counts what is on its way).
+        Called from user threads (and IO threads, for protocol answers). Local
+        channels but ``origin`` (the sender) get it too, in this thread. It
+        travels as a header tuple plus payload (:data:`_wire.Header`). Returns
+        its sequence number (sync mode counts what is on its way).
         """
         if self._congestion:  # a connection's queue is above its high-water mark
             self._ease_congestion()
@@ -555,11 +554,14 @@ class Context(Router, JoinAnnouncer, LinkKeeper):
                     ch = self._local_ch = self._recv_channels.get(slot)
                     self._local_slot = slot
                 if ch is not None and ch is not origin:
-                    rseq = self._recv_seq + 1
-                    self._recv_seq = rseq
-                    pkg = Package(data, slot, my_id, seq, dest_id, dest_seq)
-                    pkg.recv_seq = rseq
-                    ch._deposit(pkg)
+                    rseq = self._recv_seq = self._recv_seq + 1
+                    if ch._inbox_inline and len(ch._queue) < self._queue_n:  # as _route does
+                        ch._queue.append(data)
+                        ch._note_seqs(rseq, 1)
+                    else:  # a channel of its own kind, or a full inbox (discard policy)
+                        pkg = Package(data, slot, my_id, seq, dest_id, dest_seq)
+                        pkg.recv_seq = rseq
+                        ch._deposit(pkg)
                     local = ch
         finally:
             free.append(True)
