@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import collections
 import os
+import queue
 import signal
 import socket
 import threading
@@ -754,6 +755,27 @@ def test_local_delivery_follows_channels_that_come_and_go(contexts: Any) -> None
     pub.send("second")
     assert again.recv(5) == "second"
     assert again.pending == 0  # nothing from before it was opened
+
+
+def test_a_reader_sleeping_in_recv_is_woken_by_every_local_send(contexts: Any) -> None:
+    """Deposits notify a sleeping reader once per sleep (BaseChannel._notify): each
+    new sleep must be woken again. Ping-pong, so the reader sleeps before each send."""
+    a = contexts()
+    pub = yoton.PubChannel(a, "pingpong", yoton.OBJECT)
+    sub = yoton.SubChannel(a, "pingpong", yoton.OBJECT)
+    got: queue.Queue[Any] = queue.Queue()
+
+    def reader() -> None:
+        for _ in range(100):
+            got.put(sub.recv(10))  # (None: not woken in time)
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    for i in range(100):
+        wait_for(lambda: sub._waiters == 1, what="the reader to sleep in recv")
+        pub.send(i)
+        assert got.get(timeout=20) == i
+    t.join(10)
 
 
 def test_select_sub_channel_keeps_arrival_order(contexts: Any) -> None:

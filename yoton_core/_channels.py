@@ -120,7 +120,8 @@ class BaseChannel(Inbox):
         # channels (recv_seq, for select_sub_channel) is kept as runs (_inbox.py).
         self._init_inbox()
         self._cond = threading.Condition(threading.Lock())
-        self._waiters = 0
+        self._waiters = 0  # threads sleeping in _wait_until
+        self._woken = False  # notified since they last looked (see _notify)
         self._closed = False
         self._n_dropped = 0
         self._received_posted = False
@@ -265,8 +266,17 @@ class BaseChannel(Inbox):
 
     def _notify(self) -> None:
         """Wake readers and emit ``received`` after a batch of deposits."""
-        if self._waiters:
+        if self._waiters and not self._woken:
+            # Once per sleep, not once per deposit: a sleeper that was
+            # notified needs the GIL to run, and until it gets it (up to the
+            # 5 ms switch interval while the depositing thread keeps it) every
+            # deposit would take the condition and notify again (~0.6 us of a
+            # local send to a waiting reader thread). _wait_until clears the
+            # flag under the condition *before* it looks at the inbox, so a
+            # True read here, stale or not, is older than that look, and the
+            # look sees this deposit: no wake-up is lost.
             with self._cond:
+                self._woken = True
                 self._cond.notify_all()
         if self._wakers:
             self._wake_borrowers()
@@ -350,16 +360,28 @@ class BaseChannel(Inbox):
     def _wait_cond(self, deadline: float | None) -> None:
         """Sleep until the inbox has something, the channel closes, or ``deadline``."""
         q = self._queue
-        with self._cond:
+        self._wait_until(lambda: bool(q) or self._closed, deadline)
+
+    def _wait_until(self, ready: Callable[[], bool], deadline: float | None) -> bool:
+        """Sleep until ``ready()`` (looked at under ``_cond``) or ``deadline``; its last value.
+
+        What deposits and close change is what ``ready`` may look at: they
+        notify sleepers here (:meth:`_notify`, :meth:`close`).
+        """
+        cond = self._cond
+        with cond:
             self._waiters += 1
             try:
-                while not q and not self._closed:
+                while True:
+                    self._woken = False  # (before the look: see _notify)
+                    if ready():
+                        return True
                     if deadline is None:
-                        self._cond.wait()
+                        cond.wait()
                     else:
                         remaining = deadline - time.monotonic()
                         if remaining <= 0:
-                            return
-                        self._cond.wait(remaining)
+                            return False
+                        cond.wait(remaining)
             finally:
                 self._waiters -= 1

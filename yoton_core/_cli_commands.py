@@ -20,6 +20,7 @@ import argparse
 import json
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -415,13 +416,11 @@ def run_state(args: argparse.Namespace) -> int:
 
 def _wait_for_state(state: Any, timeout: float) -> bool:
     """Wait until a StateChannel holds a state (woken by its deposits, no polling)."""
-    cond = state._cond
-    with cond:
-        state._waiters += 1
-        try:
-            return bool(cond.wait_for(lambda: state._version or state._closed, timeout))
-        finally:
-            state._waiters -= 1
+
+    def ready() -> bool:
+        return bool(state._version or state._closed)
+
+    return bool(state._wait_until(ready, time.monotonic() + timeout))
 
 
 def run_transports(args: argparse.Namespace) -> int:
