@@ -96,6 +96,45 @@ def test_io_statistics_show_who_reads(contexts: Any) -> None:
         now.borrows = 0  # type: ignore[misc]  # a snapshot, not a live view
 
 
+IDLE_LINK = """
+    import sys
+    import yoton
+    from yoton_core.testing import wait_for
+
+    ctx = yoton.Context()
+    ctx.connect(sys.argv[1], timeout=10)
+    wait_for(lambda: yoton.io_statistics().poller_reads > 0, 10, "a first heartbeat")
+    before = yoton.io_statistics()
+    wait_for(lambda: yoton.io_statistics().poller_reads >= before.poller_reads + 20, 30,
+             "20 more heartbeats")
+    after = yoton.io_statistics()
+    print(after.ticks - before.ticks, after.poller_reads - before.poller_reads)
+    ctx.close()
+"""
+
+
+def test_an_idle_link_wakes_the_engine_about_once_per_heartbeat(contexts: Any) -> None:
+    """The engine ticks when a ticker needs it (Engine._ticker), not every 50 ms.
+
+    A child process with one idle link: it sends a heartbeat every 0.2 s and
+    reads the peer's as often. Counted against the heartbeats it read (no
+    clock in the assertion: a loaded machine only makes ticks rarer): about
+    one tick per heartbeat, where a fixed 50 ms tick makes four.
+    """
+    a = contexts()
+    conn = a.bind("localhost:0")
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(IDLE_LINK), f"localhost:{conn.port1}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    ticks, reads = map(int, done.stdout.split())
+    assert reads >= 20
+    assert ticks <= 2 * reads + 2, (ticks, reads)
+
+
 def test_a_thread_that_stays_away_gets_its_sockets_taken_back(contexts: Any) -> None:
     a, b = contexts(), contexts()
     sub = yoton.SubChannel(b, "quiet")

@@ -217,6 +217,39 @@ def test_engine_access() -> None:
     assert seen == [("soon", True), ("run", True)]
 
 
+def test_a_ticker_says_when_it_needs_the_next_tick_and_a_new_one_is_called_soon(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ticker's return value is its next due time; adding a ticker wakes a sleeping engine.
+
+    A fresh engine (not the shared one, whose other tickers keep it ticking)
+    with one ticker that needs nothing for an hour, and no cap on the sleep:
+    a ticker added now must still be called, and at the default cadence.
+    """
+    from yoton_core import _engine
+
+    monkeypatch.setattr(_engine, "TICK_MAX_SLEEP", 3600.0)
+    eng = yoton.transport.Engine()
+    far: list[float] = []
+
+    def later(now: float) -> float:
+        far.append(now)
+        return now + 3600.0
+
+    eng.add_ticker(later)
+    default: list[float] = []
+    try:
+        wait_for(lambda: len(far) >= 1, TIMEOUT, "the first tick")
+        ticks = eng.statistics()["ticks"]
+        eng.add_ticker(default.append)  # (returns None: every TICK_INTERVAL)
+        wait_for(lambda: len(default) >= 3, TIMEOUT, "the added ticker, three times")
+        assert eng.statistics()["ticks"] >= ticks + 3
+        assert len(far) >= 3  # every tick calls every ticker; the due time is a lower bound
+    finally:
+        eng.remove_ticker(later)
+        eng.remove_ticker(default.append)
+
+
 # -- private names never collide -------------------------------------------------------
 
 

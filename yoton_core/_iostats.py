@@ -23,7 +23,11 @@ class IOStatistics:
     Attributes:
         engine_running: The trio engine thread has started.
         tickers: Objects the engine calls every tick (connections for their
-            heartbeats and time-outs, sync-mode subscribers).
+            heartbeats and time-outs, sync-mode subscribers, request/reply
+            channels with requests under way).
+        ticks: How often the engine's ticker ran since it started. It runs
+            when a ticker needs it (an idle connection: for each heartbeat,
+            5 a second), at most every 50 ms, at least once a second.
         poller_running: The poller thread has started (with the first
             established tcp or unix connection).
         polled_sockets: Sockets read outside trio: by the poller, or by a
@@ -40,6 +44,7 @@ class IOStatistics:
 
     engine_running: bool
     tickers: int
+    ticks: int
     poller_running: bool
     polled_sockets: int
     poller_reads: int
@@ -51,11 +56,12 @@ def io_statistics() -> IOStatistics:
     """Return a snapshot of the process-wide IO threads (see :class:`IOStatistics`)."""
     engine = _engine._engine
     poller = _poller._poller
-    eng = engine.statistics() if engine is not None else {"tickers": 0, "running": 0}
+    eng = engine.statistics() if engine is not None else {"tickers": 0, "ticks": 0, "running": 0}
     pol = poller.statistics() if poller is not None else {"sockets": 0, "reads": 0, "borrows": 0}
     return IOStatistics(
         engine_running=bool(eng["running"]),
         tickers=eng["tickers"],
+        ticks=eng["ticks"],
         poller_running=poller is not None and poller._thread is not None,
         polled_sockets=pol["sockets"],
         poller_reads=pol["reads"],

@@ -490,9 +490,16 @@ class StreamLink(StreamQueue, StreamReceiver):
                     await trio.lowlevel.checkpoint()
                     since = 0
 
-    def _tick(self, now: float) -> None:
+    def _tick(self, now: float) -> float | None:
+        """Heartbeat and time-out; returns when they are next due (Engine._ticker).
+
+        A direct write since the last tick only set ``_direct_tx`` (one store
+        on the hot path), so the heartbeat due time is reckoned from the tick
+        that saw it: on a busy link the ticker comes every HEARTBEAT_INTERVAL,
+        on an idle one for each heartbeat, and never later than the time-out.
+        """
         if self._send_event is None or not self._conn.is_connected:
-            return
+            return None
         if self._direct_tx:  # user threads wrote directly since the last tick
             self._direct_tx = False
             self._last_tx = now
@@ -502,9 +509,14 @@ class StreamLink(StreamQueue, StreamReceiver):
             else:
                 self._hb_due = True
                 self._send_event.set()
-        if not self._timed_out and now - self._last_rx >= self._conn.timeout:
+        timeout = self._conn.timeout
+        if not self._timed_out and now - self._last_rx >= timeout:
             self._timed_out = True
             self._conn.set_timed_out(True)
+        due = self._last_tx + HEARTBEAT_INTERVAL  # (past while the sender owes it: soon)
+        if not self._timed_out:
+            due = min(due, self._last_rx + timeout)
+        return due
 
     # -- close -------------------------------------------------------------
 

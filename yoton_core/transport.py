@@ -80,7 +80,8 @@ the peer's own close, a description of the fault otherwise.
 a daemon thread; :func:`engine` gives a transport its ``spawn``,
 ``run_sync_soon``, ``run``, ``in_engine_thread``, ``in_io_thread`` and
 ``add_ticker``/``remove_ticker`` (keep-alive callbacks every
-:data:`TICK_INTERVAL` seconds). A thread that reads and delivers packages
+:data:`TICK_INTERVAL` seconds, or when the callback says it is next due, up
+to :data:`TICK_MAX_SLEEP` later). A thread that reads and delivers packages
 must never block waiting for the network (``in_io_thread()``).
 
 **Letting the core read a socket.** A transport whose input is a plain
@@ -104,7 +105,7 @@ from ._auth import pairing_refusal
 from ._connection import Connection, ConnectionStatistics
 from ._context import Context
 from ._decoder import FrameDecoder
-from ._engine import TICK_INTERVAL, Engine, get_engine
+from ._engine import TICK_INTERVAL, TICK_MAX_SLEEP, Engine, get_engine
 from ._errors import (
     ONE_PEER_HINT,
     BrokenConnectionError,
@@ -137,6 +138,7 @@ __all__ = [
     "ONE_PEER_HINT",
     "SLOT_CONTEXT",
     "TICK_INTERVAL",
+    "TICK_MAX_SLEEP",
     "BrokenConnectionError",
     "ConnectError",
     "Connection",
