@@ -465,6 +465,31 @@ def test_auto_cancel_when_nobody_answers(pair):
     assert req._items == {}  # nothing stays behind (2.x kept them forever)
 
 
+def test_timers_stop_while_idle_and_come_back_with_the_next_request(pair):
+    """Req and Rep channels take their ticker off the engine when nothing is under
+    way (an idle process then wakes only for heartbeats) and put it back with the
+    next request: what only a tick does must still happen after an idle spell."""
+    a, b = pair
+    rep = Calc(a)
+    req = yoton.ReqChannel(b, "calc")
+    lonely = yoton.ReqChannel(b, "nobody-serves-this", default_future_timeout=0.3)
+    assert req.add(1, 1).result(GENEROUS) == 2  # (the requester now knows rep: direct)
+    with pytest.raises(yoton.CancelledError):  # a tick cancels it
+        lonely.anything().result(GENEROUS)
+    wait_until(
+        lambda: not (req._ticking or rep._ticking or lonely._ticking),
+        what="the three tickers to stop",
+    )
+    with pytest.raises(yoton.CancelledError):  # the ticker came back
+        lonely.anything().result(GENEROUS)
+    held = req.hold(1)  # direct: rep acknowledges it from its ticker after DIRECT_ACK_DELAY
+    wait_until(rep.entered.is_set)
+    wait_until(lambda: rep._running and all(w.acked for w in rep._running), what="the ack")
+    rep.release.set()
+    assert held.result(GENEROUS) == 1
+    assert rep.calls == [1]  # once: the requester did not give up on the direct path
+
+
 def test_default_future_timeout_is_checked(pair):
     _a, b = pair
     with pytest.raises(ValueError):

@@ -415,9 +415,6 @@ class RepChannel(RepChannel2x, BaseChannel):
         self._incoming.append(pkg)
 
     def _on_deposit(self) -> None:
-        if not self._ticking:  # timers are needed once requests arrive
-            self._ticking = True
-            get_engine().add_ticker(self._tick)
         out: _Out = []
         now = time.monotonic()
         incoming = self._incoming
@@ -431,6 +428,13 @@ class RepChannel(RepChannel2x, BaseChannel):
             if self._pre or self._current is not None:
                 self._pump_locked(now, out)
             post = self._wake_locked()
+            # Timers are needed while there is work; _tick stops them when
+            # there is none. Both decide under _cond, so none is lost.
+            start_ticking = not self._ticking and not self._idle_locked()
+            if start_ticking:
+                self._ticking = True
+        if start_ticking:
+            get_engine().add_ticker(self._tick)
         if out:
             self._send_all(out)
         if post:
@@ -522,9 +526,16 @@ class RepChannel(RepChannel2x, BaseChannel):
         requester, rid = key
         out.append((REQ_ACK_NEW if rid & NEW_STYLE else REQ_ACK, requester, REF + rid))
 
+    def _idle_locked(self) -> bool:
+        return self._current is None and not self._running and not self._work and not self._pre
+
     def _tick(self, _now: float) -> None:
-        if self._current is None and not self._running and not self._work and not self._pre:
-            return
+        if self._idle_locked():
+            with self._cond:
+                if self._idle_locked():  # nothing to time until a request comes (_on_deposit)
+                    self._ticking = False
+                    get_engine().remove_ticker(self._tick)
+                    return
         now = time.monotonic()
         out: _Out = []
         with self._cond:

@@ -375,7 +375,11 @@ class ReqChannel(BaseChannel):
 
     def _tick(self, _now: float) -> None:
         if not self._items:
-            return
+            with self._lock:
+                if not self._items:  # nothing to time until the next request (_request)
+                    self._ticking = False
+                    get_engine().remove_ticker(self._tick)
+                    return
         now = time.monotonic()
         ctx = self._context
         can_resend = bool(ctx.connection_count) or self._slot_out in ctx._recv_channels
