@@ -269,6 +269,45 @@ def _python_with_spin(value: str, code: str) -> subprocess.CompletedProcess[str]
     )
 
 
+def test_a_spin_lasts_in_proportion_to_the_work_before_it() -> None:
+    """_borrow.spin_for: where a thread waits far longer than it works, its spin
+    runs out (and after SPIN_MISSES of those it parks at once); where it works
+    as long as it waits, it spins the whole SPIN_SECONDS, as before."""
+    spin_for, full = _borrow.spin_for, 250e-6
+    # A stream of 5,000 messages a second: ~5 us of work a message, 200 us apart.
+    assert spin_for(5e-6, full) < 100e-6
+    # A fast stream: ~100 us of work a chunk, the next ~80 us later.
+    assert spin_for(100e-6, full) == full
+    # A request/reply loop: ~20 us of work, the answer within ~40.
+    assert spin_for(20e-6, full) >= 100e-6
+    assert spin_for(0.0, full) == _borrow.SPIN_FLOOR
+    assert spin_for(1.0, 0.0) == 0.0  # YOTON_SPIN_US=0 (or one CPU): no spin at all
+
+
+def test_a_waiting_thread_sizes_its_spin_by_its_work_since_the_last_wait(
+    contexts: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    works: list[float] = []
+    real = _borrow.spin_for
+
+    def spy(work: float, limit: float) -> float:
+        works.append(work)
+        return real(work, limit)
+
+    monkeypatch.setattr(_borrow, "SPIN_SECONDS", 250e-6)  # (0 on a single CPU)
+    monkeypatch.setattr(_borrow, "SPIN_MISSES", 10**9)  # (this thread's misses of other tests)
+    monkeypatch.setattr(_borrow, "spin_for", spy)
+    a, b = contexts(), contexts()
+    sub = yoton.SubChannel(b, "sized")
+    server, _client = join(b, a)
+    _reader(server)  # (established and read outside trio: what a wait borrows)
+    for _ in range(3):
+        assert sub.recv(0.3) == ""  # borrowed, spun, parked, timed out
+    assert len(works) >= 2 and all(w >= 0 for w in works), works
+    # Counted from the end of the last wait (a 0.3 s one), not from its start:
+    assert works[-1] < 0.3, works
+
+
 @pytest.mark.parametrize("value", ["fast", "-5"])
 def test_a_bad_spin_setting_is_refused_clearly(value: str) -> None:
     done = _python_with_spin(value, "import yoton")

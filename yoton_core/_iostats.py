@@ -38,7 +38,7 @@ class IOStatistics:
             poller to read it itself (it holds it for its next wait, until it
             stays away). Counted without a lock: a close figure, not an exact
             one, when many threads borrow at once.
-        spin_us: How long a borrowing thread polls before it sleeps
+        spin_us: The longest a borrowing thread polls before it sleeps
             (``YOTON_SPIN_US``; 0 on a single CPU).
     """
 
