@@ -389,8 +389,10 @@ def test_spinning_stops_while_it_does_not_pay_and_resumes_when_it_does(
     for _ in range(_borrow.SPIN_MISSES + 2):
         assert sub.recv(0.01) == ""  # nothing comes: every spin runs out
     assert st.spin_misses == _borrow.SPIN_MISSES
-    # The next probe spins (long enough here for the message to come meanwhile).
+    # The next probe spins (long enough here for the message to come meanwhile,
+    # whatever the work before it: spin_for has its own test).
     monkeypatch.setattr(_borrow, "SPIN_SECONDS", 30.0)
+    monkeypatch.setattr(_borrow, "spin_for", lambda work, limit: limit)
     st.waits = _borrow.SPIN_PROBE - 1
 
     def send_once_waiting() -> None:
@@ -416,6 +418,7 @@ def test_a_spinning_thread_gives_its_cpu_away_between_polls(
     yields: list[int] = []
     monkeypatch.setattr(_borrow, "_yield", lambda: yields.append(1), raising=False)
     monkeypatch.setattr(_borrow, "SPIN_SECONDS", 30.0)
+    monkeypatch.setattr(_borrow, "spin_for", lambda work, limit: limit)  # (the whole 30 s)
     st = _poller.thread_state()
     st.spin_misses = 0
 
