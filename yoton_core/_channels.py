@@ -255,14 +255,22 @@ class BaseChannel(Inbox):
 
     def _deposit(self, pkg: Package) -> None:
         """Put a package's message in the inbox (called under the context lock)."""
+        self._deposit_payload(pkg.data, pkg.recv_seq)
+
+    def _deposit_payload(self, data: bytes, recv_seq: int) -> None:
+        """:meth:`_deposit` without the Package: for a plain inbox (:attr:`_inbox_inline`).
+
+        A Pub and a Sub of one context (``Context._send``) deposit this way:
+        no object per message, the same limit and discard policy.
+        """
         q = self._queue
         if len(q) >= self._context._queue_n:
             self._n_dropped += 1
             if not self._context._queue_discard_old:
                 return
             q.popleft()
-        q.append(pkg.data)
-        self._note_seqs(pkg.recv_seq, 1)
+        q.append(data)
+        self._note_seqs(recv_seq, 1)
 
     def _notify(self) -> None:
         """Wake readers and emit ``received`` after a batch of deposits."""

@@ -555,10 +555,9 @@ class Context(Router, JoinAnnouncer, LinkKeeper):
                     self._local_slot = slot
                 if ch is not None and ch is not origin:
                     rseq = self._recv_seq = self._recv_seq + 1
-                    if ch._inbox_inline and len(ch._queue) < self._queue_n:  # as _route does
-                        ch._queue.append(data)
-                        ch._note_seqs(rseq, 1)
-                    else:  # a channel of its own kind, or a full inbox (discard policy)
+                    if ch._inbox_inline:  # a plain inbox: no Package (as _route)
+                        ch._deposit_payload(data, rseq)
+                    else:  # a channel that takes deposits its own way
                         pkg = Package(data, slot, my_id, seq, dest_id, dest_seq)
                         pkg.recv_seq = rseq
                         ch._deposit(pkg)
