@@ -440,6 +440,33 @@ def send_counted(
     return {"sent": sent, "seconds": clock() - t0}
 
 
+def send_paced(s: Sends, msg: bytes, n: int, rate: float) -> dict[str, Any]:
+    """Send ``msg`` ``n`` times, evenly ``1/rate`` s apart; then flush.
+
+    Sleeps while the next send is over half a millisecond away and polls
+    the clock for the rest (``time.sleep`` overshoots by ~0.1 ms): the pace
+    is kept, the publisher's own CPU is high and not what is measured.
+    ``late`` counts sends that came more than one gap after their time.
+    """
+    send = s.send
+    gap = 1.0 / rate
+    clock = time.perf_counter
+    t0 = due = clock()
+    late = 0
+    for _ in range(n):
+        due += gap
+        while due - clock() > 0.0005:
+            time.sleep(0.0002)
+        now = clock()
+        while now < due:
+            now = clock()
+        if now - due > gap:
+            late += 1
+        send(msg)
+    s.flush()
+    return {"sent": n, "seconds": clock() - t0, "late": late}
+
+
 def send_until(s: Sends, msg: bytes, stop: Callable[[], bool], pause: float) -> None:
     """Send ``msg`` every ``pause`` s until ``stop()``: warm-up messages, end markers."""
     while not stop():
@@ -469,15 +496,21 @@ def subscriber(lib: str, n: int, clock: str) -> None:
     r.close()
 
 
-def publisher(lib: str, ports: list[int], n: int, time_limit: float, size: int) -> None:
-    """Connect to every port, send warm-up until GO, then ``n`` messages, then end markers."""
+def publisher(
+    lib: str, ports: list[int], n: int, time_limit: float, size: int, rate: float = 0.0
+) -> None:
+    """Connect to every port, send warm-up until GO, then ``n`` messages, then end markers.
+
+    The messages go as fast as they can, or ``rate`` a second (:func:`send_paced`).
+    """
     s = sender(lib)
     for port in ports:
         s.connect(port)
     say("CONNECTED")
     cmds = Commands()
     send_until(s, payload(b"W", size), lambda: cmds.seen("GO"), 0.002)
-    result = send_counted(s, payload(b"M", size), n, time_limit)
+    msg = payload(b"M", size)
+    result = send_paced(s, msg, n, rate) if rate else send_counted(s, msg, n, time_limit)
     result.update(s.stats())
     say_json("SENT", result)
     send_until(s, payload(b"E", size), lambda: cmds.seen("STOP") or cmds.seen("EOF"), 0.02)
@@ -540,8 +573,11 @@ def measure(
     subscribers: int = 1,
     clock: str = "perf_counter",
     size: int = 100,
+    rate: float = 0.0,
 ) -> dict[str, Any]:
     """One publisher to ``subscribers`` subscribers, ``n`` messages of ``size`` bytes.
+
+    ``rate``: messages a second, evenly paced (0: as fast as it can).
 
     Returns ``sent`` (the publisher's SENT), ``recv`` (one RESULT per
     subscriber: received, first, last, seconds, end and drop counters), ``cpu``
@@ -550,7 +586,7 @@ def measure(
     """
     with roles() as started:
         pub, subs = start_pubsub(
-            started, "_pubsub", lib, (n, clock), (n, time_limit, size), subscribers
+            started, "_pubsub", lib, (n, clock), (n, time_limit, size, rate), subscribers
         )
         everyone = [pub, *subs]
         cpu0 = [cpu_seconds(r.pid) for r in everyone]

@@ -8,20 +8,20 @@ blocks never blocks: before ``_borrow.spin_for`` our subscriber used 85-95 % of
 a core here (pyzmq's ~10 %).
 
 Each library's publisher sends ``N`` messages evenly spaced at ``RATE`` a
-second (it busy-waits for the last half millisecond before each send, so its
-own CPU is high and not the figure); the subscriber counts them as in
-``bench_pubsub``. The figure is the subscriber process's CPU time over the
-span from GO to its result, as a percentage of one core: lower is better.
+second (``_pubsub.send_paced``: it polls the clock for the last half
+millisecond before each send, so its own CPU is high and not the figure);
+the subscriber counts them as in ``bench_pubsub`` (``_pubsub.measure``).
+The figure is the subscriber process's CPU time over the span from GO to
+its result, as a percentage of one core: lower is better.
 """
 
 from __future__ import annotations
 
-import time
 from argparse import Namespace
 from typing import Any
 
 import _pubsub
-from _util import US, Commands, cpu_seconds, failure, roles, say, say_json, selected
+from _util import US, failure, selected
 
 SCENARIO = "pub/sub 100 B at 5,000 msg/s, even pace: subscriber CPU (% of a core)"
 RATE = 5000.0
@@ -33,61 +33,6 @@ LIBRARIES = {
     "yoton2": "yoton 2.2 (pyzo)",
     "zmq": "pyzmq PUB/SUB, no HWM (lossless)",
 }
-
-
-def publisher(lib: str, ports: list[int], n: int, rate: float, size: int) -> None:
-    """Connect, send warm-up until GO, then ``n`` messages ``1/rate`` s apart, then end markers."""
-    s = _pubsub.sender(lib)
-    for port in ports:
-        s.connect(port)
-    say("CONNECTED")
-    cmds = Commands()
-    _pubsub.send_until(s, _pubsub.payload(b"W", size), lambda: cmds.seen("GO"), 0.002)
-    msg = _pubsub.payload(b"M", size)
-    gap = 1.0 / rate
-    clock = time.perf_counter
-    t0 = due = clock()
-    late = 0
-    for _ in range(n):
-        due += gap
-        while due - clock() > 0.0005:
-            time.sleep(0.0002)
-        now = clock()
-        while now < due:
-            now = clock()
-        if now - due > gap:
-            late += 1
-        s.send(msg)
-    s.flush()
-    say_json("SENT", {"sent": n, "seconds": clock() - t0, "late": late, **s.stats()})
-    _pubsub.send_until(
-        s, _pubsub.payload(b"E", size), lambda: cmds.seen("STOP") or cmds.seen("EOF"), 0.02
-    )
-    s.close()
-
-
-def measure(lib: str, n: int) -> dict[str, Any]:
-    with roles() as started:
-        pub, (sub,) = _pubsub.start_pubsub(
-            started, "bench_paced", lib, (n, "perf_counter"), (n, RATE, SIZE)
-        )
-        cpu0 = [cpu_seconds(pub.pid), cpu_seconds(sub.pid)]
-        t0 = time.monotonic()
-        pub.send("GO")
-        sent = pub.expect_json("SENT", n / RATE + 60)
-        result = sub.expect_json("RESULT", 60)
-        wall = time.monotonic() - t0
-        cpu = [cpu_seconds(pub.pid) - cpu0[0], cpu_seconds(sub.pid) - cpu0[1]]
-        pub.send("STOP")
-    if "error" in result:
-        raise RuntimeError(result["error"])
-    _pubsub.check_version(lib, result)
-    return {"sent": sent, "recv": result, "cpu": cpu, "wall": wall}
-
-
-def subscriber(lib: str, n: int, clock: str) -> None:
-    """The counting subscriber of ``_pubsub`` (a role must live in the started module)."""
-    _pubsub.subscriber(lib, n, clock)
 
 
 def _percent(fig: dict[str, Any]) -> float:
@@ -106,7 +51,7 @@ def run(opts: Namespace) -> list[dict[str, Any]]:
             if lib in failed:
                 continue
             try:
-                figs[lib].append(measure(lib, n))
+                figs[lib].append(_pubsub.measure(lib, n, n / RATE + 60, size=SIZE, rate=RATE))
             except Exception as exc:  # one broken peer must not hide the others
                 failed[lib] = exc
     rows = []
@@ -124,7 +69,7 @@ def run(opts: Namespace) -> list[dict[str, Any]]:
             continue
         runs = sorted(figs[lib], key=_percent)
         fig = runs[len(runs) // 2]
-        got, sent = fig["recv"]["received"], fig["sent"]["sent"]
+        got, sent = fig["recv"][0]["received"], fig["sent"]["sent"]
         detail = f"{got:,}/{sent:,}"
         if got != sent:
             detail += f" ({sent - got:,} lost)"
