@@ -98,7 +98,7 @@ SPIN_MISSES = 3
 SPIN_PROBE = 16
 
 
-def spin_for(work: float, limit: float = SPIN_SECONDS) -> float:
+def spin_for(work: float, limit: float) -> float:
     """How long a thread that worked ``work`` seconds since its last wait may spin.
 
     Why in proportion to the work: a spin that ends with data is cheap where
